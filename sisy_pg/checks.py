@@ -1,0 +1,88 @@
+"""System checks: misconfigurations reported by ``manage.py check`` and at start-up."""
+
+from __future__ import annotations
+
+from django.apps import apps
+from django.conf import settings
+from django.core import checks
+
+from . import conf, schedule
+
+PROCRASTINATE_APP = "procrastinate.contrib.django"
+
+
+def _app_position(name: str) -> int | None:
+    for index, config in enumerate(apps.get_app_configs()):
+        if config.name == name:
+            return index
+    return None
+
+
+@checks.register()
+def check_installed_apps(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    ours, theirs = _app_position("sisy_pg"), _app_position(PROCRASTINATE_APP)
+    if theirs is None or (ours is not None and theirs > ours):
+        return [
+            checks.Error(
+                f"'{PROCRASTINATE_APP}' must be in INSTALLED_APPS before 'sisy_pg'.",
+                hint=f'INSTALLED_APPS = [..., "{PROCRASTINATE_APP}", "sisy_pg"]',
+                id="sisy.E001",
+            )
+        ]
+    return []
+
+
+@checks.register(checks.Tags.database)
+def check_database(app_configs=None, databases=None, **kwargs) -> list[checks.CheckMessage]:
+    from procrastinate.contrib.django.settings import settings as procrastinate_settings
+
+    alias = procrastinate_settings.DATABASE_ALIAS
+    engine = settings.DATABASES.get(alias, {}).get("ENGINE", "")
+    if "postgresql" not in engine:
+        return [
+            checks.Error(
+                f"sisy-pg needs PostgreSQL; DATABASES[{alias!r}] uses {engine or 'nothing'}.",
+                id="sisy.E002",
+            )
+        ]
+    return []
+
+
+@checks.register()
+def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    messages: list[checks.CheckMessage] = []
+    try:
+        schedule.validate_schedule(conf.settings.DEFAULT_SCHEDULE)
+    except schedule.ScheduleError as exc:
+        messages.append(checks.Error(f"SISY_DEFAULT_SCHEDULE: {exc}", id="sisy.E003"))
+    try:
+        schedule.get_timezone(conf.settings.default_timezone)
+    except schedule.ScheduleError as exc:
+        messages.append(
+            checks.Error(f"SISY_DEFAULT_TIMEZONE / TIME_ZONE: {exc}", id="sisy.E004")
+        )
+    if not settings.USE_TZ:
+        messages.append(
+            checks.Error(
+                "sisy-pg stores aware datetimes: set USE_TZ = True.", id="sisy.E005"
+            )
+        )
+    for name in ("CATCHUP_WINDOW", "PLANNER_MAX_SLEEP", "CLAIM_BATCH_SIZE"):
+        value = getattr(conf.settings, name)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+            if not (name == "CATCHUP_WINDOW" and value == 0):
+                messages.append(
+                    checks.Error(f"SISY_{name} must be a positive number, not {value!r}.",
+                                 id="sisy.E006")
+                )
+    for name in conf.OBSOLETE:
+        if hasattr(settings, name):
+            messages.append(
+                checks.Warning(
+                    f"{name} is a setting of the original Sisy and is ignored: "
+                    "sisy-pg has no heartbeat, tasks fire at their instant.",
+                    hint=f"Remove {name} from your settings.",
+                    id="sisy.W001",
+                )
+            )
+    return messages

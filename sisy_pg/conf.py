@@ -1,0 +1,61 @@
+"""The ``SISY_*`` settings and their documented defaults.
+
+Read through :data:`settings` so that tests overriding Django settings are seen
+at once (nothing is cached at import time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings as django_settings
+
+DEFAULTS: dict[str, Any] = {
+    # Schedule given to tasks created without one (Sisy's default).
+    "DEFAULT_SCHEDULE": "* * * * *",
+    # Time zone of tasks created without one; None means settings.TIME_ZONE.
+    "DEFAULT_TIMEZONE": None,
+    # procrastinate queue the runs are deferred to. Workers that serve this
+    # queue (or every queue) also plan and fire the schedule.
+    "QUEUE": "sisy",
+    # Instants missed by more than this many seconds (worker outage) are
+    # skipped; later ones are still run, each exactly once.
+    "CATCHUP_WINDOW": 60.0,
+    # Longest the planner sleeps without looking at the table, as a safety net
+    # behind LISTEN/NOTIFY (e.g. a notification lost while reconnecting).
+    "PLANNER_MAX_SLEEP": 30.0,
+    # How many due tasks one claim transaction takes at most.
+    "CLAIM_BATCH_SIZE": 100,
+    # False: the worker runs jobs but never plans (e.g. a worker on another queue
+    # that should not touch the schedule).
+    "PLANNER_ENABLED": True,
+}
+
+#: Settings of the original Sisy that mean nothing here (see checks.py).
+OBSOLETE = ("SISY_HEARTBEAT_FREQUENCY",)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    def __getattr__(self, name: str) -> Any:
+        if name not in DEFAULTS:
+            raise AttributeError(name)
+        return getattr(django_settings, f"SISY_{name}", DEFAULTS[name])
+
+    @property
+    def default_timezone(self) -> str:
+        return self.DEFAULT_TIMEZONE or django_settings.TIME_ZONE or "UTC"
+
+
+settings = _Settings()
+
+
+def default_schedule() -> str:
+    """Field default for ``Task.schedule`` (a callable so migrations stay stable)."""
+    return settings.DEFAULT_SCHEDULE
+
+
+def default_timezone() -> str:
+    """Field default for ``Task.timezone``."""
+    return settings.default_timezone

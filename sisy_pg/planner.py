@@ -1,0 +1,210 @@
+"""The planner: wakes at the earliest ``next_run``, fires what is due, plans what changed.
+
+One planner runs beside each procrastinate worker that serves the sisy queue
+(see worker.py). It sleeps until the earliest ``next_run`` in the table, or
+until the trigger on ``sisy_task`` notifies ``sisy_task_changed``, then in one
+transaction claims the due tasks (inserting their runs and procrastinate jobs,
+whose insert wakes every worker at once) and stores each task's following
+instant. Several planners may run: ``FOR NO KEY UPDATE SKIP LOCKED`` shares the
+due rows between them and the unique (task, instant) constraint on the run
+history makes a double fire impossible.
+
+Every query here touches only rows that are due or changed, through partial
+indexes: the cost follows what is due, not how many tasks are defined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any
+
+import psycopg
+
+from . import schedule
+from .store import Store
+
+logger = logging.getLogger(__name__)
+
+TASK_CHANNEL = "sisy_task_changed"
+# When another planner holds the due rows, wait this long (or for its
+# commit's notification, whichever comes first) before looking again.
+_CONTENDED_RETRY = 0.05
+_RECONNECT_DELAYS = (0.5, 1, 2, 5, 10)
+
+
+class Planner:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        queue: str,
+        task_name: str,
+        catchup_window: float,
+        max_sleep: float,
+        batch_size: int,
+    ) -> None:
+        self.store = store
+        self.queue = queue
+        self.task_name = task_name
+        self.catchup_window = dt.timedelta(seconds=catchup_window)
+        self.max_sleep = max_sleep
+        self.batch_size = batch_size
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        """Plan and fire until cancelled; survive database restarts."""
+        failures = 0
+        logger.info(
+            "sisy planner starting", extra={"action": "planner_start", "queue": self.queue}
+        )
+        while True:
+            try:
+                await self._serve()
+            except asyncio.CancelledError:
+                logger.info("sisy planner stopped", extra={"action": "planner_stop"})
+                raise
+            except Exception as exc:
+                delay = _RECONNECT_DELAYS[min(failures, len(_RECONNECT_DELAYS) - 1)]
+                failures += 1
+                logger.exception(
+                    f"sisy planner failed, retrying in {delay} s",
+                    extra={"action": "planner_error", "exception": repr(exc), "retry_in": delay},
+                )
+                await asyncio.sleep(delay)
+            else:  # pragma: no cover - _serve only returns by raising
+                failures = 0
+
+    async def _serve(self) -> None:
+        conn = await self.store.connect()
+        listen_conn = await self.store.connect()
+        listener: asyncio.Task[Any] | None = None
+        try:
+            await listen_conn.execute(f"LISTEN {TASK_CHANNEL}")
+            listener = asyncio.create_task(self._listen(listen_conn), name="sisy-listen")
+            await self.store.fail_orphaned_runs(conn)
+            while True:
+                delay = await self.tick(conn)
+                await self._sleep(delay, listener)
+        finally:
+            if listener is not None:
+                listener.cancel()
+                await asyncio.gather(listener, return_exceptions=True)
+            await listen_conn.close()
+            await conn.close()
+
+    async def _listen(self, listen_conn: psycopg.AsyncConnection) -> None:
+        async for _ in listen_conn.notifies():
+            self._wake.set()
+
+    async def _sleep(self, delay: float, listener: asyncio.Task[Any]) -> None:
+        if delay > 0 and not self._wake.is_set():
+            waiter = asyncio.create_task(self._wake.wait())
+            try:
+                await asyncio.wait(
+                    {waiter, listener}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                waiter.cancel()
+        if listener.done():
+            listener.result()  # re-raise a lost LISTEN connection
+            raise ConnectionError("the LISTEN connection closed")
+        self._wake.clear()
+
+    async def tick(self, conn: psycopg.AsyncConnection) -> float:
+        """Fire what is due, plan what is pending; return seconds to sleep."""
+        fired = await self.fire_due(conn)
+        await self.plan_pending(conn)
+        state = await self.store.planner_state(conn)
+        if state.pending:
+            return 0.0  # more than one batch was waiting
+        if state.seconds_to_next is None:
+            return self.max_sleep
+        if state.seconds_to_next <= 0:
+            # Still due after our claim: rows another planner holds, or a
+            # batch too small. Retry soon; its commit notifies us anyway.
+            return 0.0 if fired >= self.batch_size else _CONTENDED_RETRY
+        return min(state.seconds_to_next, self.max_sleep)
+
+    async def fire_due(self, conn: psycopg.AsyncConnection) -> int:
+        """Claim due tasks and store each one's next instant, in one transaction."""
+        now = dt.datetime.now(dt.timezone.utc)
+        async with conn.transaction():
+            claimed = await self.store.claim_due(
+                conn,
+                limit=self.batch_size,
+                stale_before=now - self.catchup_window,
+                queue=self.queue,
+                task_name=self.task_name,
+            )
+            plans: dict[int, schedule.Plan | schedule.ScheduleError] = {}
+            for task in claimed:
+                plans[task.task_id] = self._plan_claimed(task, now)
+            await self.store.set_plans(conn, plans)
+        for task in claimed:
+            if task.run_id is not None:
+                logger.debug(
+                    f"Fired task {task.task_id} for {task.fired_for.isoformat()}",
+                    extra={
+                        "action": "task_fired",
+                        "task_id": task.task_id,
+                        "run_id": task.run_id,
+                        "scheduled_for": task.fired_for.isoformat(),
+                    },
+                )
+            elif task.stale:
+                logger.warning(
+                    f"Task {task.task_id} missed {task.fired_for.isoformat()} "
+                    "(older than SISY_CATCHUP_WINDOW); not run",
+                    extra={"action": "task_missed", "task_id": task.task_id,
+                           "scheduled_for": task.fired_for.isoformat()},
+                )
+        return len(claimed)
+
+    def _plan_claimed(
+        self, task: Any, now: dt.datetime
+    ) -> schedule.Plan | schedule.ScheduleError:
+        try:
+            if task.stale:
+                return schedule.plan_from_now(task.plan_input, now)
+            plan = schedule.plan_after_fire(
+                task.plan_input, task.fired_for, now, self.catchup_window
+            )
+        except Exception as exc:  # one bad row must not stop the others
+            return _unplannable(task.task_id, exc)
+        if plan.skipped_instants:
+            logger.warning(
+                f"Task {task.task_id} skipped instants older than SISY_CATCHUP_WINDOW",
+                extra={"action": "task_missed", "task_id": task.task_id},
+            )
+        return plan
+
+    async def plan_pending(self, conn: psycopg.AsyncConnection) -> int:
+        """Compute next_run for tasks that are new or were changed by a writer."""
+        now = dt.datetime.now(dt.timezone.utc)
+        async with conn.transaction():
+            pending = await self.store.tasks_to_plan(conn, limit=self.batch_size)
+            plans: dict[int, schedule.Plan | schedule.ScheduleError] = {}
+            for task_id, plan_input in pending:
+                try:
+                    plans[task_id] = schedule.plan_from_now(plan_input, now)
+                except Exception as exc:  # one bad row must not stop the others
+                    plans[task_id] = _unplannable(task_id, exc)
+            await self.store.set_plans(conn, plans)
+        if plans:
+            logger.debug(
+                f"Planned {len(plans)} task(s)",
+                extra={"action": "tasks_planned", "task_ids": list(plans)},
+            )
+        return len(plans)
+
+
+def _unplannable(task_id: int, exc: Exception) -> schedule.ScheduleError:
+    """Log why a task cannot be planned; the error is stored in schedule_error."""
+    error = exc if isinstance(exc, schedule.ScheduleError) else schedule.ScheduleError(repr(exc))
+    logger.error(
+        f"Task {task_id} cannot be planned: {error}",
+        extra={"action": "task_unplannable", "task_id": task_id, "error": str(error)},
+    )
+    return error

@@ -1,0 +1,82 @@
+"""The procrastinate task that executes one run of a sisy task.
+
+The planner defers one job per (task, instant) with ``run_id``; this runs in
+the stock procrastinate worker, in a worker thread like any sync task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback as tb
+from typing import Any
+
+from procrastinate import JobContext
+
+from . import callables
+
+logger = logging.getLogger(__name__)
+
+RUN_TASK_NAME = "sisy.run"
+
+_HOST = socket.gethostname()
+
+
+def _worker_label(context: JobContext) -> str:
+    return f"{_HOST}:{os.getpid()}:{context.worker_name or 'worker'}"
+
+
+def run_task(context: JobContext, run_id: int) -> str:
+    """Run the callable of TaskRun ``run_id``; record the outcome on the run.
+
+    An exception in the callable is recorded (message and traceback) and
+    re-raised so procrastinate marks its job failed too; the worker carries on
+    and the task keeps its schedule.
+    """
+    from .apps import get_store
+    from .models import Task
+
+    store = get_store()
+    started = store.start_run(
+        run_id=run_id, job_id=context.job.id, worker=_worker_label(context)
+    )
+    log_extra = {"run_id": run_id, "task_id": started.task_id}
+    if started.status != "running":
+        logger.info(
+            f"Run {run_id} not started: {started.status}",
+            extra={"action": "run_not_started", "status": started.status, **log_extra},
+        )
+        return started.status
+
+    try:
+        task = Task.objects.using(store.database_alias).get(pk=started.task_id)
+        func = callables.resolve(task.callable_info, using=store.database_alias)
+        message: dict[str, Any] = {
+            "task": task,
+            "message": {
+                "run_id": run_id,
+                "scheduled_for": started.scheduled_for,
+                "job_id": context.job.id,
+                "worker": _worker_label(context),
+            },
+        }
+        func(message)
+    except BaseException as exc:
+        store.finish_run(
+            run_id=run_id,
+            status="failed",
+            error=f"{type(exc).__name__}: {exc}",
+            traceback=tb.format_exc(),
+        )
+        logger.warning(
+            f"Run {run_id} failed: {exc!r}",
+            extra={"action": "run_failed", "exception": repr(exc), **log_extra},
+        )
+        raise
+    store.finish_run(run_id=run_id, status="succeeded")
+    logger.info(
+        f"Run {run_id} of task {task.pk} succeeded",
+        extra={"action": "run_succeeded", **log_extra},
+    )
+    return "succeeded"

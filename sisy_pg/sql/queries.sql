@@ -1,0 +1,57 @@
+-- Named queries of sisy_pg.store.Store, the only place that issues them.
+-- Each starts with a line "-- name --"; the next comment line says what it is for.
+
+-- claim_due --
+-- Fire every due task (see sisy_claim_due in schema.sql)
+SELECT id, schedule, timezone, start_running, end_running, iterations, fire_count,
+       wait_for_schedule, fired_for, run_id, stale
+  FROM sisy_claim_due(%(limit)s, %(stale_before)s, %(queue)s, %(task_name)s);
+
+-- tasks_to_plan --
+-- Lock tasks that a writer changed or created without next_run
+SELECT id, schedule, timezone, start_running, end_running, iterations, fire_count,
+       wait_for_schedule
+  FROM sisy_task
+ WHERE enabled AND next_run IS NULL AND finished_at IS NULL AND schedule_error = ''
+ ORDER BY id
+ LIMIT %(limit)s
+   FOR NO KEY UPDATE SKIP LOCKED;
+
+-- set_plans --
+-- Store the planner's answers: the next instant, the end of a task, or why it cannot be planned
+UPDATE sisy_task AS t
+   SET next_run = plan.next_run,
+       enabled = t.enabled AND NOT plan.finished,
+       finished_at = CASE WHEN plan.finished THEN clock_timestamp() ELSE t.finished_at END,
+       schedule_error = plan.error
+  FROM unnest(
+           %(ids)s::bigint[], %(next_runs)s::timestamptz[],
+           %(finished)s::boolean[], %(errors)s::text[]
+       ) AS plan(id, next_run, finished, error)
+ WHERE t.id = plan.id;
+
+-- planner_state --
+-- Seconds until the earliest next_run (negative: overdue), and whether tasks wait to be planned
+SELECT EXTRACT(EPOCH FROM (
+           (SELECT min(next_run) FROM sisy_task WHERE enabled AND next_run IS NOT NULL)
+           - clock_timestamp()
+       ))::float8 AS seconds_to_next,
+       EXISTS (
+           SELECT 1 FROM sisy_task
+            WHERE enabled AND next_run IS NULL AND finished_at IS NULL AND schedule_error = ''
+       ) AS pending;
+
+-- fail_orphaned_runs --
+-- Close runs whose worker died mid-run
+SELECT sisy_fail_orphaned_runs() AS count;
+
+-- start_run --
+-- Move a queued run to running (or skipped); see sisy_start_run
+SELECT status, task_id, scheduled_for FROM sisy_start_run(%(run_id)s, %(job_id)s, %(worker)s);
+
+-- finish_run --
+-- Record how a run ended
+UPDATE sisy_taskrun
+   SET status = %(status)s, finished_at = clock_timestamp(),
+       error = %(error)s, traceback = %(traceback)s
+ WHERE id = %(run_id)s AND status = 'running';

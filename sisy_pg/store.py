@@ -1,0 +1,160 @@
+"""The one object that issues sisy-pg's SQL (the named queries of ``sql/queries.sql``).
+
+The planner talks to it over its own asynchronous psycopg connection; the
+runner, which executes inside procrastinate's worker threads, over Django's
+connection. Both see the same queries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from typing import Any
+
+import psycopg
+from django.db import connections
+from psycopg.rows import dict_row
+
+from . import schedule, sql
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannerState:
+    seconds_to_next: float | None
+    pending: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class ClaimedTask:
+    task_id: int
+    plan_input: schedule.PlanInput
+    fired_for: dt.datetime
+    run_id: int | None
+    stale: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class StartedRun:
+    status: str
+    task_id: int | None
+    scheduled_for: dt.datetime | None
+
+
+def _plan_input(row: dict[str, Any]) -> schedule.PlanInput:
+    return schedule.PlanInput(
+        schedule=row["schedule"],
+        timezone=row["timezone"],
+        start_running=row["start_running"],
+        end_running=row["end_running"],
+        iterations=row["iterations"],
+        fire_count=row["fire_count"],
+        wait_for_schedule=row["wait_for_schedule"],
+    )
+
+
+class Store:
+    def __init__(self, database_alias: str = "default") -> None:
+        self.database_alias = database_alias
+        self.queries = sql.queries()
+
+    # --- planner side (async, its own connection) ------------------------------
+
+    def connection_params(self) -> dict[str, Any]:
+        """psycopg keyword arguments for the Django database this store serves."""
+        params = connections[self.database_alias].get_connection_params()
+        for django_only in ("cursor_factory", "context", "server_side_binding"):
+            params.pop(django_only, None)
+        return params
+
+    async def connect(self) -> psycopg.AsyncConnection:
+        return await psycopg.AsyncConnection.connect(
+            **self.connection_params(), autocommit=True, row_factory=dict_row
+        )
+
+    async def claim_due(
+        self,
+        conn: psycopg.AsyncConnection,
+        *,
+        limit: int,
+        stale_before: dt.datetime,
+        queue: str,
+        task_name: str,
+    ) -> list[ClaimedTask]:
+        """Fire due tasks; call inside a transaction that then calls set_plans."""
+        cursor = await conn.execute(
+            self.queries["claim_due"],
+            {"limit": limit, "stale_before": stale_before, "queue": queue, "task_name": task_name},
+        )
+        return [
+            ClaimedTask(
+                task_id=row["id"],
+                plan_input=_plan_input(row),
+                fired_for=row["fired_for"],
+                run_id=row["run_id"],
+                stale=row["stale"],
+            )
+            for row in await cursor.fetchall()
+        ]
+
+    async def tasks_to_plan(
+        self, conn: psycopg.AsyncConnection, *, limit: int
+    ) -> list[tuple[int, schedule.PlanInput]]:
+        """Lock tasks without next_run; call inside a transaction that then calls set_plans."""
+        cursor = await conn.execute(self.queries["tasks_to_plan"], {"limit": limit})
+        return [(row["id"], _plan_input(row)) for row in await cursor.fetchall()]
+
+    async def set_plans(
+        self,
+        conn: psycopg.AsyncConnection,
+        plans: dict[int, schedule.Plan | schedule.ScheduleError],
+    ) -> None:
+        if not plans:
+            return
+        ids, next_runs, finished, errors = [], [], [], []
+        for task_id, plan in plans.items():
+            ids.append(task_id)
+            if isinstance(plan, schedule.ScheduleError):
+                next_runs.append(None)
+                finished.append(False)
+                errors.append(str(plan))
+            else:
+                next_runs.append(plan.next_run)
+                finished.append(plan.finished)
+                errors.append("")
+        await conn.execute(
+            self.queries["set_plans"],
+            {"ids": ids, "next_runs": next_runs, "finished": finished, "errors": errors},
+        )
+
+    async def planner_state(self, conn: psycopg.AsyncConnection) -> PlannerState:
+        cursor = await conn.execute(self.queries["planner_state"])
+        row = await cursor.fetchone()
+        assert row is not None
+        return PlannerState(seconds_to_next=row["seconds_to_next"], pending=row["pending"])
+
+    async def fail_orphaned_runs(self, conn: psycopg.AsyncConnection) -> int:
+        cursor = await conn.execute(self.queries["fail_orphaned_runs"])
+        row = await cursor.fetchone()
+        return row["count"] if row else 0
+
+    # --- runner side (sync, Django's connection in the worker thread) ----------
+
+    def start_run(self, *, run_id: int, job_id: int | None, worker: str) -> StartedRun:
+        with connections[self.database_alias].cursor() as cursor:
+            cursor.execute(
+                self.queries["start_run"],
+                {"run_id": run_id, "job_id": job_id, "worker": worker},
+            )
+            status, task_id, scheduled_for = cursor.fetchone()
+        return StartedRun(status=status, task_id=task_id, scheduled_for=scheduled_for)
+
+    def finish_run(
+        self, *, run_id: int, status: str, error: str = "", traceback: str = ""
+    ) -> bool:
+        """Record the outcome; False if the run was gone (its task was deleted)."""
+        with connections[self.database_alias].cursor() as cursor:
+            cursor.execute(
+                self.queries["finish_run"],
+                {"run_id": run_id, "status": status, "error": error, "traceback": traceback},
+            )
+            return cursor.rowcount == 1

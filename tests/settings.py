@@ -1,0 +1,51 @@
+"""Settings for the test suite: a real PostgreSQL (DATABASE_URL, or an embedded one)."""
+
+from devtools.embedded_pg import database_url, django_database
+
+SECRET_KEY = "tests-only"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "Europe/Paris"
+ROOT_URLCONF = "tests.urls"
+DATABASES = {"default": django_database(database_url())}
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "procrastinate.contrib.django",
+    "sisy_pg",
+    "tests.testapp",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
+]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# Workers started by the end-to-end tests: poll rarely, so that firing on time
+# is shown to come from sisy's planner and procrastinate's LISTEN/NOTIFY.
+PROCRASTINATE_WORKER_DEFAULTS = {"fetch_job_polling_interval": 5.0}
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {
+        "sisy_pg": {"handlers": ["console"], "level": "INFO"},
+        "procrastinate": {"handlers": ["console"], "level": "WARNING"},
+    },
+}

@@ -49,7 +49,7 @@ ALTER TABLE sisy_task
     DROP CONSTRAINT IF EXISTS sisy_task_callable_has_path,
     ADD CONSTRAINT sisy_task_callable_has_path CHECK (
         jsonb_typeof(callable_info) = 'object'
-        AND jsonb_typeof(callable_info -> 'func_path') = 'string'
+        AND coalesce(jsonb_typeof(callable_info -> 'func_path') = 'string', false)
     ),
     DROP CONSTRAINT IF EXISTS sisy_task_running_window,
     ADD CONSTRAINT sisy_task_running_window CHECK (

@@ -1,0 +1,106 @@
+"""Fixtures: real PostgreSQL (tests/settings.py starts one if DATABASE_URL is unset) and real workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from django.db import connection
+
+from devtools.embedded_pg import with_database
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.02):
+    """Poll ``predicate`` until it is truthy; return its value, or fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+class WorkerProcess:
+    """``python -m django procrastinate worker`` against the test database."""
+
+    def __init__(self, name: str, extra_args: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.log = tempfile.NamedTemporaryFile(
+            prefix=f"sisy-worker-{name}-", suffix=".log", delete=False
+        )
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": with_database(
+                os.environ["DATABASE_URL"], connection.settings_dict["NAME"]
+            ),
+            "PYTHONPATH": str(ROOT),
+        }
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "django", "procrastinate", "worker",
+             "--name", name, *extra_args],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture
+def start_worker(transactional_db):
+    """Start worker processes; wait until each plans and runs; stop them afterwards."""
+    from sisy_pg.models import Task, TaskRun
+
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM procrastinate_jobs")
+    workers: list[WorkerProcess] = []
+
+    def start(name: str = "w1", *extra_args: str) -> WorkerProcess:
+        worker = WorkerProcess(name, extra_args)
+        workers.append(worker)
+        # Ready when a one-off task created now has run: the planner, the
+        # LISTEN connections and the job runner are all up.
+        probe = Task.run_once("tests.testapp.jobs.record")
+        try:
+            wait_until(
+                lambda: worker.process.poll() is not None
+                or TaskRun.objects.filter(task=probe, status="succeeded").exists(),
+                timeout=60,
+            )
+        finally:
+            assert worker.process.poll() is None, worker.output()
+            probe.delete()
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+    for worker in workers:
+        output = worker.output()
+        # The planner and procrastinate's side tasks never failed.
+        assert "sisy planner failed" not in output, output
+        assert "Side task" not in output, output

@@ -1,0 +1,148 @@
+"""Sisy's Python API: task_with_callable, taskinfo_with_label, run_once, run_iterations."""
+
+import datetime as dt
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.utils import timezone
+
+from sisy.models import Task, task_with_callable, taskinfo_with_label
+from sisy_pg.models import TaskDefinitionError, TaskRun
+from tests.testapp import jobs
+from tests.testapp.models import Widget
+
+pytestmark = pytest.mark.django_db
+
+
+def test_task_with_callable_returns_an_unsaved_task_with_sisy_defaults():
+    task = task_with_callable(jobs.record)
+    assert task.pk is None and not Task.objects.exists()
+    assert task.label == "tests.testapp.jobs.record"
+    assert task.schedule == "* * * * *"
+    assert task.timezone == "Europe/Paris"  # settings.TIME_ZONE
+    assert task.userdata == {}
+    assert task.enabled and task.wait_for_schedule and task.iterations == 0
+    task.save()
+    assert task.next_run is not None and task.next_run > timezone.now()
+    assert task.next_run.second == 0
+
+
+def test_label_schedule_and_userdata_are_kept():
+    task = task_with_callable(jobs.record, label="Daily", schedule="30 0 * * *",
+                              userdata={"a": [1, 2]})
+    task.save()
+    task.refresh_from_db()
+    assert (task.label, task.schedule, task.userdata) == ("Daily", "30 0 * * *", {"a": [1, 2]})
+    local = task.next_run.astimezone(dt.timezone(dt.timedelta(hours=1)))
+    assert (local.hour, local.minute) == (0, 30)  # 00:30 in Paris (winter time)
+
+
+@pytest.mark.parametrize("userdata", [[1, 2], "text", 3])
+def test_userdata_must_be_a_dict(userdata):
+    with pytest.raises(ValueError, match="userdata must be a dict"):
+        task_with_callable(jobs.record, userdata=userdata)
+
+
+def test_userdata_checked_again_on_save():
+    task = task_with_callable(jobs.record)
+    task.userdata = ["not", "a", "dict"]
+    with pytest.raises(ValueError, match="userdata must be a dict"):
+        task.save()
+    assert not Task.objects.exists()
+
+
+def test_invalid_schedule_is_a_value_error_at_creation():
+    with pytest.raises(ValueError, match="is not valid cron"):
+        task_with_callable(jobs.record, schedule="61 * * * *")
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("schedule", "* * *", "has 3 field(s)"),
+        ("timezone", "Mars/Olympus", "unknown time zone"),
+        ("end_running", timezone.now() - dt.timedelta(days=400), "end_running is before start_running"),
+        ("callable_info", {"func_type": "function", "func_path": "tests.testapp.jobs.gone"}, "has no attribute 'gone'"),
+        ("start_running", dt.datetime(2030, 1, 1), "must be an aware datetime"),
+    ],
+)
+def test_invalid_definition_refused_on_save_and_nothing_saved(field, value, message):
+    task = task_with_callable(jobs.record)
+    task.start_running = timezone.now() - dt.timedelta(days=1)
+    setattr(task, field, value)
+    with pytest.raises(TaskDefinitionError) as info:
+        task.save()
+    assert isinstance(info.value, ValueError) and isinstance(info.value, ValidationError)
+    assert message in str(info.value.message_dict[field])
+    assert not Task.objects.exists()
+
+
+def test_clean_reports_errors_per_field_for_forms():
+    task = task_with_callable(jobs.record)
+    task.schedule, task.timezone = "nope", "Nowhere/Land"
+    with pytest.raises(ValidationError) as info:
+        task.clean()
+    assert set(info.value.message_dict) == {"schedule", "timezone"}
+
+
+def test_taskinfo_with_label_has_sisy_keys_and_model_pk():
+    widget = Widget.objects.create()
+    task_with_callable("tests.testapp.models.Widget.touch", label="W",
+                       pk_override=widget.pk).save()
+    info = taskinfo_with_label("W")
+    assert set(info) == {"func_type", "module_name", "class_name", "class_path",
+                         "func_name", "func_path", "model_pk"}
+    assert info["model_pk"] == widget.pk and info["func_type"] == "instancemethod"
+
+
+def test_run_once_runs_immediately_once():
+    task = Task.run_once(jobs.record, userdata={"k": 1})
+    assert task.pk and task.iterations == 1 and not task.wait_for_schedule
+    assert abs((task.next_run - timezone.now()).total_seconds()) < 5
+
+
+def test_run_once_with_delay_until_fires_at_that_instant():
+    when = timezone.now() + dt.timedelta(hours=2, microseconds=1234)
+    task = Task.run_once(jobs.record, delay_until=when)
+    assert task.next_run == when and task.start_running == when
+
+
+@pytest.mark.parametrize(
+    "delay_until, message",
+    [
+        (timezone.now() - dt.timedelta(seconds=1), "must be in the future"),
+        (dt.datetime(2099, 1, 1), "must be an aware datetime"),
+    ],
+)
+def test_delay_until_must_be_aware_and_future(delay_until, message):
+    with pytest.raises(ValueError, match=message):
+        Task.run_once(jobs.record, delay_until=delay_until)
+    assert not Task.objects.exists()
+
+
+def test_run_iterations():
+    task = Task.run_iterations(jobs.record, iterations=3, label="three", schedule="*/2 * * * * *")
+    assert (task.iterations, task.schedule, task.wait_for_schedule) == (3, "*/2 * * * * *", True)
+    assert task.next_run.second % 2 == 0
+    now_task = Task.run_iterations(jobs.record, iterations=2, run_immediately=True)
+    assert not now_task.wait_for_schedule
+    with pytest.raises(ValueError, match="positive integer"):
+        Task.run_iterations(jobs.record, iterations=0)
+
+
+def test_status_properties_come_from_the_run_history():
+    task = Task.run_once(jobs.record)
+    assert not task.running and task.last_outcome is None
+    now = timezone.now()
+    TaskRun.objects.create(task=task, scheduled_for=now - dt.timedelta(seconds=2), status="failed")
+    TaskRun.objects.create(task=task, scheduled_for=now, status="running", started_at=now)
+    assert task.running and task.last_outcome == "failed"
+    annotated = Task.objects.with_status().get(pk=task.pk)
+    assert annotated.running and annotated.last_outcome == "failed"
+
+
+def test_finished_property():
+    task = Task.run_once(jobs.record)
+    assert not task.finished
+    task.finished_at = timezone.now()
+    assert task.finished

@@ -1,0 +1,278 @@
+"""The triggers and functions of sql/schema.sql, driven by every kind of writer."""
+
+import psycopg
+import pytest
+from django.db import IntegrityError, connection, transaction
+from django.db.utils import DataError, InternalError
+
+from sisy_pg.models import Task, TaskRun, task_with_callable
+from tests.testapp import jobs
+
+pytestmark = pytest.mark.django_db
+
+
+def sql(query, params=None):
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        return cursor.fetchall() if cursor.description else None
+
+
+def make_task(**fields):
+    task = task_with_callable(jobs.record, schedule=fields.pop("schedule", "* * * * *"))
+    for name, value in fields.items():
+        setattr(task, name, value)
+    task.save()
+    return task
+
+
+def next_run(task):
+    return sql("SELECT next_run FROM sisy_task WHERE id = %s", [task.pk])[0][0]
+
+
+def claim():
+    return sql("SELECT id, run_id, fired_for FROM sisy_claim_due(100, now() - interval '1 minute', 'sisy', 'sisy.run')")
+
+
+def make_due(task):
+    sql("UPDATE sisy_task SET next_run = clock_timestamp() - interval '1 ms' WHERE id = %s", [task.pk])
+
+
+def job_status(job_id):
+    return sql("SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id])[0][0]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "UPDATE sisy_task SET schedule = '* * * * * *' WHERE id = %s",
+        "UPDATE sisy_task SET timezone = 'Asia/Tokyo' WHERE id = %s",
+        "UPDATE sisy_task SET start_running = now() + interval '1 day' WHERE id = %s",
+        "UPDATE sisy_task SET end_running = now() + interval '1 day' WHERE id = %s",
+        "UPDATE sisy_task SET iterations = 5 WHERE id = %s",
+        "UPDATE sisy_task SET wait_for_schedule = false WHERE id = %s",
+    ],
+)
+def test_raw_sql_change_of_the_schedule_clears_next_run_for_replanning(change):
+    task = make_task()
+    assert next_run(task) is not None
+    sql(change, [task.pk])
+    assert next_run(task) is None
+
+
+def test_queryset_update_and_save_are_seen_the_same_way():
+    task = make_task()
+    Task.objects.filter(pk=task.pk).update(schedule="*/5 * * * * *")
+    assert next_run(task) is None
+    other = make_task()
+    other.schedule = "0 * * * *"
+    other.save()
+    assert next_run(other) is None
+
+
+def test_unrelated_change_keeps_next_run():
+    task = make_task()
+    before = next_run(task)
+    sql("UPDATE sisy_task SET label = 'renamed', userdata = '{\"x\": 1}' WHERE id = %s", [task.pk])
+    assert next_run(task) == before
+
+
+def test_explicit_next_run_is_obeyed_as_run_now():
+    task = make_task(schedule="0 0 1 1 *")
+    sql("UPDATE sisy_task SET next_run = now() WHERE id = %s", [task.pk])
+    assert next_run(task) is not None
+    assert [row[0] for row in claim()] == [task.pk]
+
+
+def test_disable_clears_next_run():
+    task = make_task()
+    sql("UPDATE sisy_task SET enabled = false WHERE id = %s", [task.pk])
+    assert next_run(task) is None
+
+
+def test_bulk_create_leaves_rows_for_the_planner():
+    info = task_with_callable(jobs.record).callable_info
+    Task.objects.bulk_create([Task(label=f"b{i}", callable_info=info) for i in range(3)])
+    assert sql("SELECT count(*) FROM sisy_task WHERE next_run IS NULL AND enabled")[0][0] == 3
+
+
+def test_raw_insert_gets_defaults_label_and_session_timezone():
+    sql("SET TIME ZONE 'America/New_York'")
+    try:
+        sql("""INSERT INTO sisy_task (callable_info, label, timezone)
+               VALUES ('{"func_type": "function", "func_path": "tests.testapp.jobs.record"}', '', NULL)""")
+    finally:
+        sql("SET TIME ZONE 'UTC'")
+    row = sql("SELECT label, timezone, schedule, enabled, userdata::text, next_run FROM sisy_task")[0]
+    assert row == ("tests.testapp.jobs.record", "America/New_York", "* * * * *", True, "{}", None)
+
+
+@pytest.mark.parametrize(
+    "column, value, error",
+    [
+        ("timezone", "'Mars/Olympus'", 'unknown time zone "Mars/Olympus"'),
+        ("userdata", "'[1, 2]'", "sisy_task_userdata_is_object"),
+        ("schedule", "'* * *'", "sisy_task_schedule_fields"),
+        ("callable_info", "'{}'", "sisy_task_callable_has_path"),
+        ("end_running", "'2000-01-01'", "sisy_task_running_window"),
+    ],
+)
+def test_database_refuses_what_python_would_refuse(column, value, error):
+    task = make_task(start_running=None)
+    if column == "end_running":
+        sql("UPDATE sisy_task SET start_running = now() WHERE id = %s", [task.pk])
+    with pytest.raises((IntegrityError, DataError, InternalError)) as info:
+        with transaction.atomic():
+            sql(f"UPDATE sisy_task SET {column} = {value} WHERE id = %s", [task.pk])
+    assert error in str(info.value)
+
+
+def test_claim_inserts_one_run_and_one_job_and_never_twice():
+    task = make_task()
+    make_due(task)
+    (task_id, run_id, fired_for), = claim()
+    run = TaskRun.objects.get(pk=run_id)
+    assert (run.task_id, run.scheduled_for, run.status) == (task.pk, fired_for, "queued")
+    assert job_status(run.job_id) == "todo"
+    assert sql("SELECT args->>'run_id', task_name, queue_name FROM procrastinate_jobs WHERE id = %s",
+               [run.job_id])[0] == (str(run_id), "sisy.run", "sisy")
+    task.refresh_from_db()
+    assert (task.fire_count, task.last_run) == (1, fired_for)
+    # The same instant claimed again (a second planner, a retry): no second run.
+    (_, again, _), = claim()
+    assert again is None
+    assert TaskRun.objects.count() == 1
+    task.refresh_from_db()
+    assert task.fire_count == 1
+
+
+def test_unique_constraint_guards_the_history_directly():
+    task = make_task()
+    make_due(task)
+    (_, run_id, fired_for), = claim()
+    with pytest.raises(IntegrityError, match="sisy_taskrun_once_per_instant"):
+        with transaction.atomic():
+            TaskRun.objects.create(task=task, scheduled_for=fired_for)
+
+
+def test_stale_instant_is_not_run():
+    task = make_task()
+    sql("UPDATE sisy_task SET next_run = now() - interval '1 hour' WHERE id = %s", [task.pk])
+    rows = sql("SELECT id, run_id, stale FROM sisy_claim_due(100, now() - interval '1 minute', 'sisy', 'sisy.run')")
+    assert rows == [(task.pk, None, True)]
+    assert not TaskRun.objects.exists()
+
+
+@pytest.mark.parametrize("how", ["raw", "orm", "queryset"])
+def test_disabling_cancels_the_pending_fire_in_the_same_transaction(how):
+    task = make_task()
+    make_due(task)
+    (_, run_id, _), = claim()
+    job_id = TaskRun.objects.get(pk=run_id).job_id
+    if how == "raw":
+        sql("UPDATE sisy_task SET enabled = false WHERE id = %s", [task.pk])
+    elif how == "orm":
+        task.refresh_from_db()
+        task.enabled = False
+        task.save()
+    else:
+        Task.objects.filter(pk=task.pk).update(enabled=False)
+    run = TaskRun.objects.get(pk=run_id)
+    assert run.status == "cancelled" and "disabled" in run.error
+    assert job_status(job_id) == "cancelled"
+
+
+@pytest.mark.parametrize("how", ["raw", "orm"])
+def test_deleting_removes_history_and_cancels_the_pending_fire(how):
+    task = make_task()
+    make_due(task)
+    (_, run_id, _), = claim()
+    job_id = TaskRun.objects.get(pk=run_id).job_id
+    if how == "raw":
+        sql("DELETE FROM sisy_task WHERE id = %s", [task.pk])
+    else:
+        Task.objects.get(pk=task.pk).delete()
+    assert not TaskRun.objects.exists()
+    assert job_status(job_id) == "cancelled"
+
+
+def test_a_finished_task_keeps_its_last_queued_run():
+    task = make_task(iterations=1)
+    make_due(task)
+    (_, run_id, _), = claim()
+    sql("UPDATE sisy_task SET enabled = false, finished_at = now() WHERE id = %s", [task.pk])
+    assert TaskRun.objects.get(pk=run_id).status == "queued"
+
+
+def test_re_enabling_a_finished_task_lets_the_planner_decide_again():
+    task = make_task()
+    sql("UPDATE sisy_task SET enabled = false, finished_at = now() WHERE id = %s", [task.pk])
+    sql("UPDATE sisy_task SET enabled = true WHERE id = %s", [task.pk])
+    assert sql("SELECT finished_at, next_run FROM sisy_task WHERE id = %s", [task.pk])[0] == (None, None)
+
+
+def test_start_run_then_overlap_is_skipped_when_not_allowed():
+    task = make_task(allow_overlap=False)
+    make_due(task)
+    (_, first, _), = claim()
+    (worker_id,), = sql("SELECT procrastinate_register_worker_v1()")
+    sql("UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s "
+        "WHERE id = (SELECT job_id FROM sisy_taskrun WHERE id = %s)", [worker_id, first])
+    assert sql("SELECT status FROM sisy_start_run(%s, NULL, 'w1')", [first]) == [("running",)]
+    make_due(task)
+    (_, second, _), = claim()
+    assert sql("SELECT status FROM sisy_start_run(%s, NULL, 'w2')", [second]) == [("skipped",)]
+    assert "does not allow overlap" in TaskRun.objects.get(pk=second).error
+    # A run that is not queued any more is never started again.
+    assert sql("SELECT status FROM sisy_start_run(%s, NULL, 'w3')", [second]) == [("skipped",)]
+    assert sql("SELECT status FROM sisy_start_run(-1, NULL, 'w3')") == [("missing",)]
+
+
+def test_overlap_allowed_runs_concurrently():
+    task = make_task(allow_overlap=True)
+    make_due(task)
+    (_, first, _), = claim()
+    sql("SELECT sisy_start_run(%s, NULL, 'w1')", [first])
+    make_due(task)
+    (_, second, _), = claim()
+    assert sql("SELECT status FROM sisy_start_run(%s, NULL, 'w2')", [second]) == [("running",)]
+
+
+def test_orphaned_runs_are_failed():
+    task = make_task()
+    make_due(task)
+    (_, run_id, _), = claim()
+    sql("SELECT sisy_start_run(%s, NULL, 'w1')", [run_id])
+    # Its job never reached a worker (worker_id NULL): nobody is running it.
+    assert sql("SELECT sisy_fail_orphaned_runs()") == [(1,)]
+    assert "worker lost" in TaskRun.objects.get(pk=run_id).error
+
+
+def test_status_view():
+    task = make_task()
+    make_due(task)
+    (_, run_id, _), = claim()
+    sql("UPDATE sisy_taskrun SET status = 'failed', error = 'boom' WHERE id = %s", [run_id])
+    row = sql("SELECT label, running, last_status, last_error FROM sisy_task_status WHERE id = %s", [task.pk])
+    assert row == [(task.label, False, "failed", "boom")]
+    assert sql("SELECT count(*) FROM sisy_run_history WHERE task_id = %s", [task.pk]) == [(1,)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_committed_change_notifies_the_workers():
+    from sisy_pg.apps import get_store
+
+    listener = psycopg.connect(**get_store().connection_params(), autocommit=True)
+    try:
+        listener.execute("LISTEN sisy_task_changed")
+        task = make_task()
+        received = list(listener.notifies(timeout=2, stop_after=1))
+        assert [n.channel for n in received] == ["sisy_task_changed"]
+        Task.objects.filter(pk=task.pk).update(enabled=False)
+        assert len(list(listener.notifies(timeout=2, stop_after=1))) == 1
+        with transaction.atomic():  # many rows, one transaction: one notification
+            for i in range(5):
+                make_task(label=f"t{i}")
+            sql("DELETE FROM sisy_task WHERE label = 't0'")
+        assert len(list(listener.notifies(timeout=1))) == 1
+    finally:
+        listener.close()

@@ -82,6 +82,11 @@ def start_worker(transactional_db):
     def start(name: str = "w1", *extra_args: str) -> WorkerProcess:
         worker = WorkerProcess(name, extra_args)
         workers.append(worker)
+        wait_until(
+            lambda: worker.process.poll() is not None
+            or "sisy planner starting" in worker.output(),
+            timeout=60,
+        )
         # Ready when a one-off task created now has run: the planner, the
         # LISTEN connections and the job runner are all up.
         probe = Task.run_once("tests.testapp.jobs.record")

@@ -1,0 +1,124 @@
+"""The planner against a real database, in-process (the worker tests run it for real)."""
+
+import asyncio
+import datetime as dt
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from sisy_pg import worker
+from sisy_pg.apps import get_store
+from sisy_pg.models import Task, TaskRun, task_with_callable
+from tests.testapp import jobs
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def run_planner(method, *args):
+    """Run ``Planner.<method>`` on its own connection, as in a worker."""
+
+    async def go():
+        planner = worker.make_planner(get_store())
+        conn = await planner.store.connect()
+        try:
+            return await getattr(planner, method)(conn, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def sql(query, params=None):
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        return cursor.fetchall() if cursor.description else None
+
+
+def make_task(schedule="* * * * *", **fields):
+    task = task_with_callable(jobs.record, schedule=schedule)
+    for name, value in fields.items():
+        setattr(task, name, value)
+    task.save()
+    return task
+
+
+def test_plans_tasks_written_without_next_run():
+    task = make_task()
+    Task.objects.filter(pk=task.pk).update(schedule="0 12 * * *", timezone="Asia/Tokyo")
+    assert run_planner("plan_pending") == 1
+    task.refresh_from_db()
+    assert task.next_run.astimezone(dt.timezone(dt.timedelta(hours=9))).hour == 12
+    assert run_planner("plan_pending") == 0
+
+
+def test_fires_due_tasks_and_plans_the_following_instant():
+    task = make_task("* * * * * *")
+    sql("UPDATE sisy_task SET next_run = date_trunc('second', now()) WHERE id = %s", [task.pk])
+    fired_for = Task.objects.get(pk=task.pk).next_run
+    assert run_planner("fire_due") == 1
+    task.refresh_from_db()
+    run = TaskRun.objects.get(task=task)
+    assert run.scheduled_for == fired_for and run.status == "queued"
+    assert task.next_run == fired_for + dt.timedelta(seconds=1)
+    assert (task.fire_count, task.last_run) == (1, fired_for)
+
+
+def test_iterations_used_up_finish_the_task_but_keep_row_and_history():
+    task = make_task("* * * * * *", iterations=1)
+    sql("UPDATE sisy_task SET next_run = now() WHERE id = %s", [task.pk])
+    run_planner("fire_due")
+    task.refresh_from_db()
+    assert not task.enabled and task.finished and task.next_run is None
+    assert TaskRun.objects.get(task=task).status == "queued"  # the last run still happens
+
+
+def test_end_running_passed_finishes_the_task():
+    task = make_task("* * * * * *", end_running=timezone.now() + dt.timedelta(milliseconds=10))
+    sql("UPDATE sisy_task SET next_run = now() WHERE id = %s", [task.pk])
+    run_planner("fire_due")
+    task.refresh_from_db()
+    assert task.finished and not task.enabled and Task.objects.filter(pk=task.pk).exists()
+
+
+def test_a_bad_row_does_not_stop_the_others():
+    good = make_task()
+    bad = make_task()
+    # '99 * * * *' has the right shape for the database, but croniter refuses it.
+    sql("UPDATE sisy_task SET schedule = '99 * * * *' WHERE id = %s", [bad.pk])
+    Task.objects.filter(pk=good.pk).update(schedule="*/2 * * * *")
+    assert run_planner("plan_pending") == 2
+    good.refresh_from_db()
+    bad.refresh_from_db()
+    assert good.next_run is not None
+    assert bad.next_run is None and "is not valid cron" in bad.schedule_error
+    assert run_planner("plan_pending") == 0  # not retried until the schedule changes
+    Task.objects.filter(pk=bad.pk).update(schedule="* * * * *")
+    bad.refresh_from_db()
+    assert bad.schedule_error == ""
+    assert run_planner("plan_pending") == 1
+
+
+def test_tick_sleeps_until_the_earliest_next_run():
+    make_task("0 0 1 1 *")
+    soon = make_task("0 0 1 1 *")
+    sql("UPDATE sisy_task SET next_run = now() + interval '2 seconds' WHERE id = %s", [soon.pk])
+    delay = run_planner("tick")
+    assert 0 < delay <= 2
+
+
+def test_stale_instant_is_skipped_and_replanned_from_now():
+    task = make_task("* * * * * *")
+    sql("UPDATE sisy_task SET next_run = now() - interval '1 hour' WHERE id = %s", [task.pk])
+    run_planner("fire_due")
+    task.refresh_from_db()
+    assert not TaskRun.objects.exists()
+    assert task.next_run > timezone.now() - dt.timedelta(seconds=1)
+    assert task.fire_count == 0
+
+
+def test_worker_serves_queue():
+    assert worker.serves_queue(None, "sisy")
+    assert worker.serves_queue([], "sisy")
+    assert worker.serves_queue(["default", "sisy"], "sisy")
+    assert not worker.serves_queue(["default"], "sisy")

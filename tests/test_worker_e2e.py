@@ -1,0 +1,169 @@
+"""End to end: real `manage.py procrastinate worker` processes, real PostgreSQL.
+
+Writers change tasks the way users do (psql, queryset.update, save) and the
+running workers obey without a restart.
+"""
+
+import collections
+import datetime as dt
+import time
+
+import psycopg
+import pytest
+from django.utils import timezone
+
+from sisy_pg.apps import get_store
+from sisy_pg.models import Task, TaskRun, task_with_callable
+from tests.conftest import wait_until
+from tests.testapp import jobs
+from tests.testapp.models import Hit, SlugWidget, UUIDWidget, Widget
+
+pytestmark = pytest.mark.e2e
+
+FAR_AWAY = "0 0 1 1 *"  # once a year
+
+
+def psql(query, params=None):
+    """A separate session, as a user in psql would have; autocommit."""
+    with psycopg.connect(**get_store().connection_params(), autocommit=True) as conn:
+        conn.execute(query, params)
+        return timezone.now()
+
+
+def runs(task, **filters):
+    return TaskRun.objects.filter(task=task, **filters)
+
+
+def test_every_kind_of_callable_runs_with_its_message(start_worker):
+    start_worker()
+    rows = [Widget.objects.create(), UUIDWidget.objects.create(), SlugWidget.objects.create(slug="s-1")]
+    tasks = [Task.run_once(f"tests.testapp.models.{type(r).__name__}.touch", pk_override=r.pk) for r in rows]
+    tasks += [Task.run_once(jobs.Things.class_job), Task.run_once(jobs.Things.static_job),
+              Task.run_once("tests.testapp.jobs.record")]
+    wait_until(lambda: Hit.objects.count() == 6, timeout=10)
+    for row in rows:
+        row.refresh_from_db()
+        assert row.touched == 1
+    assert {h.row_pk for h in Hit.objects.exclude(row_pk="")} == {str(r.pk) for r in rows}
+    for task in tasks:
+        run = runs(task).get()
+        hit = Hit.objects.get(task_id=task.pk)
+        assert run.status == "succeeded" and hit.run_id == run.pk
+        assert hit.scheduled_for == run.scheduled_for
+        task.refresh_from_db()
+        assert task.finished and not task.enabled  # kept, marked finished
+
+
+@pytest.mark.parametrize("writer", ["psql", "queryset"])
+def test_disable_stops_a_running_schedule_within_a_second(start_worker, writer):
+    start_worker()
+    task = task_with_callable(jobs.record, schedule="* * * * * *")
+    task.save()
+    wait_until(lambda: runs(task, status="succeeded").count() >= 2, timeout=10)
+    if writer == "psql":
+        changed_at = psql("UPDATE sisy_task SET enabled = false WHERE id = %s", [task.pk])
+    else:
+        Task.objects.filter(pk=task.pk).update(enabled=False)
+        changed_at = timezone.now()
+    time.sleep(2.5)
+    late = runs(task, started_at__gt=changed_at + dt.timedelta(seconds=1))
+    assert not late.exists(), list(late.values("scheduled_for", "started_at", "status"))
+    assert not runs(task, scheduled_for__gt=changed_at).exclude(status="cancelled").exists()
+
+
+@pytest.mark.parametrize("writer", ["psql", "queryset", "save"])
+def test_new_schedule_fires_within_two_seconds(start_worker, writer):
+    start_worker()
+    task = task_with_callable(jobs.record, schedule=FAR_AWAY)
+    task.save()
+    time.sleep(0.5)
+    if writer == "psql":
+        changed_at = psql("UPDATE sisy_task SET schedule = '* * * * * *' WHERE id = %s", [task.pk])
+    elif writer == "queryset":
+        Task.objects.filter(pk=task.pk).update(schedule="* * * * * *")
+        changed_at = timezone.now()
+    else:
+        task.schedule = "* * * * * *"
+        task.save()
+        changed_at = timezone.now()
+    first = wait_until(lambda: runs(task, status="succeeded").order_by("started_at").first(), timeout=5)
+    assert first.started_at - changed_at < dt.timedelta(seconds=2)
+
+
+def test_task_inserted_with_raw_sql_is_planned_and_run(start_worker):
+    start_worker()
+    psql("""INSERT INTO sisy_task (label, callable_info, schedule, timezone)
+            VALUES ('raw', '{"func_type": "function", "func_path": "tests.testapp.jobs.record"}',
+                    '* * * * * *', 'UTC')""")
+    wait_until(lambda: TaskRun.objects.filter(task__label="raw", status="succeeded").exists(), timeout=5)
+
+
+def test_failure_is_recorded_and_the_worker_carries_on(start_worker):
+    worker = start_worker()
+    failing = task_with_callable(jobs.fail, schedule="* * * * * *")
+    failing.save()
+    healthy = task_with_callable(jobs.record, schedule="* * * * * *")
+    healthy.save()
+    wait_until(lambda: runs(failing, status="failed").count() >= 2
+               and runs(healthy, status="succeeded").count() >= 2, timeout=10)
+    failed = runs(failing, status="failed").first()
+    assert failed.error == "RuntimeError: boom from the test callable"
+    assert "jobs.py" in failed.traceback and "raise RuntimeError" in failed.traceback
+    failing.refresh_from_db()
+    assert failing.enabled and failing.next_run is not None  # keeps its schedule
+    assert worker.process.poll() is None
+
+
+def test_no_overlap_records_skipped_fires(start_worker):
+    start_worker("w1", "--concurrency", "4")
+    task = task_with_callable(jobs.slow, schedule="* * * * * *", userdata={"seconds": 2.5})
+    task.allow_overlap = False
+    task.save()
+    wait_until(lambda: runs(task, status="skipped").count() >= 2, timeout=10)
+    skipped = runs(task, status="skipped").first()
+    assert "does not allow overlap" in skipped.error
+    # Never two runs of it at once.
+    spans = [(r.started_at, r.finished_at or timezone.now())
+             for r in runs(task).exclude(started_at=None).exclude(status="skipped")]
+    spans.sort()
+    for (_, end), (start, _) in zip(spans, spans[1:]):
+        assert start >= end
+
+
+def test_overlap_allowed_runs_concurrently(start_worker):
+    start_worker("w1", "--concurrency", "4")
+    task = task_with_callable(jobs.slow, schedule="* * * * * *", userdata={"seconds": 2.5})
+    task.save()
+    wait_until(lambda: runs(task, status="running").count() >= 2, timeout=10)
+
+
+def test_two_workers_twenty_tasks_thirty_seconds_exactly_once(start_worker):
+    start_worker("w1")
+    start_worker("w2")
+    tasks = []
+    for i in range(20):
+        task = task_with_callable(jobs.record, label=f"every-second-{i}", schedule="* * * * * *")
+        task.save()
+        tasks.append(task)
+    time.sleep(30)
+    Task.objects.filter(pk__in=[t.pk for t in tasks]).update(enabled=False)
+    stopped_at = timezone.now()
+    time.sleep(2)  # let the runs already started finish
+
+    hits = collections.Counter(Hit.objects.filter(task_id__in=[t.pk for t in tasks])
+                               .values_list("task_id", "scheduled_for"))
+    duplicates = {key: n for key, n in hits.items() if n > 1}
+    assert not duplicates
+    workers = set()
+    for task in tasks:
+        fired = runs(task).exclude(status="cancelled").order_by("scheduled_for")
+        instants = [r.scheduled_for for r in fired]
+        assert len(instants) >= 25, (task.label, len(instants))
+        # Every second from the first instant to the last is there, once.
+        expected = [instants[0] + dt.timedelta(seconds=n) for n in range(len(instants))]
+        assert instants == expected, task.label
+        assert instants[-1] >= stopped_at - dt.timedelta(seconds=2)
+        assert all(r.status == "succeeded" for r in fired), task.label
+        assert sum(hits[(task.pk, when)] for when in instants) == len(instants)
+        workers.update(fired.values_list("worker", flat=True))
+    assert any(":w1" in w for w in workers) and any(":w2" in w for w in workers)

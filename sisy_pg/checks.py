@@ -11,17 +11,11 @@ from . import conf, schedule
 PROCRASTINATE_APP = "procrastinate.contrib.django"
 
 
-def _app_position(name: str) -> int | None:
-    for index, config in enumerate(apps.get_app_configs()):
-        if config.name == name:
-            return index
-    return None
-
-
-@checks.register()
-def check_installed_apps(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
-    ours, theirs = _app_position("sisy_pg"), _app_position(PROCRASTINATE_APP)
-    if theirs is None or (ours is not None and theirs > ours):
+def app_order_errors(app_names: list[str]) -> list[checks.CheckMessage]:
+    """procrastinate's app must be ready before ours: we hook into its App."""
+    if PROCRASTINATE_APP not in app_names or (
+        "sisy_pg" in app_names and app_names.index(PROCRASTINATE_APP) > app_names.index("sisy_pg")
+    ):
         return [
             checks.Error(
                 f"'{PROCRASTINATE_APP}' must be in INSTALLED_APPS before 'sisy_pg'.",
@@ -32,12 +26,12 @@ def check_installed_apps(app_configs=None, **kwargs) -> list[checks.CheckMessage
     return []
 
 
-@checks.register(checks.Tags.database)
-def check_database(app_configs=None, databases=None, **kwargs) -> list[checks.CheckMessage]:
-    from procrastinate.contrib.django.settings import settings as procrastinate_settings
+@checks.register()
+def check_installed_apps(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+    return app_order_errors([config.name for config in apps.get_app_configs()])
 
-    alias = procrastinate_settings.DATABASE_ALIAS
-    engine = settings.DATABASES.get(alias, {}).get("ENGINE", "")
+
+def database_errors(alias: str, engine: str) -> list[checks.CheckMessage]:
     if "postgresql" not in engine:
         return [
             checks.Error(
@@ -46,6 +40,14 @@ def check_database(app_configs=None, databases=None, **kwargs) -> list[checks.Ch
             )
         ]
     return []
+
+
+@checks.register(checks.Tags.database)
+def check_database(app_configs=None, databases=None, **kwargs) -> list[checks.CheckMessage]:
+    from procrastinate.contrib.django.settings import settings as procrastinate_settings
+
+    alias = procrastinate_settings.DATABASE_ALIAS
+    return database_errors(alias, settings.DATABASES.get(alias, {}).get("ENGINE", ""))
 
 
 @checks.register()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import models
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
@@ -57,7 +57,7 @@ class Task(models.Model):
     """A recurring task: a stored callable, a cron schedule and its state."""
 
     label = models.CharField(
-        max_length=255, help_text="Defaults to the callable's dotted path."
+        max_length=255, blank=True, help_text="Defaults to the callable's dotted path."
     )
     callable_info = models.JSONField(
         help_text="Description of the callable (see taskinfo_with_label)."
@@ -229,6 +229,12 @@ class Task(models.Model):
 
     def clean(self) -> None:
         errors = self.definition_errors()
+        if "callable_info" in errors:
+            # Not a form field: forms (see forms.TaskForm) check the callable
+            # themselves; a missing one is reported by them, not twice.
+            message = errors.pop("callable_info")
+            if self.callable_info is not None:
+                errors[NON_FIELD_ERRORS] = message
         if errors:
             raise ValidationError(errors)
 

@@ -26,7 +26,7 @@ class Migration(migrations.Migration):
             name='Task',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('label', models.CharField(help_text="Defaults to the callable's dotted path.", max_length=255)),
+                ('label', models.CharField(blank=True, help_text="Defaults to the callable's dotted path.", max_length=255)),
                 ('callable_info', models.JSONField(help_text='Description of the callable (see taskinfo_with_label).')),
                 ('schedule', models.CharField(default=sisy_pg.conf.default_schedule, help_text='Cron: minute hour day-of-month month day-of-week [second].', max_length=255)),
                 ('timezone', models.CharField(default=sisy_pg.conf.default_timezone, help_text='IANA time zone the schedule is read in.', max_length=64)),

@@ -1,0 +1,48 @@
+"""The admin's task form: the callable is typed as a dotted path, checked at once."""
+
+from __future__ import annotations
+
+from django import forms
+
+from . import callables
+from .models import Task
+
+
+class TaskForm(forms.ModelForm):
+    callable_path = forms.CharField(
+        label="Callable",
+        max_length=500,
+        help_text="Dotted path: myapp.tasks.cleanup, myapp.models.Report.build, ...",
+    )
+    pk_override = forms.CharField(
+        label="Row primary key",
+        required=False,
+        max_length=100,
+        help_text="For an instance method of a model: the primary key of its row.",
+    )
+
+    class Meta:
+        model = Task
+        fields = [
+            "label", "schedule", "timezone", "enabled", "start_running", "end_running",
+            "iterations", "wait_for_schedule", "allow_overlap", "userdata",
+        ]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        info = self.instance.callable_info or {}
+        self.fields["callable_path"].initial = info.get("func_path", "")
+        pk = info.get("model_pk")
+        self.fields["pk_override"].initial = "" if pk is None else pk
+
+    def clean(self):
+        cleaned = super().clean()
+        path = cleaned.get("callable_path")
+        if path:
+            try:
+                self.instance.callable_info = callables.describe(
+                    path.strip(), pk_override=cleaned.get("pk_override") or None
+                )
+            except callables.CallableError as exc:
+                self.add_error("callable_path", str(exc))
+        return cleaned

@@ -1,0 +1,53 @@
+"""System checks for misconfiguration."""
+
+import pytest
+from django.core import checks
+from django.test import override_settings
+
+from sisy_pg import checks as sisy_checks
+
+
+def ids(messages):
+    return [m.id for m in messages]
+
+
+def test_default_configuration_is_clean():
+    assert sisy_checks.check_settings() == []
+    assert sisy_checks.check_installed_apps() == []
+    assert sisy_checks.check_database() == []
+
+
+@pytest.mark.parametrize(
+    "settings, check_id",
+    [
+        ({"SISY_DEFAULT_SCHEDULE": "* * *"}, "sisy.E003"),
+        ({"SISY_DEFAULT_TIMEZONE": "Nowhere/Land"}, "sisy.E004"),
+        ({"USE_TZ": False}, "sisy.E005"),
+        ({"SISY_CATCHUP_WINDOW": -1}, "sisy.E006"),
+        ({"SISY_PLANNER_MAX_SLEEP": "soon"}, "sisy.E006"),
+        ({"SISY_HEARTBEAT_FREQUENCY": 60}, "sisy.W001"),
+    ],
+)
+def test_misconfiguration_is_reported(settings, check_id):
+    with override_settings(**settings):
+        assert check_id in ids(sisy_checks.check_settings())
+
+
+def test_non_postgres_database_is_an_error():
+    assert ids(sisy_checks.database_errors("default", "django.db.backends.sqlite3")) == ["sisy.E002"]
+
+
+@pytest.mark.parametrize(
+    "apps, errors",
+    [
+        (["procrastinate.contrib.django", "sisy_pg"], []),
+        (["sisy_pg", "procrastinate.contrib.django"], ["sisy.E001"]),
+        (["sisy_pg"], ["sisy.E001"]),
+    ],
+)
+def test_procrastinate_app_must_come_first(apps, errors):
+    assert ids(sisy_checks.app_order_errors(apps)) == errors
+
+
+def test_checks_are_registered():
+    assert sisy_checks.check_settings in checks.registry.registry.get_checks()

@@ -69,10 +69,11 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
                 "sisy-pg stores aware datetimes: set USE_TZ = True.", id="sisy.E005"
             )
         )
-    for name in ("CATCHUP_WINDOW", "PLANNER_MAX_SLEEP", "CLAIM_BATCH_SIZE"):
+    may_be_zero = ("CATCHUP_WINDOW", "LEAD_TIME")
+    for name in ("CATCHUP_WINDOW", "LEAD_TIME", "PLANNER_MAX_SLEEP", "CLAIM_BATCH_SIZE"):
         value = getattr(conf.settings, name)
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            if not (name == "CATCHUP_WINDOW" and value == 0):
+            if not (name in may_be_zero and value == 0):
                 messages.append(
                     checks.Error(f"SISY_{name} must be a positive number, not {value!r}.",
                                  id="sisy.E006")

@@ -22,6 +22,10 @@ DEFAULTS: dict[str, Any] = {
     # Instants missed by more than this many seconds (worker outage) are
     # skipped; later ones are still run, each exactly once.
     "CATCHUP_WINDOW": 60.0,
+    # How far ahead of its instant a run is claimed and handed to a worker,
+    # which then starts it on the dot (instead of paying claim, notification,
+    # fetch and connection set-up after the instant). 0 turns this off.
+    "LEAD_TIME": 0.2,
     # Longest the planner sleeps without looking at the table, as a safety net
     # behind LISTEN/NOTIFY (e.g. a notification lost while reconnecting).
     "PLANNER_MAX_SLEEP": 30.0,

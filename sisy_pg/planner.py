@@ -1,11 +1,12 @@
-"""The planner: wakes at the earliest ``next_run``, fires what is due, plans what changed.
+"""The planner: wakes just before the earliest ``next_run``, fires it, plans what changed.
 
 One planner runs beside each procrastinate worker that serves the sisy queue
-(see worker.py). It sleeps until the earliest ``next_run`` in the table, or
-until the trigger on ``sisy_task`` notifies ``sisy_task_changed``, then in one
-transaction claims the due tasks (inserting their runs and procrastinate jobs,
-whose insert wakes every worker at once) and stores each task's following
-instant. Several planners may run: ``FOR NO KEY UPDATE SKIP LOCKED`` shares the
+(see worker.py). It sleeps until SISY_LEAD_TIME before the earliest
+``next_run`` in the table, or until the trigger on ``sisy_task`` notifies
+``sisy_task_changed``, then in one transaction claims the tasks due by then
+(inserting their runs and procrastinate jobs, whose insert wakes every worker
+at once) and stores each task's following instant. The runner holds each job
+until its instant, so runs start on time rather than one round trip late. Several planners may run: ``FOR NO KEY UPDATE SKIP LOCKED`` shares the
 due rows between them and the unique (task, instant) constraint on the run
 history makes a double fire impossible.
 
@@ -42,6 +43,7 @@ class Planner:
         queue: str,
         task_name: str,
         catchup_window: float,
+        lead_time: float,
         max_sleep: float,
         batch_size: int,
     ) -> None:
@@ -49,6 +51,7 @@ class Planner:
         self.queue = queue
         self.task_name = task_name
         self.catchup_window = dt.timedelta(seconds=catchup_window)
+        self.lead_time = lead_time
         self.max_sleep = max_sleep
         self.batch_size = batch_size
         self._wake = asyncio.Event()
@@ -121,11 +124,12 @@ class Planner:
             return 0.0  # more than one batch was waiting
         if state.seconds_to_next is None:
             return self.max_sleep
-        if state.seconds_to_next <= 0:
+        seconds_to_claim = state.seconds_to_next - self.lead_time
+        if seconds_to_claim <= 0:
             # Still due after our claim: rows another planner holds, or a
             # batch too small. Retry soon; its commit notifies us anyway.
             return 0.0 if fired >= self.batch_size else _CONTENDED_RETRY
-        return min(state.seconds_to_next, self.max_sleep)
+        return min(seconds_to_claim, self.max_sleep)
 
     async def fire_due(self, conn: psycopg.AsyncConnection) -> int:
         """Claim due tasks and store each one's next instant, in one transaction."""
@@ -134,6 +138,7 @@ class Planner:
             claimed = await self.store.claim_due(
                 conn,
                 limit=self.batch_size,
+                lead=dt.timedelta(seconds=self.lead_time),
                 stale_before=now - self.catchup_window,
                 queue=self.queue,
                 task_name=self.task_name,

@@ -9,9 +9,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import traceback as tb
 from typing import Any
 
+from django.db import connections
 from procrastinate import JobContext
 
 from . import callables
@@ -27,8 +29,18 @@ def _worker_label(context: JobContext) -> str:
     return f"{_HOST}:{os.getpid()}:{context.worker_name or 'worker'}"
 
 
-def run_task(context: JobContext, run_id: int) -> str:
-    """Run the callable of TaskRun ``run_id``; record the outcome on the run.
+def _wait_for(at: float | None, database_alias: str) -> None:
+    """Hold a run claimed ahead of time until its instant, connection ready."""
+    if at is None or at - time.time() <= 0:
+        return
+    connections[database_alias].ensure_connection()
+    remaining = at - time.time()
+    if remaining > 0:
+        time.sleep(remaining)
+
+
+def run_task(context: JobContext, run_id: int, at: float | None = None) -> str:
+    """Run the callable of TaskRun ``run_id`` at ``at``; record the outcome on the run.
 
     An exception in the callable is recorded (message and traceback) and
     re-raised so procrastinate marks its job failed too; the worker carries on
@@ -38,6 +50,7 @@ def run_task(context: JobContext, run_id: int) -> str:
     from .models import Task
 
     store = get_store()
+    _wait_for(at, store.database_alias)
     started = store.start_run(
         run_id=run_id, job_id=context.job.id, worker=_worker_label(context)
     )

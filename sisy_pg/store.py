@@ -76,14 +76,21 @@ class Store:
         conn: psycopg.AsyncConnection,
         *,
         limit: int,
+        lead: dt.timedelta,
         stale_before: dt.datetime,
         queue: str,
         task_name: str,
     ) -> list[ClaimedTask]:
-        """Fire due tasks; call inside a transaction that then calls set_plans."""
+        """Fire tasks due within ``lead``; call inside a transaction that then calls set_plans."""
         cursor = await conn.execute(
             self.queries["claim_due"],
-            {"limit": limit, "stale_before": stale_before, "queue": queue, "task_name": task_name},
+            {
+                "limit": limit,
+                "lead": lead,
+                "stale_before": stale_before,
+                "queue": queue,
+                "task_name": task_name,
+            },
         )
         return [
             ClaimedTask(

@@ -43,6 +43,7 @@ def make_planner(store: Store) -> Planner:
         queue=settings.QUEUE,
         task_name=runner.RUN_TASK_NAME,
         catchup_window=float(settings.CATCHUP_WINDOW),
+        lead_time=float(settings.LEAD_TIME),
         max_sleep=float(settings.PLANNER_MAX_SLEEP),
         batch_size=int(settings.CLAIM_BATCH_SIZE),
     )

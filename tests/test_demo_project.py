@@ -59,7 +59,7 @@ def test_seed_migrations_apply_and_unapply(demo_url):
     # A pending fire of the instance-method task, as a planner leaves it
     # between claiming the instant and a worker starting the run.
     query(demo_url, "UPDATE sisy_task SET next_run = now() WHERE label = %s", [INSTANCE_TASK])
-    query(demo_url, "SELECT * FROM sisy_claim_due(10, now() - interval '1 minute', 'sisy', 'sisy.run')")
+    query(demo_url, "SELECT * FROM sisy_claim_due(10, '0', now() - interval '1 minute', 'sisy', 'sisy.run')")
     (job_id,), = query(demo_url, "SELECT job_id FROM sisy_taskrun")
     assert query(demo_url, "SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id]) == [("todo",)]
 

@@ -30,7 +30,7 @@ def next_run(task):
 
 
 def claim():
-    return sql("SELECT id, run_id, fired_for FROM sisy_claim_due(100, now() - interval '1 minute', 'sisy', 'sisy.run')")
+    return sql("SELECT id, run_id, fired_for FROM sisy_claim_due(100, '0', now() - interval '1 minute', 'sisy', 'sisy.run')")
 
 
 def make_due(task):
@@ -157,7 +157,7 @@ def test_unique_constraint_guards_the_history_directly():
 def test_stale_instant_is_not_run():
     task = make_task()
     sql("UPDATE sisy_task SET next_run = now() - interval '1 hour' WHERE id = %s", [task.pk])
-    rows = sql("SELECT id, run_id, stale FROM sisy_claim_due(100, now() - interval '1 minute', 'sisy', 'sisy.run')")
+    rows = sql("SELECT id, run_id, stale FROM sisy_claim_due(100, '0', now() - interval '1 minute', 'sisy', 'sisy.run')")
     assert rows == [(task.pk, None, True)]
     assert not TaskRun.objects.exists()
 

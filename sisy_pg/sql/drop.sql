@@ -12,7 +12,7 @@ DROP TRIGGER IF EXISTS sisy_task_after_disable ON sisy_task;
 DROP TRIGGER IF EXISTS sisy_task_before_write ON sisy_task;
 DROP FUNCTION IF EXISTS sisy_fail_orphaned_runs();
 DROP FUNCTION IF EXISTS sisy_start_run(bigint, bigint, text);
-DROP FUNCTION IF EXISTS sisy_claim_due(integer, timestamptz, text, text);
+DROP FUNCTION IF EXISTS sisy_claim_due(integer, interval, timestamptz, text, text);
 DROP FUNCTION IF EXISTS sisy_taskrun_notify();
 DROP FUNCTION IF EXISTS sisy_taskrun_cancel_all_jobs();
 DROP FUNCTION IF EXISTS sisy_taskrun_cancel_job();

@@ -5,7 +5,7 @@
 -- Fire every due task (see sisy_claim_due in schema.sql)
 SELECT id, schedule, timezone, start_running, end_running, iterations, fire_count,
        wait_for_schedule, fired_for, run_id, stale
-  FROM sisy_claim_due(%(limit)s, %(stale_before)s, %(queue)s, %(task_name)s);
+  FROM sisy_claim_due(%(limit)s, %(lead)s, %(stale_before)s, %(queue)s, %(task_name)s);
 
 -- tasks_to_plan --
 -- Lock tasks that a writer changed or created without next_run

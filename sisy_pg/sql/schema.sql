@@ -246,13 +246,17 @@ CREATE TRIGGER sisy_taskrun_notify
 
 -- Firing: claim what is due, exactly once ------------------------------------------
 
--- Claims up to p_limit due tasks (skipping rows another planner holds), and
--- for each inserts its run and defers the procrastinate job that executes it.
+-- Claims up to p_limit tasks due within p_lead (skipping rows another
+-- planner holds), and for each inserts its run and defers the procrastinate
+-- job that executes it. The job carries the instant ("at", epoch seconds):
+-- claimed a little ahead, it is already in a worker when the instant comes,
+-- and the runner starts it on the dot.
 -- Instants older than p_stale_before (a worker outage) are not run. Returns
 -- the planning columns of every claimed task, for the caller to compute and
 -- store next_run in the same transaction (sisy_set_plans).
 CREATE OR REPLACE FUNCTION sisy_claim_due(
     p_limit integer,
+    p_lead interval,
     p_stale_before timestamptz,
     p_queue text,
     p_task_name text
@@ -273,7 +277,7 @@ BEGIN
     FOR due IN
         SELECT t.id, t.next_run, t.fire_count
           FROM sisy_task AS t
-         WHERE t.enabled AND t.next_run IS NOT NULL AND t.next_run <= clock_timestamp()
+         WHERE t.enabled AND t.next_run IS NOT NULL AND t.next_run <= clock_timestamp() + p_lead
          ORDER BY t.next_run
          LIMIT p_limit
            FOR NO KEY UPDATE SKIP LOCKED
@@ -288,7 +292,7 @@ BEGIN
         IF new_run IS NOT NULL THEN
             new_job := (procrastinate_defer_jobs_v1(ARRAY[
                 ROW(p_queue, p_task_name, 0, NULL, NULL,
-                    jsonb_build_object('run_id', new_run), NULL
+                    jsonb_build_object('run_id', new_run, 'at', extract(epoch FROM due.next_run)), NULL
                 )::procrastinate_job_to_defer_v1
             ]))[1];
             UPDATE sisy_taskrun SET job_id = new_job WHERE sisy_taskrun.id = new_run;

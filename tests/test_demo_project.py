@@ -80,7 +80,7 @@ def test_seed_migrations_apply_and_unapply(demo_url):
 
 @pytest.mark.e2e
 def test_demo_runs_a_worker_and_prints_a_line_per_fire(demo_url):
-    output = run(demo_url, str(DEMO / "run_demo.py"), "--seconds", "6")
+    output = run(demo_url, str(DEMO / "run_demo.py"), "--seconds", "10")
     fires = [line for line in output.splitlines() if "Heartbeat every 2 seconds" in line and " lag " in line]
     assert len(fires) >= 2, output
     assert all(line.rstrip().split()[-1] in ("succeeded", "failed") or "(a simulated failure" in line

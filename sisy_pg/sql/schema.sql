@@ -270,6 +270,9 @@ CREATE OR REPLACE FUNCTION sisy_claim_due(
     LANGUAGE plpgsql
 AS $$
 DECLARE
+    -- A constant, not clock_timestamp() in the WHERE clause: a volatile call
+    -- there would make PostgreSQL read every row instead of the index range.
+    due_by timestamptz := clock_timestamp() + p_lead;
     due record;
     new_run bigint;
     new_job bigint;
@@ -277,7 +280,7 @@ BEGIN
     FOR due IN
         SELECT t.id, t.next_run, t.fire_count
           FROM sisy_task AS t
-         WHERE t.enabled AND t.next_run IS NOT NULL AND t.next_run <= clock_timestamp() + p_lead
+         WHERE t.enabled AND t.next_run IS NOT NULL AND t.next_run <= due_by
          ORDER BY t.next_run
          LIMIT p_limit
            FOR NO KEY UPDATE SKIP LOCKED

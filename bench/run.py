@@ -7,7 +7,7 @@
    - sisy-pg: N tasks on '* * * * * *';
    - yardstick: N procrastinate jobs per second deferred with schedule_at
      (procrastinate's default 5 s polling);
-   - yardstick: procrastinate's own periodic task on '* * * * * *'.
+   - yardstick: N of procrastinate's own periodic tasks on '* * * * * *'.
 2. Cost of one planning step as the number of *defined* tasks grows, 10 due:
    - sisy-pg: sisy_claim_due and the planner's "when next" query;
    - yardstick: procrastinate_fetch_job_v2 with one parked future job per
@@ -114,8 +114,8 @@ def bench_lag_schedule_at(url: str, tasks: int, seconds: float) -> dict[str, flo
     return stats_ms([r[0] for r in rows])
 
 
-def bench_lag_periodic(url: str, seconds: float) -> dict[str, float]:
-    worker = start_worker(url, concurrency=1, BENCH_PERIODIC="1")
+def bench_lag_periodic(url: str, tasks: int, seconds: float) -> dict[str, float]:
+    worker = start_worker(url, concurrency=tasks, BENCH_PERIODIC=str(tasks))
     started = time.time()
     time.sleep(seconds + 3)
     stop_worker(worker)
@@ -208,7 +208,7 @@ def main() -> int:
     lag = {
         "sisy-pg (this project)": bench_lag_sisy(url, options.tasks, options.seconds),
         "procrastinate schedule_at jobs (yardstick)": bench_lag_schedule_at(url, options.tasks, options.seconds),
-        "procrastinate periodic task (yardstick)": bench_lag_periodic(url, options.seconds),
+        "procrastinate periodic tasks (yardstick)": bench_lag_periodic(url, options.tasks, options.seconds),
     }
     lines += [f"## Firing lag: {options.tasks} every-second schedules for {options.seconds:g} s, one worker",
               "", "| system | runs | p50 ms | p95 ms | max ms |", "|---|---:|---:|---:|---:|"]

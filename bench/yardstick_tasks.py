@@ -14,9 +14,10 @@ def scheduled_at_job(instant: float):
     """Deferred with schedule_at=instant; its start is read from procrastinate_events."""
 
 
-if os.environ.get("BENCH_PERIODIC"):
+@app.task(name="bench.periodic")
+def periodic_job(timestamp: int):
+    """procrastinate's own periodic task, every second (BENCH_PERIODIC schedules of it)."""
 
-    @app.periodic(cron="* * * * * *")
-    @app.task(name="bench.periodic")
-    def periodic_job(timestamp: int):
-        """procrastinate's own periodic task, every second."""
+
+for number in range(int(os.environ.get("BENCH_PERIODIC", "0"))):
+    app.periodic(cron="* * * * * *", periodic_id=f"bench-{number}")(periodic_job)

@@ -55,6 +55,7 @@ class Planner:
         self.max_sleep = max_sleep
         self.batch_size = batch_size
         self._wake = asyncio.Event()
+        self._orphans_checked_at = float("-inf")
 
     async def run(self) -> None:
         """Plan and fire until cancelled; survive database restarts."""
@@ -86,7 +87,6 @@ class Planner:
         try:
             await listen_conn.execute(f"LISTEN {TASK_CHANNEL}")
             listener = asyncio.create_task(self._listen(listen_conn), name="sisy-listen")
-            await self.store.fail_orphaned_runs(conn)
             while True:
                 delay = await self.tick(conn)
                 await self._sleep(delay, listener)
@@ -118,6 +118,7 @@ class Planner:
     async def tick(self, conn: psycopg.AsyncConnection) -> float:
         """Fire what is due, plan what is pending; return seconds to sleep."""
         fired = await self.fire_due(conn)
+        await self._fail_orphaned_runs(conn)
         await self.plan_pending(conn)
         state = await self.store.planner_state(conn)
         if state.pending:
@@ -130,6 +131,19 @@ class Planner:
             # batch too small. Retry soon; its commit notifies us anyway.
             return 0.0 if fired >= self.batch_size else _CONTENDED_RETRY
         return min(seconds_to_claim, self.max_sleep)
+
+    async def _fail_orphaned_runs(self, conn: psycopg.AsyncConnection) -> None:
+        """Every PLANNER_MAX_SLEEP, close runs whose worker died (they block no-overlap tasks)."""
+        loop_time = asyncio.get_running_loop().time()
+        if loop_time - self._orphans_checked_at < self.max_sleep:
+            return
+        self._orphans_checked_at = loop_time
+        count = await self.store.fail_orphaned_runs(conn)
+        if count:
+            logger.warning(
+                f"Marked {count} run(s) of dead workers as failed",
+                extra={"action": "orphaned_runs_failed", "count": count},
+            )
 
     async def fire_due(self, conn: psycopg.AsyncConnection) -> int:
         """Claim due tasks and store each one's next instant, in one transaction."""

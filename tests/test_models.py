@@ -121,8 +121,8 @@ def test_delay_until_must_be_aware_and_future(delay_until, message):
 
 
 def test_run_iterations():
-    task = Task.run_iterations(jobs.record, iterations=3, label="three", schedule="*/2 * * * * *")
-    assert (task.iterations, task.schedule, task.wait_for_schedule) == (3, "*/2 * * * * *", True)
+    task = Task.run_iterations(jobs.record, iterations=3, label="three", schedule="* * * * * */2")
+    assert (task.iterations, task.schedule, task.wait_for_schedule) == (3, "* * * * * */2", True)
     assert task.next_run.second % 2 == 0
     now_task = Task.run_iterations(jobs.record, iterations=2, run_immediately=True)
     assert not now_task.wait_for_schedule

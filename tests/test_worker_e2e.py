@@ -40,7 +40,8 @@ def test_every_kind_of_callable_runs_with_its_message(start_worker):
     tasks = [Task.run_once(f"tests.testapp.models.{type(r).__name__}.touch", pk_override=r.pk) for r in rows]
     tasks += [Task.run_once(jobs.Things.class_job), Task.run_once(jobs.Things.static_job),
               Task.run_once("tests.testapp.jobs.record")]
-    wait_until(lambda: Hit.objects.count() == 6, timeout=10)
+    wait_until(lambda: TaskRun.objects.filter(task__in=tasks, status="succeeded").count() == 6,
+               timeout=10)
     for row in rows:
         row.refresh_from_db()
         assert row.touched == 1

@@ -360,8 +360,9 @@ BEGIN
 END;
 $$;
 
--- Runs left 'running' by a worker that died (procrastinate pruned it, so its
--- job lost its worker, or the job ended without the runner's last word).
+-- Runs left 'running' by a worker that died: its job ended without the
+-- runner's last word, lost its worker (procrastinate pruned it), or its
+-- worker stopped sending heartbeats (procrastinate sends one every 10 s).
 CREATE OR REPLACE FUNCTION sisy_fail_orphaned_runs() RETURNS integer
     LANGUAGE sql
 AS $$
@@ -371,7 +372,11 @@ AS $$
                error = 'worker lost: the worker running this run stopped without reporting'
           FROM procrastinate_jobs AS job
          WHERE r.status = 'running' AND job.id = r.job_id
-           AND (job.worker_id IS NULL OR job.status <> 'doing')
+           AND (job.status <> 'doing'
+                OR NOT EXISTS (
+                    SELECT 1 FROM procrastinate_workers AS w
+                     WHERE w.id = job.worker_id
+                       AND w.last_heartbeat > now() - interval '60 seconds'))
         RETURNING r.id
     )
     SELECT count(*)::integer FROM orphaned;

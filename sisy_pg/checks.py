@@ -78,6 +78,16 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
                     checks.Error(f"SISY_{name} must be a positive number, not {value!r}.",
                                  id="sisy.E006")
                 )
+    retention = conf.settings.RUN_RETENTION_DAYS
+    if retention is not None and (
+        not isinstance(retention, (int, float)) or isinstance(retention, bool) or retention <= 0
+    ):
+        messages.append(
+            checks.Error(
+                f"SISY_RUN_RETENTION_DAYS must be a positive number or None, not {retention!r}.",
+                id="sisy.E006",
+            )
+        )
     for name in conf.OBSOLETE:
         if hasattr(settings, name):
             messages.append(

@@ -29,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
     # Longest the planner sleeps without looking at the table, as a safety net
     # behind LISTEN/NOTIFY (e.g. a notification lost while reconnecting).
     "PLANNER_MAX_SLEEP": 30.0,
+    # Finished runs older than this many days are deleted by the planners,
+    # with their procrastinate jobs (None: keep the history forever).
+    "RUN_RETENTION_DAYS": 14,
     # How many due tasks one claim transaction takes at most.
     "CLAIM_BATCH_SIZE": 100,
     # False: the worker runs jobs but never plans (e.g. a worker on another queue

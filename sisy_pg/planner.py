@@ -46,6 +46,7 @@ class Planner:
         lead_time: float,
         max_sleep: float,
         batch_size: int,
+        retention_days: float | None = None,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -54,8 +55,9 @@ class Planner:
         self.lead_time = lead_time
         self.max_sleep = max_sleep
         self.batch_size = batch_size
+        self.retention = dt.timedelta(days=retention_days) if retention_days else None
         self._wake = asyncio.Event()
-        self._orphans_checked_at = float("-inf")
+        self._housekeeping_at = float("-inf")
 
     async def run(self) -> None:
         """Plan and fire until cancelled; survive database restarts."""
@@ -118,7 +120,7 @@ class Planner:
     async def tick(self, conn: psycopg.AsyncConnection) -> float:
         """Fire what is due, plan what is pending; return seconds to sleep."""
         fired = await self.fire_due(conn)
-        await self._fail_orphaned_runs(conn)
+        await self.housekeeping(conn)
         await self.plan_pending(conn)
         state = await self.store.planner_state(conn)
         if state.pending:
@@ -132,18 +134,27 @@ class Planner:
             return 0.0 if fired >= self.batch_size else _CONTENDED_RETRY
         return min(seconds_to_claim, self.max_sleep)
 
-    async def _fail_orphaned_runs(self, conn: psycopg.AsyncConnection) -> None:
-        """Every PLANNER_MAX_SLEEP, close runs whose worker died (they block no-overlap tasks)."""
+    async def housekeeping(self, conn: psycopg.AsyncConnection, force: bool = False) -> None:
+        """Every PLANNER_MAX_SLEEP: close runs of dead workers, prune old history."""
         loop_time = asyncio.get_running_loop().time()
-        if loop_time - self._orphans_checked_at < self.max_sleep:
+        if not force and loop_time - self._housekeeping_at < self.max_sleep:
             return
-        self._orphans_checked_at = loop_time
-        count = await self.store.fail_orphaned_runs(conn)
-        if count:
+        self._housekeeping_at = loop_time
+        # Runs left 'running' by a dead worker would block no-overlap tasks.
+        orphans = await self.store.fail_orphaned_runs(conn)
+        if orphans:
             logger.warning(
-                f"Marked {count} run(s) of dead workers as failed",
-                extra={"action": "orphaned_runs_failed", "count": count},
+                f"Marked {orphans} run(s) of dead workers as failed",
+                extra={"action": "orphaned_runs_failed", "count": orphans},
             )
+        if self.retention is not None:
+            before = dt.datetime.now(dt.timezone.utc) - self.retention
+            pruned = await self.store.prune_runs(conn, before=before, limit=10 * self.batch_size)
+            if pruned:
+                logger.info(
+                    f"Pruned {pruned} old run(s)",
+                    extra={"action": "runs_pruned", "count": pruned},
+                )
 
     async def fire_due(self, conn: psycopg.AsyncConnection) -> int:
         """Claim due tasks and store each one's next instant, in one transaction."""

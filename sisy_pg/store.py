@@ -144,6 +144,13 @@ class Store:
         row = await cursor.fetchone()
         return row["count"] if row else 0
 
+    async def prune_runs(
+        self, conn: psycopg.AsyncConnection, *, before: dt.datetime, limit: int
+    ) -> int:
+        cursor = await conn.execute(self.queries["prune_runs"], {"before": before, "limit": limit})
+        row = await cursor.fetchone()
+        return row["count"] if row else 0
+
     # --- runner side (sync, Django's connection in the worker thread) ----------
 
     def start_run(self, *, run_id: int, job_id: int | None, worker: str) -> StartedRun:

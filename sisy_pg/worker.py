@@ -46,6 +46,7 @@ def make_planner(store: Store) -> Planner:
         lead_time=float(settings.LEAD_TIME),
         max_sleep=float(settings.PLANNER_MAX_SLEEP),
         batch_size=int(settings.CLAIM_BATCH_SIZE),
+        retention_days=settings.RUN_RETENTION_DAYS,
     )
 
 

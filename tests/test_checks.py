@@ -25,6 +25,7 @@ def test_default_configuration_is_clean():
         ({"USE_TZ": False}, "sisy.E005"),
         ({"SISY_CATCHUP_WINDOW": -1}, "sisy.E006"),
         ({"SISY_PLANNER_MAX_SLEEP": "soon"}, "sisy.E006"),
+        ({"SISY_RUN_RETENTION_DAYS": 0}, "sisy.E006"),
         ({"SISY_HEARTBEAT_FREQUENCY": 60}, "sisy.W001"),
     ],
 )

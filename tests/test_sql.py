@@ -276,3 +276,20 @@ def test_every_committed_change_notifies_the_workers():
         assert len(list(listener.notifies(timeout=1))) == 1
     finally:
         listener.close()
+
+
+def test_prune_runs_deletes_old_finished_runs_and_their_jobs():
+    task = make_task()
+    make_due(task)
+    (_, old, _), = claim()
+    make_due(task)
+    (_, recent, _), = claim()
+    make_due(task)
+    (_, queued, _), = claim()
+    old_job = TaskRun.objects.get(pk=old).job_id
+    sql("UPDATE procrastinate_jobs SET status = 'succeeded' WHERE id = %s", [old_job])
+    sql("UPDATE sisy_taskrun SET status = 'succeeded', finished_at = now() - interval '30 days' WHERE id = %s", [old])
+    sql("UPDATE sisy_taskrun SET status = 'failed', finished_at = now() - interval '1 day' WHERE id = %s", [recent])
+    assert sql("SELECT sisy_prune_runs(now() - interval '14 days', 100)") == [(1,)]
+    assert set(TaskRun.objects.values_list("pk", flat=True)) == {recent, queued}
+    assert sql("SELECT count(*) FROM procrastinate_jobs WHERE id = %s", [old_job]) == [(0,)]

@@ -45,6 +45,10 @@ SELECT EXTRACT(EPOCH FROM (
 -- Close runs whose worker died mid-run
 SELECT sisy_fail_orphaned_runs() AS count;
 
+-- prune_runs --
+-- Delete old finished runs and their jobs (SISY_RUN_RETENTION_DAYS)
+SELECT sisy_prune_runs(%(before)s, %(limit)s) AS count;
+
 -- start_run --
 -- Move a queued run to running (or skipped); see sisy_start_run
 SELECT status, task_id, scheduled_for FROM sisy_start_run(%(run_id)s, %(job_id)s, %(worker)s);

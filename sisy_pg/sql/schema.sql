@@ -71,6 +71,10 @@ CREATE INDEX IF NOT EXISTS sisy_task_due_idx
 CREATE INDEX IF NOT EXISTS sisy_task_to_plan_idx
     ON sisy_task (id)
     WHERE enabled AND next_run IS NULL AND finished_at IS NULL AND schedule_error = '';
+-- Finished runs by age (retention, sisy_prune_runs).
+CREATE INDEX IF NOT EXISTS sisy_taskrun_finished_idx
+    ON sisy_taskrun (finished_at)
+    WHERE status IN ('succeeded', 'failed', 'skipped', 'cancelled');
 -- Queued and running runs of a task (cancellation, overlap check).
 CREATE INDEX IF NOT EXISTS sisy_taskrun_active_idx
     ON sisy_taskrun (task_id, status) WHERE status IN ('queued', 'running');
@@ -380,6 +384,27 @@ AS $$
         RETURNING r.id
     )
     SELECT count(*)::integer FROM orphaned;
+$$;
+
+-- Retention: deletes up to p_limit runs that finished before p_before, and
+-- the procrastinate jobs that ran them, oldest first.
+CREATE OR REPLACE FUNCTION sisy_prune_runs(p_before timestamptz, p_limit integer) RETURNS integer
+    LANGUAGE sql
+AS $$
+    WITH old AS (
+        SELECT r.id FROM sisy_taskrun AS r
+         WHERE r.status IN ('succeeded', 'failed', 'skipped', 'cancelled')
+           AND r.finished_at < p_before
+         ORDER BY r.finished_at
+         LIMIT p_limit
+    ), pruned AS (
+        DELETE FROM sisy_taskrun AS r USING old WHERE r.id = old.id RETURNING r.job_id
+    ), pruned_jobs AS (
+        DELETE FROM procrastinate_jobs AS job USING pruned
+         WHERE job.id = pruned.job_id AND job.status NOT IN ('todo', 'doing')
+        RETURNING job.id
+    )
+    SELECT count(*)::integer FROM pruned;
 $$;
 
 -- Views for people with psql ----------------------------------------------------------

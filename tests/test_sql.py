@@ -69,11 +69,17 @@ def test_queryset_update_and_save_are_seen_the_same_way():
     assert next_run(other) is None
 
 
-def test_unrelated_change_keeps_next_run():
+def test_unrelated_change_keeps_next_run_and_bumps_modified_at():
     task = make_task()
     before = next_run(task)
+    sql("UPDATE sisy_task SET modified_at = now() - interval '1 day' WHERE id = %s", [task.pk])
     sql("UPDATE sisy_task SET label = 'renamed', userdata = '{\"x\": 1}' WHERE id = %s", [task.pk])
     assert next_run(task) == before
+    assert sql("SELECT modified_at > now() - interval '1 minute' FROM sisy_task WHERE id = %s", [task.pk]) == [(True,)]
+    # The planner's own bookkeeping is not a modification.
+    sql("UPDATE sisy_task SET modified_at = now() - interval '1 day' WHERE id = %s", [task.pk])
+    sql("UPDATE sisy_task SET next_run = now(), fire_count = 3 WHERE id = %s", [task.pk])
+    assert sql("SELECT modified_at < now() - interval '1 hour' FROM sisy_task WHERE id = %s", [task.pk]) == [(True,)]
 
 
 def test_explicit_next_run_is_obeyed_as_run_now():

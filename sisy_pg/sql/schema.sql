@@ -119,9 +119,20 @@ BEGIN
             -- Re-enabled: the planner decides again whether it is finished.
             NEW.finished_at := NULL;
         END IF;
-        IF NEW.modified_at IS NOT DISTINCT FROM OLD.modified_at THEN
-            NEW.modified_at := now();
-        END IF;
+    END IF;
+
+    -- Raw SQL edits of the definition show in modified_at as ORM saves do.
+    IF TG_OP = 'UPDATE'
+       AND NEW.modified_at IS NOT DISTINCT FROM OLD.modified_at
+       AND (NEW.label, NEW.callable_info, NEW.schedule, NEW.timezone, NEW.enabled,
+            NEW.start_running, NEW.end_running, NEW.iterations, NEW.wait_for_schedule,
+            NEW.allow_overlap, NEW.userdata)
+           IS DISTINCT FROM
+           (OLD.label, OLD.callable_info, OLD.schedule, OLD.timezone, OLD.enabled,
+            OLD.start_running, OLD.end_running, OLD.iterations, OLD.wait_for_schedule,
+            OLD.allow_overlap, OLD.userdata)
+    THEN
+        NEW.modified_at := now();
     END IF;
 
     IF NOT NEW.enabled THEN

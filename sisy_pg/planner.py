@@ -58,10 +58,10 @@ class Planner:
         self.retention = dt.timedelta(days=retention_days) if retention_days else None
         self._wake = asyncio.Event()
         self._housekeeping_at = float("-inf")
+        self._failures = 0
 
     async def run(self) -> None:
         """Plan and fire until cancelled; survive database restarts."""
-        failures = 0
         logger.info(
             "sisy planner starting", extra={"action": "planner_start", "queue": self.queue}
         )
@@ -72,32 +72,26 @@ class Planner:
                 logger.info("sisy planner stopped", extra={"action": "planner_stop"})
                 raise
             except Exception as exc:
-                delay = _RECONNECT_DELAYS[min(failures, len(_RECONNECT_DELAYS) - 1)]
-                failures += 1
+                delay = _RECONNECT_DELAYS[min(self._failures, len(_RECONNECT_DELAYS) - 1)]
+                self._failures += 1
                 logger.exception(
                     f"sisy planner failed, retrying in {delay} s",
                     extra={"action": "planner_error", "exception": repr(exc), "retry_in": delay},
                 )
                 await asyncio.sleep(delay)
-            else:  # pragma: no cover - _serve only returns by raising
-                failures = 0
 
     async def _serve(self) -> None:
-        conn = await self.store.connect()
-        listen_conn = await self.store.connect()
-        listener: asyncio.Task[Any] | None = None
-        try:
+        async with await self.store.connect() as conn, await self.store.connect() as listen_conn:
             await listen_conn.execute(f"LISTEN {TASK_CHANNEL}")
             listener = asyncio.create_task(self._listen(listen_conn), name="sisy-listen")
-            while True:
-                delay = await self.tick(conn)
-                await self._sleep(delay, listener)
-        finally:
-            if listener is not None:
+            try:
+                while True:
+                    delay = await self.tick(conn)
+                    self._failures = 0
+                    await self._sleep(delay, listener)
+            finally:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
-            await listen_conn.close()
-            await conn.close()
 
     async def _listen(self, listen_conn: psycopg.AsyncConnection) -> None:
         async for _ in listen_conn.notifies():
@@ -121,10 +115,12 @@ class Planner:
         """Fire what is due, plan what is pending; return seconds to sleep."""
         fired = await self.fire_due(conn)
         await self.housekeeping(conn)
-        await self.plan_pending(conn)
+        planned = await self.plan_pending(conn)
         state = await self.store.planner_state(conn)
         if state.pending:
-            return 0.0  # more than one batch was waiting
+            # More than one batch was waiting (go on at once), or another
+            # planner holds those rows (its commit will notify us).
+            return 0.0 if planned else _CONTENDED_RETRY
         if state.seconds_to_next is None:
             return self.max_sleep
         seconds_to_claim = state.seconds_to_next - self.lead_time

@@ -67,8 +67,10 @@ class Store:
         return params
 
     async def connect(self) -> psycopg.AsyncConnection:
+        """A planner connection, named so that pg_stat_activity shows what it is."""
+        params = {**self.connection_params(), "application_name": "sisy-planner"}
         return await psycopg.AsyncConnection.connect(
-            **self.connection_params(), autocommit=True, row_factory=dict_row
+            **params, autocommit=True, row_factory=dict_row
         )
 
     async def claim_due(

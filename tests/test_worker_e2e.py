@@ -91,6 +91,18 @@ def test_new_schedule_fires_within_two_seconds(start_worker, writer):
     assert first.started_at - changed_at < dt.timedelta(seconds=2)
 
 
+def test_planner_reconnects_after_losing_its_connections(start_worker):
+    worker = start_worker()
+    psql("""SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = 'sisy-planner' AND datname = current_database()""")
+    wait_until(lambda: "sisy planner failed" in worker.output(), timeout=10)
+    task = task_with_callable(jobs.record, schedule="* * * * * *")
+    task.save()
+    wait_until(lambda: runs(task, status="succeeded").exists(), timeout=10)
+    assert worker.process.poll() is None
+    worker.expect_planner_errors = True
+
+
 def test_task_inserted_with_raw_sql_is_planned_and_run(start_worker):
     start_worker()
     psql("""INSERT INTO sisy_task (label, callable_info, schedule, timezone)

@@ -69,25 +69,24 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
                 "sisy-pg stores aware datetimes: set USE_TZ = True.", id="sisy.E005"
             )
         )
-    may_be_zero = ("CATCHUP_WINDOW", "LEAD_TIME")
-    for name in ("CATCHUP_WINDOW", "LEAD_TIME", "PLANNER_MAX_SLEEP", "CLAIM_BATCH_SIZE"):
+    # name: (may be 0, may be None)
+    numbers = {
+        "CATCHUP_WINDOW": (True, False),
+        "LEAD_TIME": (True, False),
+        "PLANNER_MAX_SLEEP": (False, False),
+        "CLAIM_BATCH_SIZE": (False, False),
+        "RUN_RETENTION_DAYS": (False, True),
+    }
+    for name, (zero_ok, none_ok) in numbers.items():
         value = getattr(conf.settings, name)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-            if not (name in may_be_zero and value == 0):
-                messages.append(
-                    checks.Error(f"SISY_{name} must be a positive number, not {value!r}.",
-                                 id="sisy.E006")
-                )
-    retention = conf.settings.RUN_RETENTION_DAYS
-    if retention is not None and (
-        not isinstance(retention, (int, float)) or isinstance(retention, bool) or retention <= 0
-    ):
-        messages.append(
-            checks.Error(
-                f"SISY_RUN_RETENTION_DAYS must be a positive number or None, not {retention!r}.",
-                id="sisy.E006",
+        if value is None and none_ok:
+            continue
+        is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not is_number or value < 0 or (value == 0 and not zero_ok):
+            allowed = "a positive number" + (" or 0" if zero_ok else "") + (" or None" if none_ok else "")
+            messages.append(
+                checks.Error(f"SISY_{name} must be {allowed}, not {value!r}.", id="sisy.E006")
             )
-        )
     for name in conf.OBSOLETE:
         if hasattr(settings, name):
             messages.append(

@@ -6,7 +6,6 @@ at once (nothing is cached at import time).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings as django_settings
@@ -43,7 +42,6 @@ DEFAULTS: dict[str, Any] = {
 OBSOLETE = ("SISY_HEARTBEAT_FREQUENCY",)
 
 
-@dataclass(frozen=True)
 class _Settings:
     def __getattr__(self, name: str) -> Any:
         if name not in DEFAULTS:

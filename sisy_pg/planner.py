@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 
 from . import schedule
-from .store import Store
+from .store import ClaimedTask, Store
 
 logger = logging.getLogger(__name__)
 
@@ -189,7 +189,7 @@ class Planner:
         return len(claimed)
 
     def _plan_claimed(
-        self, task: Any, now: dt.datetime
+        self, task: ClaimedTask, now: dt.datetime
     ) -> schedule.Plan | schedule.ScheduleError:
         try:
             if task.stale:

@@ -50,10 +50,9 @@ def run_task(context: JobContext, run_id: int, at: float | None = None) -> str:
     from .models import Task
 
     store = get_store()
+    worker = _worker_label(context)
     _wait_for(at, store.database_alias)
-    started = store.start_run(
-        run_id=run_id, job_id=context.job.id, worker=_worker_label(context)
-    )
+    started = store.start_run(run_id=run_id, job_id=context.job.id, worker=worker)
     log_extra = {"run_id": run_id, "task_id": started.task_id}
     if started.status != "running":
         logger.info(
@@ -71,7 +70,7 @@ def run_task(context: JobContext, run_id: int, at: float | None = None) -> str:
                 "run_id": run_id,
                 "scheduled_for": started.scheduled_for,
                 "job_id": context.job.id,
-                "worker": _worker_label(context),
+                "worker": worker,
             },
         }
         func(message)

@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 from django.db import connections
+from procrastinate.contrib.django.utils import connector_params
 from psycopg.rows import dict_row
 
 from . import schedule, sql
@@ -60,10 +61,12 @@ class Store:
     # --- planner side (async, its own connection) ------------------------------
 
     def connection_params(self) -> dict[str, Any]:
-        """psycopg keyword arguments for the Django database this store serves."""
-        params = connections[self.database_alias].get_connection_params()
-        for django_only in ("cursor_factory", "context", "server_side_binding"):
-            params.pop(django_only, None)
+        """psycopg keyword arguments for the Django database this store serves.
+
+        The same as procrastinate's worker connector gets, so both reach one database.
+        """
+        params = connector_params(self.database_alias)
+        params.pop("server_side_binding", None)  # a Django option, not libpq's
         return params
 
     async def connect(self) -> psycopg.AsyncConnection:

@@ -48,11 +48,23 @@ def fresh_database() -> str:
 
 def start_worker(url: str, concurrency: int, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "django", "procrastinate", "worker",
-         "--concurrency", str(concurrency)],
+        [
+            sys.executable,
+            "-m",
+            "django",
+            "procrastinate",
+            "worker",
+            "--concurrency",
+            str(concurrency),
+        ],
         cwd=ROOT,
-        env={**os.environ, "DATABASE_URL": url, "DJANGO_SETTINGS_MODULE": "bench.settings",
-             "PYTHONPATH": str(ROOT), **env},
+        env={
+            **os.environ,
+            "DATABASE_URL": url,
+            "DJANGO_SETTINGS_MODULE": "bench.settings",
+            "PYTHONPATH": str(ROOT),
+            **env,
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -68,8 +80,12 @@ def stats_ms(lags: list[float]) -> dict[str, float]:
     if not lags:
         return {"n": 0}
     pick = lambda q: lags[min(len(lags) - 1, int(q * len(lags)))]  # noqa: E731
-    return {"n": len(lags), "p50": pick(0.5) * 1000, "p95": pick(0.95) * 1000,
-            "max": lags[-1] * 1000}
+    return {
+        "n": len(lags),
+        "p50": pick(0.5) * 1000,
+        "p95": pick(0.95) * 1000,
+        "max": lags[-1] * 1000,
+    }
 
 
 def query(url: str, sql: str, params=None):
@@ -85,15 +101,20 @@ def bench_lag_sisy(url: str, tasks: int, seconds: float) -> dict[str, float]:
     time.sleep(3)  # worker start-up is not what is measured
     created = time.time()
     for i in range(tasks):
-        task_with_callable("bench.yardstick_tasks.noop", label=f"bench-{i}",
-                           schedule="* * * * * *").save()
+        task_with_callable(
+            "bench.yardstick_tasks.noop", label=f"bench-{i}", schedule="* * * * * *"
+        ).save()
     time.sleep(seconds)
     Task.objects.filter(label__startswith="bench-").update(enabled=False)
     time.sleep(1)
     stop_worker(worker)
-    rows = query(url, """SELECT extract(epoch FROM started_at - scheduled_for)
+    rows = query(
+        url,
+        """SELECT extract(epoch FROM started_at - scheduled_for)
                            FROM sisy_taskrun WHERE started_at IS NOT NULL
-                            AND scheduled_for > to_timestamp(%s)""", [created + 1])
+                            AND scheduled_for > to_timestamp(%s)""",
+        [created + 1],
+    )
     return stats_ms([r[0] for r in rows])
 
 
@@ -108,9 +129,12 @@ def bench_lag_schedule_at(url: str, tasks: int, seconds: float) -> dict[str, flo
     worker = start_worker(url, concurrency=tasks)
     time.sleep(max(0, instants[-1] - time.time()) + 7)
     stop_worker(worker)
-    rows = query(url, """SELECT extract(epoch FROM e.at - j.scheduled_at)
+    rows = query(
+        url,
+        """SELECT extract(epoch FROM e.at - j.scheduled_at)
                            FROM procrastinate_jobs j JOIN procrastinate_events e ON e.job_id = j.id
-                          WHERE j.task_name = 'bench.at' AND e.type = 'started'""")
+                          WHERE j.task_name = 'bench.at' AND e.type = 'started'""",
+    )
     return stats_ms([r[0] for r in rows])
 
 
@@ -119,10 +143,14 @@ def bench_lag_periodic(url: str, tasks: int, seconds: float) -> dict[str, float]
     started = time.time()
     time.sleep(seconds + 3)
     stop_worker(worker)
-    rows = query(url, """SELECT extract(epoch FROM e.at) - (j.args->>'timestamp')::float8
+    rows = query(
+        url,
+        """SELECT extract(epoch FROM e.at) - (j.args->>'timestamp')::float8
                            FROM procrastinate_jobs j JOIN procrastinate_events e ON e.job_id = j.id
                           WHERE j.task_name = 'bench.periodic' AND e.type = 'started'
-                            AND (j.args->>'timestamp')::float8 > %s""", [started + 2])
+                            AND (j.args->>'timestamp')::float8 > %s""",
+        [started + 2],
+    )
     return stats_ms([r[0] for r in rows])
 
 
@@ -153,27 +181,39 @@ def bench_scaling(url: str, size: int) -> dict[str, float]:
         conn.execute(
             """INSERT INTO sisy_task (label, callable_info, schedule, timezone, next_run)
                SELECT 'defined-' || n, %s, '0 0 1 1 *', 'UTC', now() + interval '300 days' + n * interval '1 s'
-                 FROM generate_series(1, %s) AS n""", [info, size])
+                 FROM generate_series(1, %s) AS n""",
+            [info, size],
+        )
         conn.execute(
             """INSERT INTO sisy_task (label, callable_info, schedule, timezone, next_run)
                SELECT 'due-' || n, %s, '* * * * *', 'UTC', now() - interval '1 ms'
-                 FROM generate_series(1, 10) AS n""", [info])
+                 FROM generate_series(1, 10) AS n""",
+            [info],
+        )
         conn.execute("ANALYZE sisy_task")
         result["claim"] = timed(
-            conn, "SELECT * FROM sisy_claim_due(100, '0', now() - interval '1 minute', 'sisy', 'sisy.run')", 15)
+            conn,
+            "SELECT * FROM sisy_claim_due(100, '0', now() - interval '1 minute', 'sisy', 'sisy.run')",
+            15,
+        )
         result["next"] = timed(conn, _planner_state_sql(), 50)
         conn.execute("TRUNCATE sisy_task CASCADE")
 
         conn.execute(
             """INSERT INTO procrastinate_jobs (queue_name, task_name, args, scheduled_at)
                SELECT 'sisy', 'bench.parked', '{}', now() + interval '300 days' + n * interval '1 s'
-                 FROM generate_series(1, %s) AS n""", [size])
+                 FROM generate_series(1, %s) AS n""",
+            [size],
+        )
         conn.execute(
             """INSERT INTO procrastinate_jobs (queue_name, task_name, args)
-               SELECT 'sisy', 'bench.due', '{}' FROM generate_series(1, 10)""")
+               SELECT 'sisy', 'bench.due', '{}' FROM generate_series(1, 10)"""
+        )
         conn.execute("ANALYZE procrastinate_jobs")
-        (worker_id,), = conn.execute("SELECT procrastinate_register_worker_v1()").fetchall()
-        result["fetch"] = timed(conn, f"SELECT * FROM procrastinate_fetch_job_v2(NULL, {worker_id})", 15)
+        ((worker_id,),) = conn.execute("SELECT procrastinate_register_worker_v1()").fetchall()
+        result["fetch"] = timed(
+            conn, f"SELECT * FROM procrastinate_fetch_job_v2(NULL, {worker_id})", 15
+        )
         conn.execute("DELETE FROM procrastinate_jobs")
     return result
 
@@ -201,28 +241,49 @@ def main() -> int:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    lines = [f"# sisy-pg benchmarks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-             f"{os.cpu_count()} cores, PostgreSQL {query(url, 'SHOW server_version')[0][0]})", ""]
+    lines = [
+        (
+            f"# sisy-pg benchmarks ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            f"{os.cpu_count()} cores, PostgreSQL {query(url, 'SHOW server_version')[0][0]})"
+        ),
+        "",
+    ]
 
     print("1/2 firing lag...", flush=True)
     lag = {
         "sisy-pg (this project)": bench_lag_sisy(url, options.tasks, options.seconds),
-        "procrastinate schedule_at jobs (yardstick)": bench_lag_schedule_at(url, options.tasks, options.seconds),
-        "procrastinate periodic tasks (yardstick)": bench_lag_periodic(url, options.tasks, options.seconds),
+        "procrastinate schedule_at jobs (yardstick)": bench_lag_schedule_at(
+            url, options.tasks, options.seconds
+        ),
+        "procrastinate periodic tasks (yardstick)": bench_lag_periodic(
+            url, options.tasks, options.seconds
+        ),
     }
-    lines += [f"## Firing lag: {options.tasks} every-second schedules for {options.seconds:g} s, one worker",
-              "", "| system | runs | p50 ms | p95 ms | max ms |", "|---|---:|---:|---:|---:|"]
+    lines += [
+        f"## Firing lag: {options.tasks} every-second schedules for {options.seconds:g} s, one worker",
+        "",
+        "| system | runs | p50 ms | p95 ms | max ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for name, s in lag.items():
         if s["n"]:
-            lines.append(f"| {name} | {s['n']} | {s['p50']:.1f} | {s['p95']:.1f} | {s['max']:.1f} |")
+            lines.append(
+                f"| {name} | {s['n']} | {s['p50']:.1f} | {s['p95']:.1f} | {s['max']:.1f} |"
+            )
         else:
             lines.append(f"| {name} | 0 | - | - | - |")
 
     print("2/2 planning cost...", flush=True)
-    lines += ["", "## One planning step as defined tasks grow (10 due; median ms)", "",
-              "| defined tasks | sisy-pg claim 10 due | sisy-pg next wake-up | "
-              "procrastinate fetch, one parked job per task (yardstick) |",
-              "|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## One planning step as defined tasks grow (10 due; median ms)",
+        "",
+        (
+            "| defined tasks | sisy-pg claim 10 due | sisy-pg next wake-up | "
+            "procrastinate fetch, one parked job per task (yardstick) |"
+        ),
+        "|---:|---:|---:|---:|",
+    ]
     for size in [int(s) for s in options.sizes.split(",")]:
         r = bench_scaling(url, size)
         lines.append(f"| {size:,} | {r['claim']:.2f} | {r['next']:.2f} | {r['fetch']:.2f} |")
@@ -234,7 +295,9 @@ def main() -> int:
 
     connections.close_all()
     with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{psycopg.conninfo.conninfo_to_dict(url)["dbname"]}" WITH (FORCE)')
+        conn.execute(
+            f'DROP DATABASE "{psycopg.conninfo.conninfo_to_dict(url)["dbname"]}" WITH (FORCE)'
+        )
     return 0
 
 

@@ -41,15 +41,21 @@ def main() -> int:
     print("Demo project migrated: the tasks its migrations created are")
     manage("sisy_status", check=True)
 
-    log = tempfile.NamedTemporaryFile(prefix="sisy-demo-worker-", suffix=".log", delete=False)
+    log = tempfile.NamedTemporaryFile(prefix="sisy-demo-worker-", suffix=".log", delete=False)  # noqa: SIM115 (outlives this block)
     worker = subprocess.Popen(
         [sys.executable, str(DEMO / "manage.py"), "procrastinate", "worker"],
-        cwd=DEMO, stdout=log, stderr=subprocess.STDOUT,
+        cwd=DEMO,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
-    print(f"\nWorker started (its log: {log.name}). A line per run as it ends"
-          f"{'' if options.seconds is None else f', for {options.seconds:g} s'}; Ctrl-C stops.\n")
+    print(
+        f"\nWorker started (its log: {log.name}). A line per run as it ends"
+        f"{'' if options.seconds is None else f', for {options.seconds:g} s'}; Ctrl-C stops.\n"
+    )
     try:
-        watch = ["sisy_watch"] + ([] if options.seconds is None else ["--seconds", str(options.seconds)])
+        watch = ["sisy_watch"] + (
+            [] if options.seconds is None else ["--seconds", str(options.seconds)]
+        )
         manage(*watch)
     except KeyboardInterrupt:
         pass

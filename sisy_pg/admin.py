@@ -13,25 +13,60 @@ from .models import Task, TaskRun
 class TaskAdmin(admin.ModelAdmin):
     form = TaskForm
     list_display = (
-        "label", "schedule", "timezone", "enabled", "next_run", "last_run",
-        "is_running", "last_outcome_display", "fire_count",
+        "label",
+        "schedule",
+        "timezone",
+        "enabled",
+        "next_run",
+        "last_run",
+        "is_running",
+        "last_outcome_display",
+        "fire_count",
     )
     list_filter = ("enabled", "allow_overlap", "timezone")
     search_fields = ("label", "schedule")
     readonly_fields = (
-        "next_run", "last_run", "fire_count", "finished_at", "schedule_error",
-        "created_at", "modified_at", "history",
+        "next_run",
+        "last_run",
+        "fire_count",
+        "finished_at",
+        "schedule_error",
+        "created_at",
+        "modified_at",
+        "history",
     )
     fieldsets = (
         (None, {"fields": ("label", "callable_path", "pk_override", "userdata")}),
-        ("Schedule", {"fields": (
-            "schedule", "timezone", "enabled", "start_running", "end_running",
-            "iterations", "wait_for_schedule", "allow_overlap",
-        )}),
-        ("State", {"fields": (
-            "next_run", "last_run", "fire_count", "finished_at", "schedule_error",
-            "created_at", "modified_at", "history",
-        )}),
+        (
+            "Schedule",
+            {
+                "fields": (
+                    "schedule",
+                    "timezone",
+                    "enabled",
+                    "start_running",
+                    "end_running",
+                    "iterations",
+                    "wait_for_schedule",
+                    "allow_overlap",
+                )
+            },
+        ),
+        (
+            "State",
+            {
+                "fields": (
+                    "next_run",
+                    "last_run",
+                    "fire_count",
+                    "finished_at",
+                    "schedule_error",
+                    "created_at",
+                    "modified_at",
+                    "history",
+                )
+            },
+        ),
     )
     actions = ("run_now", "enable", "disable")
 
@@ -80,7 +115,11 @@ class TaskRunAdmin(admin.ModelAdmin):
     readonly_fields = [field.name for field in TaskRun._meta.fields]
 
     def get_queryset(self, request):
-        return super().get_queryset(request).annotate(duration_value=F("finished_at") - F("started_at"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(duration_value=F("finished_at") - F("started_at"))
+        )
 
     @admin.display(description="lag (ms)")
     def lag_ms(self, run: TaskRun) -> str:

@@ -15,7 +15,8 @@ import importlib
 import inspect
 import types
 import uuid
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 FUNCTION = "function"
 CLASSMETHOD = "classmethod"
@@ -114,7 +115,9 @@ def _describe_attribute(
         _check_plain_function(func, path)
         _check_signature(func, path, bound=False)
         if pk_override is not None:
-            raise CallableError(f"pk_override is only for model instance methods; {path!r} is a function")
+            raise CallableError(
+                f"pk_override is only for model instance methods; {path!r} is a function"
+            )
         return _info(FUNCTION, module.__name__, None, attrs[0])
     if len(attrs) != 2:
         raise CallableError(
@@ -138,7 +141,9 @@ def _describe_attribute(
     else:
         raise CallableError(f"{path!r} is not a method (it is {type(raw).__name__})")
     if func_type != INSTANCEMETHOD and pk_override is not None:
-        raise CallableError(f"pk_override is only for model instance methods; {path!r} is a {func_type}")
+        raise CallableError(
+            f"pk_override is only for model instance methods; {path!r} is a {func_type}"
+        )
     return _info(func_type, module.__name__, class_name, func_name, model_pk)
 
 

@@ -60,14 +60,10 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
     try:
         schedule.get_timezone(conf.settings.default_timezone)
     except schedule.ScheduleError as exc:
-        messages.append(
-            checks.Error(f"SISY_DEFAULT_TIMEZONE / TIME_ZONE: {exc}", id="sisy.E004")
-        )
+        messages.append(checks.Error(f"SISY_DEFAULT_TIMEZONE / TIME_ZONE: {exc}", id="sisy.E004"))
     if not settings.USE_TZ:
         messages.append(
-            checks.Error(
-                "sisy-pg stores aware datetimes: set USE_TZ = True.", id="sisy.E005"
-            )
+            checks.Error("sisy-pg stores aware datetimes: set USE_TZ = True.", id="sisy.E005")
         )
     # name: (may be 0, may be None)
     numbers = {
@@ -83,7 +79,9 @@ def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
             continue
         is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not is_number or value < 0 or (value == 0 and not zero_ok):
-            allowed = "a positive number" + (" or 0" if zero_ok else "") + (" or None" if none_ok else "")
+            allowed = (
+                "a positive number" + (" or 0" if zero_ok else "") + (" or None" if none_ok else "")
+            )
             messages.append(
                 checks.Error(f"SISY_{name} must be {allowed}, not {value!r}.", id="sisy.E006")
             )

@@ -24,8 +24,16 @@ class TaskForm(forms.ModelForm):
     class Meta:
         model = Task
         fields = [
-            "label", "schedule", "timezone", "enabled", "start_running", "end_running",
-            "iterations", "wait_for_schedule", "allow_overlap", "userdata",
+            "label",
+            "schedule",
+            "timezone",
+            "enabled",
+            "start_running",
+            "end_running",
+            "iterations",
+            "wait_for_schedule",
+            "allow_overlap",
+            "userdata",
         ]
 
     def __init__(self, *args, **kwargs):

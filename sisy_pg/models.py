@@ -73,12 +73,8 @@ class Task(models.Model):
         help_text="IANA time zone the schedule is read in.",
     )
     enabled = models.BooleanField(default=True)
-    start_running = models.DateTimeField(
-        null=True, blank=True, help_text="First eligible instant."
-    )
-    end_running = models.DateTimeField(
-        null=True, blank=True, help_text="Last eligible instant."
-    )
+    start_running = models.DateTimeField(null=True, blank=True, help_text="First eligible instant.")
+    end_running = models.DateTimeField(null=True, blank=True, help_text="Last eligible instant.")
     iterations = models.PositiveIntegerField(
         default=0, help_text="Number of runs, then the task ends (0: forever)."
     )
@@ -110,6 +106,17 @@ class Task(models.Model):
 
     def __str__(self) -> str:
         return self.label
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        errors = self.definition_errors()
+        if errors:
+            raise TaskDefinitionError(errors)
+        if self._state.adding and self.next_run is None and self.enabled:
+            # Planned here so the new row shows its next run at once; rows
+            # written without it (bulk_create, SQL) are planned by a worker.
+            plan = schedule.plan_from_now(self.plan_input(), timezone.now())
+            self.next_run = plan.next_run
+        super().save(*args, **kwargs)
 
     # --- Sisy's constructors -------------------------------------------------
 
@@ -179,9 +186,7 @@ class Task(models.Model):
         """Status of the latest run that ended (succeeded, failed, skipped, cancelled)."""
         if hasattr(self, "last_status"):
             return self.last_status
-        run = self.runs.filter(status__in=TaskRun.FINAL_STATUSES).order_by(
-            "-scheduled_for"
-        ).first()
+        run = self.runs.filter(status__in=TaskRun.FINAL_STATUSES).order_by("-scheduled_for").first()
         return run.status if run else None
 
     @property
@@ -202,9 +207,7 @@ class Task(models.Model):
         except schedule.ScheduleError as exc:
             errors["timezone"] = str(exc)
         if not isinstance(self.userdata, dict):
-            errors["userdata"] = (
-                f"userdata must be a dict, not {type(self.userdata).__name__}"
-            )
+            errors["userdata"] = f"userdata must be a dict, not {type(self.userdata).__name__}"
         try:
             callables.validate_info(self.callable_info)
         except callables.CallableError as exc:
@@ -237,17 +240,6 @@ class Task(models.Model):
                 errors[NON_FIELD_ERRORS] = message
         if errors:
             raise ValidationError(errors)
-
-    def save(self, *args: Any, **kwargs: Any) -> None:
-        errors = self.definition_errors()
-        if errors:
-            raise TaskDefinitionError(errors)
-        if self._state.adding and self.next_run is None and self.enabled:
-            # Planned here so the new row shows its next run at once; rows
-            # written without it (bulk_create, SQL) are planned by a worker.
-            plan = schedule.plan_from_now(self.plan_input(), timezone.now())
-            self.next_run = plan.next_run
-        super().save(*args, **kwargs)
 
     def plan_input(self) -> schedule.PlanInput:
         return schedule.PlanInput(

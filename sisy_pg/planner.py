@@ -62,9 +62,7 @@ class Planner:
 
     async def run(self) -> None:
         """Plan and fire until cancelled; survive database restarts."""
-        logger.info(
-            "sisy planner starting", extra={"action": "planner_start", "queue": self.queue}
-        )
+        logger.info("sisy planner starting", extra={"action": "planner_start", "queue": self.queue})
         while True:
             try:
                 await self._serve()
@@ -183,8 +181,11 @@ class Planner:
                 logger.warning(
                     f"Task {task.task_id} missed {task.fired_for.isoformat()} "
                     "(older than SISY_CATCHUP_WINDOW); not run",
-                    extra={"action": "task_missed", "task_id": task.task_id,
-                           "scheduled_for": task.fired_for.isoformat()},
+                    extra={
+                        "action": "task_missed",
+                        "task_id": task.task_id,
+                        "scheduled_for": task.fired_for.isoformat(),
+                    },
                 )
         return len(claimed)
 

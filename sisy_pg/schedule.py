@@ -28,9 +28,7 @@ class ScheduleError(ValueError):
 def validate_schedule(expression: str) -> str:
     """Return ``expression`` normalised (blanks collapsed), or raise ScheduleError."""
     if not isinstance(expression, str):
-        raise ScheduleError(
-            f"schedule must be a cron string, not {type(expression).__name__}"
-        )
+        raise ScheduleError(f"schedule must be a cron string, not {type(expression).__name__}")
     fields = expression.split()
     if len(fields) not in (5, 6):
         raise ScheduleError(
@@ -58,9 +56,7 @@ def get_timezone(name: str) -> zoneinfo.ZoneInfo:
 
 def _is_repeated_wall_time(instant: dt.datetime) -> bool:
     """True for the second occurrence of a local time (the hour DST gives back)."""
-    return bool(instant.fold) and (
-        instant.replace(fold=0).utcoffset() != instant.utcoffset()
-    )
+    return bool(instant.fold) and (instant.replace(fold=0).utcoffset() != instant.utcoffset())
 
 
 def next_after(expression: str, timezone: str, after: dt.datetime) -> dt.datetime:
@@ -130,9 +126,7 @@ def plan_from_now(task: PlanInput, now: dt.datetime) -> Plan:
     earliest = now if task.start_running is None else max(now, task.start_running)
     if task.fire_count == 0 and not task.wait_for_schedule:
         return _bounded(task, earliest)
-    return _bounded(
-        task, next_after(task.schedule, task.timezone, earliest - _ONE_MICROSECOND)
-    )
+    return _bounded(task, next_after(task.schedule, task.timezone, earliest - _ONE_MICROSECOND))
 
 
 def plan_after_fire(

@@ -167,9 +167,7 @@ class Store:
             status, task_id, scheduled_for = cursor.fetchone()
         return StartedRun(status=status, task_id=task_id, scheduled_for=scheduled_for)
 
-    def finish_run(
-        self, *, run_id: int, status: str, error: str = "", traceback: str = ""
-    ) -> bool:
+    def finish_run(self, *, run_id: int, status: str, error: str = "", traceback: str = "") -> bool:
         """Record the outcome; False if the run was gone (its task was deleted)."""
         with connections[self.database_alias].cursor() as cursor:
             cursor.execute(

@@ -8,8 +8,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from django.db import connection
@@ -37,7 +37,7 @@ class WorkerProcess:
     def __init__(self, name: str, extra_args: tuple[str, ...] = ()) -> None:
         self.name = name
         self.expect_planner_errors = False
-        self.log = tempfile.NamedTemporaryFile(
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by stop())
             prefix=f"sisy-worker-{name}-", suffix=".log", delete=False
         )
         env = {
@@ -49,8 +49,16 @@ class WorkerProcess:
             "PYTHONPATH": str(ROOT),
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "django", "procrastinate", "worker",
-             "--name", name, *extra_args],
+            [
+                sys.executable,
+                "-m",
+                "django",
+                "procrastinate",
+                "worker",
+                "--name",
+                name,
+                *extra_args,
+            ],
             cwd=ROOT,
             env=env,
             stdout=self.log,
@@ -84,8 +92,7 @@ def start_worker(transactional_db):
         worker = WorkerProcess(name, extra_args)
         workers.append(worker)
         wait_until(
-            lambda: worker.process.poll() is not None
-            or "sisy planner starting" in worker.output(),
+            lambda: worker.process.poll() is not None or "sisy planner starting" in worker.output(),
             timeout=60,
         )
         # Ready when a one-off task created now has run: the planner, the
@@ -93,8 +100,10 @@ def start_worker(transactional_db):
         probe = Task.run_once("tests.testapp.jobs.record")
         try:
             wait_until(
-                lambda: worker.process.poll() is not None
-                or TaskRun.objects.filter(task=probe, status="succeeded").exists(),
+                lambda: (
+                    worker.process.poll() is not None
+                    or TaskRun.objects.filter(task=probe, status="succeeded").exists()
+                ),
                 timeout=60,
             )
         finally:

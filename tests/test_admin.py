@@ -18,10 +18,20 @@ def client(admin_client):
 
 def form_data(**overrides):
     data = {
-        "label": "", "callable_path": "tests.testapp.jobs.record", "pk_override": "",
-        "userdata": "{}", "schedule": "* * * * *", "timezone": "UTC", "enabled": "on",
-        "iterations": "0", "wait_for_schedule": "on", "allow_overlap": "on",
-        "start_running_0": "", "start_running_1": "", "end_running_0": "", "end_running_1": "",
+        "label": "",
+        "callable_path": "tests.testapp.jobs.record",
+        "pk_override": "",
+        "userdata": "{}",
+        "schedule": "* * * * *",
+        "timezone": "UTC",
+        "enabled": "on",
+        "iterations": "0",
+        "wait_for_schedule": "on",
+        "allow_overlap": "on",
+        "start_running_0": "",
+        "start_running_1": "",
+        "end_running_0": "",
+        "end_running_1": "",
     }
     data.update(overrides)
     return data
@@ -41,9 +51,14 @@ def test_changelist_and_change_page_render(client):
 
 def test_add_a_task_for_a_model_instance_method(client):
     widget = Widget.objects.create()
-    response = client.post(reverse("admin:sisy_task_add"), form_data(
-        callable_path="tests.testapp.models.Widget.touch", pk_override=str(widget.pk),
-        schedule="*/10 * * * * *"))
+    response = client.post(
+        reverse("admin:sisy_task_add"),
+        form_data(
+            callable_path="tests.testapp.models.Widget.touch",
+            pk_override=str(widget.pk),
+            schedule="*/10 * * * * *",
+        ),
+    )
     assert response.status_code == 302, response.content
     task = Task.objects.get()
     assert task.callable_info["model_pk"] == widget.pk
@@ -51,12 +66,16 @@ def test_add_a_task_for_a_model_instance_method(client):
 
 
 @pytest.mark.parametrize(
-    "overrides, field, message",
+    ("overrides", "field", "message"),
     [
         ({"schedule": "61 * * * *"}, "schedule", "is not valid cron"),
         ({"timezone": "Mars/Olympus"}, "timezone", "unknown time zone"),
         ({"callable_path": "tests.testapp.jobs.nope"}, "callable_path", "has no attribute"),
-        ({"callable_path": "tests.testapp.jobs.two_params"}, "callable_path", "exactly one parameter"),
+        (
+            {"callable_path": "tests.testapp.jobs.two_params"},
+            "callable_path",
+            "exactly one parameter",
+        ),
         ({"callable_path": "tests.testapp.models.Widget.touch"}, "callable_path", "pk_override"),
         ({"userdata": "[1, 2]"}, "userdata", "userdata must be a dict"),
     ],

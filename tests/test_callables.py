@@ -11,14 +11,22 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.mark.parametrize(
-    "the_callable, func_type, func_path",
+    ("the_callable", "func_type", "func_path"),
     [
         (jobs.record, "function", "tests.testapp.jobs.record"),
         ("tests.testapp.jobs.record", "function", "tests.testapp.jobs.record"),
         (jobs.Things.class_job, "classmethod", "tests.testapp.jobs.Things.class_job"),
-        ("tests.testapp.jobs.Things.class_job", "classmethod", "tests.testapp.jobs.Things.class_job"),
+        (
+            "tests.testapp.jobs.Things.class_job",
+            "classmethod",
+            "tests.testapp.jobs.Things.class_job",
+        ),
         (jobs.Things.static_job, "staticmethod", "tests.testapp.jobs.Things.static_job"),
-        ("tests.testapp.jobs.Things.static_job", "staticmethod", "tests.testapp.jobs.Things.static_job"),
+        (
+            "tests.testapp.jobs.Things.static_job",
+            "staticmethod",
+            "tests.testapp.jobs.Things.static_job",
+        ),
     ],
 )
 def test_describe_functions_and_class_level_methods(the_callable, func_type, func_path):
@@ -61,12 +69,16 @@ def test_uuid_pk_given_as_string_is_accepted():
 
 
 @pytest.mark.parametrize(
-    "the_callable, kwargs, message",
+    ("the_callable", "kwargs", "message"),
     [
         ("nowhere.at_all.func", {}, "unknown module"),
         ("tests.testapp.jobs.missing", {}, "'tests.testapp.jobs' has no attribute 'missing'"),
         ("tests.testapp.nomodule.func", {}, "'tests.testapp' has no attribute 'nomodule'"),
-        ("tests.testapp.jobs.two_params", {}, "exactly one parameter named 'message' (it takes: message, other)"),
+        (
+            "tests.testapp.jobs.two_params",
+            {},
+            "exactly one parameter named 'message' (it takes: message, other)",
+        ),
         ("tests.testapp.jobs.wrong_name", {}, "(it takes: msg)"),
         (jobs.no_params, {}, "(it takes: no parameters)"),
         ("tests.testapp.jobs.Things", {}, "is a class, not a callable"),
@@ -75,12 +87,28 @@ def test_uuid_pk_given_as_string_is_accepted():
         (jobs, {}, "is a module, not a callable"),
         ("tests.testapp.jobs.NOT_CALLABLE", {}, "is not callable"),
         (lambda message: None, {}, "cannot be imported by a worker"),
-        ("tests.testapp.jobs.Things.plain_instance_job", {"pk_override": 1}, "which is not a Django model"),
+        (
+            "tests.testapp.jobs.Things.plain_instance_job",
+            {"pk_override": 1},
+            "which is not a Django model",
+        ),
         ("tests.testapp.models.Widget.touch", {}, "pass pk_override="),
-        ("tests.testapp.models.Widget.touch", {"pk_override": 999999}, "Widget with pk=999999 does not exist"),
+        (
+            "tests.testapp.models.Widget.touch",
+            {"pk_override": 999999},
+            "Widget with pk=999999 does not exist",
+        ),
         ("tests.testapp.models.Widget.two_params", {"pk_override": 1}, "exactly one parameter"),
-        ("tests.testapp.models.UUIDWidget.touch", {"pk_override": "not-a-uuid"}, "not a valid primary key for UUIDWidget"),
-        ("tests.testapp.jobs.record", {"pk_override": 1}, "pk_override is only for model instance methods"),
+        (
+            "tests.testapp.models.UUIDWidget.touch",
+            {"pk_override": "not-a-uuid"},
+            "not a valid primary key for UUIDWidget",
+        ),
+        (
+            "tests.testapp.jobs.record",
+            {"pk_override": 1},
+            "pk_override is only for model instance methods",
+        ),
         ("not a path", {}, "is not a dotted path"),
         (42, {}, "has no importable dotted path"),
     ],

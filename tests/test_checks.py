@@ -18,7 +18,7 @@ def test_default_configuration_is_clean():
 
 
 @pytest.mark.parametrize(
-    "settings, check_id",
+    ("settings", "check_id"),
     [
         ({"SISY_DEFAULT_SCHEDULE": "* * *"}, "sisy.E003"),
         ({"SISY_DEFAULT_TIMEZONE": "Nowhere/Land"}, "sisy.E004"),
@@ -35,11 +35,13 @@ def test_misconfiguration_is_reported(settings, check_id):
 
 
 def test_non_postgres_database_is_an_error():
-    assert ids(sisy_checks.database_errors("default", "django.db.backends.sqlite3")) == ["sisy.E002"]
+    assert ids(sisy_checks.database_errors("default", "django.db.backends.sqlite3")) == [
+        "sisy.E002"
+    ]
 
 
 @pytest.mark.parametrize(
-    "apps, errors",
+    ("apps", "errors"),
     [
         (["procrastinate.contrib.django", "sisy_pg"], []),
         (["sisy_pg", "procrastinate.contrib.django"], ["sisy.E001"]),

@@ -31,7 +31,11 @@ def run(url, *command, timeout=120):
     env = {**os.environ, "DATABASE_URL": url}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     result = subprocess.run(
-        [sys.executable, *command], cwd=DEMO, env=env, capture_output=True, text=True,
+        [sys.executable, *command],
+        cwd=DEMO,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -48,32 +52,52 @@ def test_seed_migrations_apply_and_unapply(demo_url):
     run(demo_url, "manage.py", "migrate", "--no-input")
     tasks = dict(query(demo_url, "SELECT label, callable_info FROM sisy_task"))
     assert tasks["Daily data maintenance"]["func_path"] == "myapp.utilities.daily_maintenance"
-    (foo_pk,), = query(demo_url, "SELECT id FROM myapp_modelfoo")
+    ((foo_pk,),) = query(demo_url, "SELECT id FROM myapp_modelfoo")
     assert tasks[INSTANCE_TASK] == {
-        "func_type": "instancemethod", "module_name": "myapp.models", "class_name": "ModelFoo",
-        "class_path": "myapp.models.ModelFoo", "func_name": "InstanceMethod",
-        "func_path": "myapp.models.ModelFoo.InstanceMethod", "model_pk": foo_pk,
+        "func_type": "instancemethod",
+        "module_name": "myapp.models",
+        "class_name": "ModelFoo",
+        "class_path": "myapp.models.ModelFoo",
+        "func_name": "InstanceMethod",
+        "func_path": "myapp.models.ModelFoo.InstanceMethod",
+        "model_pk": foo_pk,
     }
     assert query(demo_url, "SELECT count(*) FROM sisy_task WHERE next_run IS NOT NULL") == [(4,)]
 
     # A pending fire of the instance-method task, as a planner leaves it
     # between claiming the instant and a worker starting the run.
     query(demo_url, "UPDATE sisy_task SET next_run = now() WHERE label = %s", [INSTANCE_TASK])
-    query(demo_url, "SELECT * FROM sisy_claim_due(10, '0', now() - interval '1 minute', 'sisy', 'sisy.run')")
-    (job_id,), = query(demo_url, "SELECT job_id FROM sisy_taskrun JOIN sisy_task t ON t.id = task_id "
-                                 "WHERE t.label = %s", [INSTANCE_TASK])
-    assert query(demo_url, "SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id]) == [("todo",)]
+    query(
+        demo_url,
+        "SELECT * FROM sisy_claim_due(10, '0', now() - interval '1 minute', 'sisy', 'sisy.run')",
+    )
+    ((job_id,),) = query(
+        demo_url,
+        "SELECT job_id FROM sisy_taskrun JOIN sisy_task t ON t.id = task_id WHERE t.label = %s",
+        [INSTANCE_TASK],
+    )
+    assert query(demo_url, "SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id]) == [
+        ("todo",)
+    ]
 
     run(demo_url, "manage.py", "migrate", "myapp", "0004-setup-staticmethod-task")
-    assert query(demo_url, "SELECT count(*) FROM sisy_task WHERE label = %s", [INSTANCE_TASK]) == [(0,)]
+    assert query(demo_url, "SELECT count(*) FROM sisy_task WHERE label = %s", [INSTANCE_TASK]) == [
+        (0,)
+    ]
     assert query(demo_url, "SELECT count(*) FROM myapp_modelfoo") == [(0,)]
-    assert query(demo_url, "SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id]) == [("cancelled",)]
+    assert query(demo_url, "SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id]) == [
+        ("cancelled",)
+    ]
 
     run(demo_url, "manage.py", "migrate", "myapp", "zero")
     assert query(demo_url, "SELECT count(*) FROM sisy_task") == [(0,)]
-    assert query(demo_url, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'") == [(0,)]
+    assert query(demo_url, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'") == [
+        (0,)
+    ]
     run(demo_url, "manage.py", "migrate", "sisy", "zero")
-    assert query(demo_url, "SELECT to_regclass('sisy_task'), to_regproc('sisy_claim_due')") == [(None, None)]
+    assert query(demo_url, "SELECT to_regclass('sisy_task'), to_regproc('sisy_claim_due')") == [
+        (None, None)
+    ]
     run(demo_url, "manage.py", "migrate", "--no-input")  # and back again
     assert query(demo_url, "SELECT count(*) FROM sisy_task") == [(4,)]
 
@@ -81,7 +105,13 @@ def test_seed_migrations_apply_and_unapply(demo_url):
 @pytest.mark.e2e
 def test_demo_runs_a_worker_and_prints_a_line_per_fire(demo_url):
     output = run(demo_url, str(DEMO / "run_demo.py"), "--seconds", "10")
-    fires = [line for line in output.splitlines() if "Heartbeat every 2 seconds" in line and " lag " in line]
+    fires = [
+        line
+        for line in output.splitlines()
+        if "Heartbeat every 2 seconds" in line and " lag " in line
+    ]
     assert len(fires) >= 2, output
-    assert all(" succeeded" in line or " failed  (RuntimeError: a simulated failure" in line
-               for line in fires), output
+    assert all(
+        " succeeded" in line or " failed  (RuntimeError: a simulated failure" in line
+        for line in fires
+    ), output

@@ -28,8 +28,9 @@ def test_task_with_callable_returns_an_unsaved_task_with_sisy_defaults():
 
 
 def test_label_schedule_and_userdata_are_kept():
-    task = task_with_callable(jobs.record, label="Daily", schedule="30 0 * * *",
-                              userdata={"a": [1, 2]})
+    task = task_with_callable(
+        jobs.record, label="Daily", schedule="30 0 * * *", userdata={"a": [1, 2]}
+    )
     task.save()
     task.refresh_from_db()
     assert (task.label, task.schedule, task.userdata) == ("Daily", "30 0 * * *", {"a": [1, 2]})
@@ -57,12 +58,20 @@ def test_invalid_schedule_is_a_value_error_at_creation():
 
 
 @pytest.mark.parametrize(
-    "field, value, message",
+    ("field", "value", "message"),
     [
         ("schedule", "* * *", "has 3 field(s)"),
         ("timezone", "Mars/Olympus", "unknown time zone"),
-        ("end_running", timezone.now() - dt.timedelta(days=400), "end_running is before start_running"),
-        ("callable_info", {"func_type": "function", "func_path": "tests.testapp.jobs.gone"}, "has no attribute 'gone'"),
+        (
+            "end_running",
+            timezone.now() - dt.timedelta(days=400),
+            "end_running is before start_running",
+        ),
+        (
+            "callable_info",
+            {"func_type": "function", "func_path": "tests.testapp.jobs.gone"},
+            "has no attribute 'gone'",
+        ),
         ("start_running", dt.datetime(2030, 1, 1), "must be an aware datetime"),
     ],
 )
@@ -87,11 +96,17 @@ def test_clean_reports_errors_per_field_for_forms():
 
 def test_taskinfo_with_label_has_sisy_keys_and_model_pk():
     widget = Widget.objects.create()
-    task_with_callable("tests.testapp.models.Widget.touch", label="W",
-                       pk_override=widget.pk).save()
+    task_with_callable("tests.testapp.models.Widget.touch", label="W", pk_override=widget.pk).save()
     info = taskinfo_with_label("W")
-    assert set(info) == {"func_type", "module_name", "class_name", "class_path",
-                         "func_name", "func_path", "model_pk"}
+    assert set(info) == {
+        "func_type",
+        "module_name",
+        "class_name",
+        "class_path",
+        "func_name",
+        "func_path",
+        "model_pk",
+    }
     assert info["model_pk"] == widget.pk and info["func_type"] == "instancemethod"
 
 
@@ -108,7 +123,7 @@ def test_run_once_with_delay_until_fires_at_that_instant():
 
 
 @pytest.mark.parametrize(
-    "delay_until, message",
+    ("delay_until", "message"),
     [
         (timezone.now() - dt.timedelta(seconds=1), "must be in the future"),
         (dt.datetime(2099, 1, 1), "must be an aware datetime"),

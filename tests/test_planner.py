@@ -126,10 +126,15 @@ def test_worker_serves_queue():
 
 def test_housekeeping_prunes_history_past_retention():
     task = make_task()
-    old = TaskRun.objects.create(task=task, scheduled_for=timezone.now() - dt.timedelta(days=30),
-                                 status="succeeded", finished_at=timezone.now() - dt.timedelta(days=30))
-    kept = TaskRun.objects.create(task=task, scheduled_for=timezone.now(), status="succeeded",
-                                  finished_at=timezone.now())
+    old = TaskRun.objects.create(
+        task=task,
+        scheduled_for=timezone.now() - dt.timedelta(days=30),
+        status="succeeded",
+        finished_at=timezone.now() - dt.timedelta(days=30),
+    )
+    kept = TaskRun.objects.create(
+        task=task, scheduled_for=timezone.now(), status="succeeded", finished_at=timezone.now()
+    )
     run_planner("housekeeping", True)
     assert list(TaskRun.objects.values_list("pk", flat=True)) == [kept.pk]
     assert not TaskRun.objects.filter(pk=old.pk).exists()

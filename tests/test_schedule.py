@@ -19,15 +19,24 @@ def at(*args, tz=UTC):
 
 @pytest.mark.parametrize(
     "expression",
-    ["* * * * *", "30 0 * * *", "* * * * * */30", "0 0 l * *", "0 9 * * mon-fri",
-     "0 0 * * 7", "0 0 * * 0", "*/15 8-18 1,15 * *", "  5   4 * * sun "],
+    [
+        "* * * * *",
+        "30 0 * * *",
+        "* * * * * */30",
+        "0 0 l * *",
+        "0 9 * * mon-fri",
+        "0 0 * * 7",
+        "0 0 * * 0",
+        "*/15 8-18 1,15 * *",
+        "  5   4 * * sun ",
+    ],
 )
 def test_valid_schedules(expression):
     assert schedule.validate_schedule(expression) == " ".join(expression.split())
 
 
 @pytest.mark.parametrize(
-    "expression, fragment",
+    ("expression", "fragment"),
     [
         ("* * *", "has 3 field(s)"),
         ("* * * * * * *", "has 7 field(s)"),
@@ -58,9 +67,7 @@ def test_schedule_is_read_in_the_task_timezone():
     assert schedule.next_after("30 0 * * *", "Europe/Paris", at(2026, 1, 10, 12)) == at(
         2026, 1, 10, 23, 30
     )
-    assert schedule.next_after("30 0 * * *", "UTC", at(2026, 1, 10, 12)) == at(
-        2026, 1, 11, 0, 30
-    )
+    assert schedule.next_after("30 0 * * *", "UTC", at(2026, 1, 10, 12)) == at(2026, 1, 11, 0, 30)
 
 
 def test_sixth_field_is_seconds_and_result_is_strictly_after():
@@ -87,8 +94,12 @@ def test_dst_fall_back_interval_keeps_running_through_repeated_hour():
     for _ in range(4):
         current = schedule.next_after("*/30 * * * *", "Europe/Paris", current)
         instants.append(current)
-    assert instants == [at(2026, 10, 25, 0, 30), at(2026, 10, 25, 1, 0),
-                        at(2026, 10, 25, 1, 30), at(2026, 10, 25, 2, 0)]
+    assert instants == [
+        at(2026, 10, 25, 0, 30),
+        at(2026, 10, 25, 1, 0),
+        at(2026, 10, 25, 1, 30),
+        at(2026, 10, 25, 2, 0),
+    ]
 
 
 def test_dst_spring_forward_missing_time_fires_after_gap():
@@ -124,7 +135,9 @@ def test_not_waiting_only_applies_before_the_first_fire():
 
 def test_start_running_is_the_first_eligible_instant():
     start = at(2026, 5, 6, 7, 0)
-    assert schedule.plan_from_now(PlanInput("0 * * * *", "UTC", start_running=start), NOW) == Plan(start)
+    assert schedule.plan_from_now(PlanInput("0 * * * *", "UTC", start_running=start), NOW) == Plan(
+        start
+    )
     once = PlanInput("0 0 1 1 *", "UTC", start_running=start, wait_for_schedule=False)
     assert schedule.plan_from_now(once, NOW).next_run == start
 

@@ -30,11 +30,16 @@ def next_run(task):
 
 
 def claim():
-    return sql("SELECT id, run_id, fired_for FROM sisy_claim_due(100, '0', now() - interval '1 minute', 'sisy', 'sisy.run')")
+    return sql(
+        "SELECT id, run_id, fired_for FROM sisy_claim_due(100, '0', now() - interval '1 minute', 'sisy', 'sisy.run')"
+    )
 
 
 def make_due(task):
-    sql("UPDATE sisy_task SET next_run = clock_timestamp() - interval '1 ms' WHERE id = %s", [task.pk])
+    sql(
+        "UPDATE sisy_task SET next_run = clock_timestamp() - interval '1 ms' WHERE id = %s",
+        [task.pk],
+    )
 
 
 def job_status(job_id):
@@ -75,11 +80,15 @@ def test_unrelated_change_keeps_next_run_and_bumps_modified_at():
     sql("UPDATE sisy_task SET modified_at = now() - interval '1 day' WHERE id = %s", [task.pk])
     sql("UPDATE sisy_task SET label = 'renamed', userdata = '{\"x\": 1}' WHERE id = %s", [task.pk])
     assert next_run(task) == before
-    assert sql("SELECT modified_at > now() - interval '1 minute' FROM sisy_task WHERE id = %s", [task.pk]) == [(True,)]
+    assert sql(
+        "SELECT modified_at > now() - interval '1 minute' FROM sisy_task WHERE id = %s", [task.pk]
+    ) == [(True,)]
     # The planner's own bookkeeping is not a modification.
     sql("UPDATE sisy_task SET modified_at = now() - interval '1 day' WHERE id = %s", [task.pk])
     sql("UPDATE sisy_task SET next_run = now(), fire_count = 3 WHERE id = %s", [task.pk])
-    assert sql("SELECT modified_at < now() - interval '1 hour' FROM sisy_task WHERE id = %s", [task.pk]) == [(True,)]
+    assert sql(
+        "SELECT modified_at < now() - interval '1 hour' FROM sisy_task WHERE id = %s", [task.pk]
+    ) == [(True,)]
 
 
 def test_explicit_next_run_is_obeyed_as_run_now():
@@ -108,12 +117,14 @@ def test_raw_insert_gets_defaults_label_and_session_timezone():
                VALUES ('{"func_type": "function", "func_path": "tests.testapp.jobs.record"}', '', NULL)""")
     finally:
         sql("SET TIME ZONE 'UTC'")
-    row = sql("SELECT label, timezone, schedule, enabled, userdata::text, next_run FROM sisy_task")[0]
+    row = sql("SELECT label, timezone, schedule, enabled, userdata::text, next_run FROM sisy_task")[
+        0
+    ]
     assert row == ("tests.testapp.jobs.record", "America/New_York", "* * * * *", True, "{}", None)
 
 
 @pytest.mark.parametrize(
-    "column, value, error",
+    ("column", "value", "error"),
     [
         ("timezone", "'Mars/Olympus'", 'unknown time zone "Mars/Olympus"'),
         ("userdata", "'[1, 2]'", "sisy_task_userdata_is_object"),
@@ -126,25 +137,26 @@ def test_database_refuses_what_python_would_refuse(column, value, error):
     task = make_task(start_running=None)
     if column == "end_running":
         sql("UPDATE sisy_task SET start_running = now() WHERE id = %s", [task.pk])
-    with pytest.raises((IntegrityError, DataError, InternalError)) as info:
-        with transaction.atomic():
-            sql(f"UPDATE sisy_task SET {column} = {value} WHERE id = %s", [task.pk])
+    with pytest.raises((IntegrityError, DataError, InternalError)) as info, transaction.atomic():
+        sql(f"UPDATE sisy_task SET {column} = {value} WHERE id = %s", [task.pk])
     assert error in str(info.value)
 
 
 def test_claim_inserts_one_run_and_one_job_and_never_twice():
     task = make_task()
     make_due(task)
-    (task_id, run_id, fired_for), = claim()
+    ((_task_id, run_id, fired_for),) = claim()
     run = TaskRun.objects.get(pk=run_id)
     assert (run.task_id, run.scheduled_for, run.status) == (task.pk, fired_for, "queued")
     assert job_status(run.job_id) == "todo"
-    assert sql("SELECT args->>'run_id', task_name, queue_name FROM procrastinate_jobs WHERE id = %s",
-               [run.job_id])[0] == (str(run_id), "sisy.run", "sisy")
+    assert sql(
+        "SELECT args->>'run_id', task_name, queue_name FROM procrastinate_jobs WHERE id = %s",
+        [run.job_id],
+    )[0] == (str(run_id), "sisy.run", "sisy")
     task.refresh_from_db()
     assert (task.fire_count, task.last_run) == (1, fired_for)
     # The same instant claimed again (a second planner, a retry): no second run.
-    (_, again, _), = claim()
+    ((_, again, _),) = claim()
     assert again is None
     assert TaskRun.objects.count() == 1
     task.refresh_from_db()
@@ -154,16 +166,20 @@ def test_claim_inserts_one_run_and_one_job_and_never_twice():
 def test_unique_constraint_guards_the_history_directly():
     task = make_task()
     make_due(task)
-    (_, run_id, fired_for), = claim()
-    with pytest.raises(IntegrityError, match="sisy_taskrun_once_per_instant"):
-        with transaction.atomic():
-            TaskRun.objects.create(task=task, scheduled_for=fired_for)
+    ((_, _run_id, fired_for),) = claim()
+    with (
+        pytest.raises(IntegrityError, match="sisy_taskrun_once_per_instant"),
+        transaction.atomic(),
+    ):
+        TaskRun.objects.create(task=task, scheduled_for=fired_for)
 
 
 def test_stale_instant_is_not_run():
     task = make_task()
     sql("UPDATE sisy_task SET next_run = now() - interval '1 hour' WHERE id = %s", [task.pk])
-    rows = sql("SELECT id, run_id, stale FROM sisy_claim_due(100, '0', now() - interval '1 minute', 'sisy', 'sisy.run')")
+    rows = sql(
+        "SELECT id, run_id, stale FROM sisy_claim_due(100, '0', now() - interval '1 minute', 'sisy', 'sisy.run')"
+    )
     assert rows == [(task.pk, None, True)]
     assert not TaskRun.objects.exists()
 
@@ -172,7 +188,7 @@ def test_stale_instant_is_not_run():
 def test_disabling_cancels_the_pending_fire_in_the_same_transaction(how):
     task = make_task()
     make_due(task)
-    (_, run_id, _), = claim()
+    ((_, run_id, _),) = claim()
     job_id = TaskRun.objects.get(pk=run_id).job_id
     if how == "raw":
         sql("UPDATE sisy_task SET enabled = false WHERE id = %s", [task.pk])
@@ -191,7 +207,7 @@ def test_disabling_cancels_the_pending_fire_in_the_same_transaction(how):
 def test_deleting_removes_history_and_cancels_the_pending_fire(how):
     task = make_task()
     make_due(task)
-    (_, run_id, _), = claim()
+    ((_, run_id, _),) = claim()
     job_id = TaskRun.objects.get(pk=run_id).job_id
     if how == "raw":
         sql("DELETE FROM sisy_task WHERE id = %s", [task.pk])
@@ -204,7 +220,7 @@ def test_deleting_removes_history_and_cancels_the_pending_fire(how):
 def test_a_finished_task_keeps_its_last_queued_run():
     task = make_task(iterations=1)
     make_due(task)
-    (_, run_id, _), = claim()
+    ((_, run_id, _),) = claim()
     sql("UPDATE sisy_task SET enabled = false, finished_at = now() WHERE id = %s", [task.pk])
     assert TaskRun.objects.get(pk=run_id).status == "queued"
 
@@ -213,19 +229,25 @@ def test_re_enabling_a_finished_task_lets_the_planner_decide_again():
     task = make_task()
     sql("UPDATE sisy_task SET enabled = false, finished_at = now() WHERE id = %s", [task.pk])
     sql("UPDATE sisy_task SET enabled = true WHERE id = %s", [task.pk])
-    assert sql("SELECT finished_at, next_run FROM sisy_task WHERE id = %s", [task.pk])[0] == (None, None)
+    assert sql("SELECT finished_at, next_run FROM sisy_task WHERE id = %s", [task.pk])[0] == (
+        None,
+        None,
+    )
 
 
 def test_start_run_then_overlap_is_skipped_when_not_allowed():
     task = make_task(allow_overlap=False)
     make_due(task)
-    (_, first, _), = claim()
-    (worker_id,), = sql("SELECT procrastinate_register_worker_v1()")
-    sql("UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s "
-        "WHERE id = (SELECT job_id FROM sisy_taskrun WHERE id = %s)", [worker_id, first])
+    ((_, first, _),) = claim()
+    ((worker_id,),) = sql("SELECT procrastinate_register_worker_v1()")
+    sql(
+        "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s "
+        "WHERE id = (SELECT job_id FROM sisy_taskrun WHERE id = %s)",
+        [worker_id, first],
+    )
     assert sql("SELECT status FROM sisy_start_run(%s, NULL, 'w1')", [first]) == [("running",)]
     make_due(task)
-    (_, second, _), = claim()
+    ((_, second, _),) = claim()
     assert sql("SELECT status FROM sisy_start_run(%s, NULL, 'w2')", [second]) == [("skipped",)]
     assert "does not allow overlap" in TaskRun.objects.get(pk=second).error
     # A run that is not queued any more is never started again.
@@ -236,17 +258,17 @@ def test_start_run_then_overlap_is_skipped_when_not_allowed():
 def test_overlap_allowed_runs_concurrently():
     task = make_task(allow_overlap=True)
     make_due(task)
-    (_, first, _), = claim()
+    ((_, first, _),) = claim()
     sql("SELECT sisy_start_run(%s, NULL, 'w1')", [first])
     make_due(task)
-    (_, second, _), = claim()
+    ((_, second, _),) = claim()
     assert sql("SELECT status FROM sisy_start_run(%s, NULL, 'w2')", [second]) == [("running",)]
 
 
 def test_orphaned_runs_are_failed():
     task = make_task()
     make_due(task)
-    (_, run_id, _), = claim()
+    ((_, run_id, _),) = claim()
     sql("SELECT sisy_start_run(%s, NULL, 'w1')", [run_id])
     # Its job never reached a worker (worker_id NULL): nobody is running it.
     assert sql("SELECT sisy_fail_orphaned_runs()") == [(1,)]
@@ -256,9 +278,12 @@ def test_orphaned_runs_are_failed():
 def test_status_view():
     task = make_task()
     make_due(task)
-    (_, run_id, _), = claim()
+    ((_, run_id, _),) = claim()
     sql("UPDATE sisy_taskrun SET status = 'failed', error = 'boom' WHERE id = %s", [run_id])
-    row = sql("SELECT label, running, last_status, last_error FROM sisy_task_status WHERE id = %s", [task.pk])
+    row = sql(
+        "SELECT label, running, last_status, last_error FROM sisy_task_status WHERE id = %s",
+        [task.pk],
+    )
     assert row == [(task.label, False, "failed", "boom")]
     assert sql("SELECT count(*) FROM sisy_run_history WHERE task_id = %s", [task.pk]) == [(1,)]
 
@@ -287,15 +312,21 @@ def test_every_committed_change_notifies_the_workers():
 def test_prune_runs_deletes_old_finished_runs_and_their_jobs():
     task = make_task()
     make_due(task)
-    (_, old, _), = claim()
+    ((_, old, _),) = claim()
     make_due(task)
-    (_, recent, _), = claim()
+    ((_, recent, _),) = claim()
     make_due(task)
-    (_, queued, _), = claim()
+    ((_, queued, _),) = claim()
     old_job = TaskRun.objects.get(pk=old).job_id
     sql("UPDATE procrastinate_jobs SET status = 'succeeded' WHERE id = %s", [old_job])
-    sql("UPDATE sisy_taskrun SET status = 'succeeded', finished_at = now() - interval '30 days' WHERE id = %s", [old])
-    sql("UPDATE sisy_taskrun SET status = 'failed', finished_at = now() - interval '1 day' WHERE id = %s", [recent])
+    sql(
+        "UPDATE sisy_taskrun SET status = 'succeeded', finished_at = now() - interval '30 days' WHERE id = %s",
+        [old],
+    )
+    sql(
+        "UPDATE sisy_taskrun SET status = 'failed', finished_at = now() - interval '1 day' WHERE id = %s",
+        [recent],
+    )
     assert sql("SELECT sisy_prune_runs(now() - interval '14 days', 100)") == [(1,)]
     assert set(TaskRun.objects.values_list("pk", flat=True)) == {recent, queued}
     assert sql("SELECT count(*) FROM procrastinate_jobs WHERE id = %s", [old_job]) == [(0,)]

@@ -6,6 +6,7 @@ running workers obey without a restart.
 
 import collections
 import datetime as dt
+import itertools
 import time
 
 import psycopg
@@ -36,12 +37,23 @@ def runs(task, **filters):
 
 def test_every_kind_of_callable_runs_with_its_message(start_worker):
     start_worker()
-    rows = [Widget.objects.create(), UUIDWidget.objects.create(), SlugWidget.objects.create(slug="s-1")]
-    tasks = [Task.run_once(f"tests.testapp.models.{type(r).__name__}.touch", pk_override=r.pk) for r in rows]
-    tasks += [Task.run_once(jobs.Things.class_job), Task.run_once(jobs.Things.static_job),
-              Task.run_once("tests.testapp.jobs.record")]
-    wait_until(lambda: TaskRun.objects.filter(task__in=tasks, status="succeeded").count() == 6,
-               timeout=10)
+    rows = [
+        Widget.objects.create(),
+        UUIDWidget.objects.create(),
+        SlugWidget.objects.create(slug="s-1"),
+    ]
+    tasks = [
+        Task.run_once(f"tests.testapp.models.{type(r).__name__}.touch", pk_override=r.pk)
+        for r in rows
+    ]
+    tasks += [
+        Task.run_once(jobs.Things.class_job),
+        Task.run_once(jobs.Things.static_job),
+        Task.run_once("tests.testapp.jobs.record"),
+    ]
+    wait_until(
+        lambda: TaskRun.objects.filter(task__in=tasks, status="succeeded").count() == 6, timeout=10
+    )
     for row in rows:
         row.refresh_from_db()
         assert row.touched == 1
@@ -87,7 +99,9 @@ def test_new_schedule_fires_within_two_seconds(start_worker, writer):
         task.schedule = "* * * * * *"
         task.save()
         changed_at = timezone.now()
-    first = wait_until(lambda: runs(task, status="succeeded").order_by("started_at").first(), timeout=5)
+    first = wait_until(
+        lambda: runs(task, status="succeeded").order_by("started_at").first(), timeout=5
+    )
     assert first.started_at - changed_at < dt.timedelta(seconds=2)
 
 
@@ -108,7 +122,9 @@ def test_task_inserted_with_raw_sql_is_planned_and_run(start_worker):
     psql("""INSERT INTO sisy_task (label, callable_info, schedule, timezone)
             VALUES ('raw', '{"func_type": "function", "func_path": "tests.testapp.jobs.record"}',
                     '* * * * * *', 'UTC')""")
-    wait_until(lambda: TaskRun.objects.filter(task__label="raw", status="succeeded").exists(), timeout=5)
+    wait_until(
+        lambda: TaskRun.objects.filter(task__label="raw", status="succeeded").exists(), timeout=5
+    )
 
 
 def test_failure_is_recorded_and_the_worker_carries_on(start_worker):
@@ -117,8 +133,13 @@ def test_failure_is_recorded_and_the_worker_carries_on(start_worker):
     failing.save()
     healthy = task_with_callable(jobs.record, schedule="* * * * * *")
     healthy.save()
-    wait_until(lambda: runs(failing, status="failed").count() >= 2
-               and runs(healthy, status="succeeded").count() >= 2, timeout=10)
+    wait_until(
+        lambda: (
+            runs(failing, status="failed").count() >= 2
+            and runs(healthy, status="succeeded").count() >= 2
+        ),
+        timeout=10,
+    )
     failed = runs(failing, status="failed").first()
     assert failed.error == "RuntimeError: boom from the test callable"
     assert "jobs.py" in failed.traceback and "raise RuntimeError" in failed.traceback
@@ -136,10 +157,12 @@ def test_no_overlap_records_skipped_fires(start_worker):
     skipped = runs(task, status="skipped").first()
     assert "does not allow overlap" in skipped.error
     # Never two runs of it at once.
-    spans = [(r.started_at, r.finished_at or timezone.now())
-             for r in runs(task).exclude(started_at=None).exclude(status="skipped")]
+    spans = [
+        (r.started_at, r.finished_at or timezone.now())
+        for r in runs(task).exclude(started_at=None).exclude(status="skipped")
+    ]
     spans.sort()
-    for (_, end), (start, _) in zip(spans, spans[1:]):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert start >= end
 
 
@@ -163,8 +186,11 @@ def test_two_workers_twenty_tasks_thirty_seconds_exactly_once(start_worker):
     stopped_at = timezone.now()
     time.sleep(2)  # let the runs already started finish
 
-    hits = collections.Counter(Hit.objects.filter(task_id__in=[t.pk for t in tasks])
-                               .values_list("task_id", "scheduled_for"))
+    hits = collections.Counter(
+        Hit.objects.filter(task_id__in=[t.pk for t in tasks]).values_list(
+            "task_id", "scheduled_for"
+        )
+    )
     duplicates = {key: n for key, n in hits.items() if n > 1}
     assert not duplicates
     workers = set()

@@ -19,4 +19,4 @@ def queries() -> dict[str, str]:
     """Parse queries.sql into {name: query}."""
     text = read("queries.sql")
     parts = _QUERY_HEADER.split(text)[1:]
-    return {name: body.strip() for name, body in zip(parts[::2], parts[1::2])}
+    return {name: body.strip() for name, body in zip(parts[::2], parts[1::2], strict=False)}

@@ -44,11 +44,17 @@ class Command(BaseCommand):
             conn.execute(f"LISTEN {CHANNEL}")
             try:
                 while deadline is None or time.monotonic() < deadline:
-                    timeout = 1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+                    timeout = (
+                        1.0 if deadline is None else max(0.0, min(1.0, deadline - time.monotonic()))
+                    )
                     for notification in conn.notifies(timeout=timeout):
                         event = json.loads(notification.payload)
                         if event["status"] in TaskRun.FINAL_STATUSES:
-                            run = TaskRun.objects.select_related("task").filter(pk=event["run_id"]).first()
+                            run = (
+                                TaskRun.objects.select_related("task")
+                                .filter(pk=event["run_id"])
+                                .first()
+                            )
                             if run is not None:
                                 self.stdout.write(format_run(run))
                                 self.stdout.flush()

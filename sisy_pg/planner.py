@@ -47,6 +47,7 @@ class Planner:
         max_sleep: float,
         batch_size: int,
         retention_days: float | None = None,
+        stalled_worker_timeout: float,
     ) -> None:
         self.store = store
         self.queue = queue
@@ -56,6 +57,7 @@ class Planner:
         self.max_sleep = max_sleep
         self.batch_size = batch_size
         self.retention = dt.timedelta(days=retention_days) if retention_days else None
+        self.stalled_after = dt.timedelta(seconds=stalled_worker_timeout)
         self._wake = asyncio.Event()
         self._housekeeping_at = float("-inf")
         self._failures = 0
@@ -135,7 +137,7 @@ class Planner:
             return
         self._housekeeping_at = loop_time
         # Runs left 'running' by a dead worker would block no-overlap tasks.
-        orphans = await self.store.fail_orphaned_runs(conn)
+        orphans = await self.store.fail_orphaned_runs(conn, stalled_after=self.stalled_after)
         if orphans:
             logger.warning(
                 f"Marked {orphans} run(s) of dead workers as failed",

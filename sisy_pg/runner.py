@@ -6,6 +6,7 @@ the stock procrastinate worker, in a worker thread like any sync task.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import os
 import socket
@@ -16,7 +17,8 @@ from typing import Any
 from django.db import connections
 from procrastinate import JobContext
 
-from . import callables
+from . import callables, procrastinate_seam
+from .store import default_store
 
 logger = logging.getLogger(__name__)
 
@@ -46,13 +48,18 @@ def run_task(context: JobContext, run_id: int, at: float | None = None) -> str:
     re-raised so procrastinate marks its job failed too; the worker carries on
     and the task keeps its schedule.
     """
-    from .apps import get_store
     from .models import Task
 
-    store = get_store()
+    store = default_store()
     worker = _worker_label(context)
+    stalled_after = procrastinate_seam.job_worker_options(context).stalled_worker_timeout
     _wait_for(at, store.database_alias)
-    started = store.start_run(run_id=run_id, job_id=context.job.id, worker=worker)
+    started = store.start_run(
+        run_id=run_id,
+        job_id=context.job.id,
+        worker=worker,
+        stalled_after=dt.timedelta(seconds=stalled_after),
+    )
     log_extra = {"run_id": run_id, "task_id": started.task_id}
     if started.status != "running":
         logger.info(
@@ -66,6 +73,9 @@ def run_task(context: JobContext, run_id: int, at: float | None = None) -> str:
         func = callables.resolve(task.callable_info, using=store.database_alias)
         message: dict[str, Any] = {
             "task": task,
+            # What Sisy's callables received: the Channels message that
+            # started the run (the task's id and the instant, epoch seconds).
+            "channel_message": {"id": task.pk, "ts": started.scheduled_for.timestamp()},
             "message": {
                 "run_id": run_id,
                 "scheduled_for": started.scheduled_for,

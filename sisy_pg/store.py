@@ -2,21 +2,22 @@
 
 The planner talks to it over its own asynchronous psycopg connection; the
 runner, which executes inside procrastinate's worker threads, over Django's
-connection. Both see the same queries.
+connection. Both see the same queries, which call the versioned SQL
+functions (``sisy_*_v1``) of the schema.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+from functools import cache
 from typing import Any
 
 import psycopg
 from django.db import connections
-from procrastinate.contrib.django.utils import connector_params
 from psycopg.rows import dict_row
 
-from . import schedule, sql
+from . import procrastinate_seam, schedule, sql_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,18 +57,13 @@ def _plan_input(row: dict[str, Any]) -> schedule.PlanInput:
 class Store:
     def __init__(self, database_alias: str = "default") -> None:
         self.database_alias = database_alias
-        self.queries = sql.queries()
+        self.queries = sql_files.queries()
 
     # --- planner side (async, its own connection) ------------------------------
 
     def connection_params(self) -> dict[str, Any]:
-        """psycopg keyword arguments for the Django database this store serves.
-
-        The same as procrastinate's worker connector gets, so both reach one database.
-        """
-        params = connector_params(self.database_alias)
-        params.pop("server_side_binding", None)  # a Django option, not libpq's
-        return params
+        """psycopg keyword arguments for the Django database this store serves."""
+        return procrastinate_seam.connection_params(self.database_alias)
 
     async def connect(self) -> psycopg.AsyncConnection:
         """A planner connection, named so that pg_stat_activity shows what it is."""
@@ -144,8 +140,12 @@ class Store:
         assert row is not None
         return PlannerState(seconds_to_next=row["seconds_to_next"], pending=row["pending"])
 
-    async def fail_orphaned_runs(self, conn: psycopg.AsyncConnection) -> int:
-        cursor = await conn.execute(self.queries["fail_orphaned_runs"])
+    async def fail_orphaned_runs(
+        self, conn: psycopg.AsyncConnection, *, stalled_after: dt.timedelta
+    ) -> int:
+        cursor = await conn.execute(
+            self.queries["fail_orphaned_runs"], {"stalled_after": stalled_after}
+        )
         row = await cursor.fetchone()
         return row["count"] if row else 0
 
@@ -158,11 +158,18 @@ class Store:
 
     # --- runner side (sync, Django's connection in the worker thread) ----------
 
-    def start_run(self, *, run_id: int, job_id: int | None, worker: str) -> StartedRun:
+    def start_run(
+        self, *, run_id: int, job_id: int | None, worker: str, stalled_after: dt.timedelta
+    ) -> StartedRun:
         with connections[self.database_alias].cursor() as cursor:
             cursor.execute(
                 self.queries["start_run"],
-                {"run_id": run_id, "job_id": job_id, "worker": worker},
+                {
+                    "run_id": run_id,
+                    "job_id": job_id,
+                    "worker": worker,
+                    "stalled_after": stalled_after,
+                },
             )
             status, task_id, scheduled_for = cursor.fetchone()
         return StartedRun(status=status, task_id=task_id, scheduled_for=scheduled_for)
@@ -175,3 +182,9 @@ class Store:
                 {"run_id": run_id, "status": status, "error": error, "traceback": traceback},
             )
             return cursor.rowcount == 1
+
+
+@cache
+def default_store() -> Store:
+    """The process-wide Store, on procrastinate's database alias."""
+    return Store(procrastinate_seam.database_alias())

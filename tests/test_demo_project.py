@@ -69,7 +69,7 @@ def test_seed_migrations_apply_and_unapply(demo_url):
     query(demo_url, "UPDATE sisy_task SET next_run = now() WHERE label = %s", [INSTANCE_TASK])
     query(
         demo_url,
-        "SELECT * FROM sisy_claim_due(10, '0', now() - interval '1 minute', 'sisy', 'sisy.run')",
+        "SELECT * FROM sisy_claim_due_v1(10, '0', now() - interval '1 minute', 'sisy', 'sisy.run')",
     )
     ((job_id,),) = query(
         demo_url,
@@ -95,7 +95,7 @@ def test_seed_migrations_apply_and_unapply(demo_url):
         (0,)
     ]
     run(demo_url, "manage.py", "migrate", "sisy", "zero")
-    assert query(demo_url, "SELECT to_regclass('sisy_task'), to_regproc('sisy_claim_due')") == [
+    assert query(demo_url, "SELECT to_regclass('sisy_task'), to_regproc('sisy_claim_due_v1')") == [
         (None, None)
     ]
     run(demo_url, "manage.py", "migrate", "--no-input")  # and back again

@@ -7,8 +7,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from sisy_pg import worker
-from sisy_pg.apps import get_store
+from sisy_pg import procrastinate_seam, worker
 from sisy_pg.models import Task, TaskRun, task_with_callable
 from tests.testapp import jobs
 
@@ -19,7 +18,9 @@ def run_planner(method, *args):
     """Run ``Planner.<method>`` on its own connection, as in a worker."""
 
     async def go():
-        planner = worker.make_planner(get_store())
+        planner = worker.make_planner(
+            procrastinate_seam.WorkerOptions(queues=None, stalled_worker_timeout=30)
+        )
         conn = await planner.store.connect()
         try:
             return await getattr(planner, method)(conn, *args)
@@ -117,11 +118,19 @@ def test_stale_instant_is_skipped_and_replanned_from_now():
     assert task.fire_count == 0
 
 
-def test_worker_serves_queue():
-    assert worker.serves_queue(None, "sisy")
-    assert worker.serves_queue([], "sisy")
-    assert worker.serves_queue(["default", "sisy"], "sisy")
-    assert not worker.serves_queue(["default"], "sisy")
+@pytest.mark.parametrize(
+    ("queues", "serves"),
+    [(None, True), ([], True), (["default", "sisy"], True), (["default"], False)],
+)
+def test_worker_serves_the_sisy_queue_when_started_on_it_or_on_all(queues, serves):
+    from procrastinate.contrib.django import app
+
+    options = procrastinate_seam.worker_options(app, queues=queues)
+    assert options.serves("sisy") is serves
+    planner = worker.start_planner(options)
+    assert (planner is not None) is serves
+    if planner is not None:
+        planner.close()  # a coroutine never started
 
 
 def test_housekeeping_prunes_history_past_retention():

@@ -31,7 +31,7 @@ def next_run(task):
 
 def claim():
     return sql(
-        "SELECT id, run_id, fired_for FROM sisy_claim_due(100, '0', now() - interval '1 minute', 'sisy', 'sisy.run')"
+        "SELECT id, run_id, fired_for FROM sisy_claim_due_v1(100, '0', now() - interval '1 minute', 'sisy', 'sisy.run')"
     )
 
 
@@ -178,7 +178,7 @@ def test_stale_instant_is_not_run():
     task = make_task()
     sql("UPDATE sisy_task SET next_run = now() - interval '1 hour' WHERE id = %s", [task.pk])
     rows = sql(
-        "SELECT id, run_id, stale FROM sisy_claim_due(100, '0', now() - interval '1 minute', 'sisy', 'sisy.run')"
+        "SELECT id, run_id, stale FROM sisy_claim_due_v1(100, '0', now() - interval '1 minute', 'sisy', 'sisy.run')"
     )
     assert rows == [(task.pk, None, True)]
     assert not TaskRun.objects.exists()
@@ -245,33 +245,33 @@ def test_start_run_then_overlap_is_skipped_when_not_allowed():
         "WHERE id = (SELECT job_id FROM sisy_taskrun WHERE id = %s)",
         [worker_id, first],
     )
-    assert sql("SELECT status FROM sisy_start_run(%s, NULL, 'w1')", [first]) == [("running",)]
+    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w1', '30 seconds')", [first]) == [("running",)]
     make_due(task)
     ((_, second, _),) = claim()
-    assert sql("SELECT status FROM sisy_start_run(%s, NULL, 'w2')", [second]) == [("skipped",)]
+    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w2', '30 seconds')", [second]) == [("skipped",)]
     assert "does not allow overlap" in TaskRun.objects.get(pk=second).error
     # A run that is not queued any more is never started again.
-    assert sql("SELECT status FROM sisy_start_run(%s, NULL, 'w3')", [second]) == [("skipped",)]
-    assert sql("SELECT status FROM sisy_start_run(-1, NULL, 'w3')") == [("missing",)]
+    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w3', '30 seconds')", [second]) == [("skipped",)]
+    assert sql("SELECT status FROM sisy_start_run_v1(-1, NULL, 'w3', '30 seconds')") == [("missing",)]
 
 
 def test_overlap_allowed_runs_concurrently():
     task = make_task(allow_overlap=True)
     make_due(task)
     ((_, first, _),) = claim()
-    sql("SELECT sisy_start_run(%s, NULL, 'w1')", [first])
+    sql("SELECT sisy_start_run_v1(%s, NULL, 'w1', '30 seconds')", [first])
     make_due(task)
     ((_, second, _),) = claim()
-    assert sql("SELECT status FROM sisy_start_run(%s, NULL, 'w2')", [second]) == [("running",)]
+    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w2', '30 seconds')", [second]) == [("running",)]
 
 
 def test_orphaned_runs_are_failed():
     task = make_task()
     make_due(task)
     ((_, run_id, _),) = claim()
-    sql("SELECT sisy_start_run(%s, NULL, 'w1')", [run_id])
+    sql("SELECT sisy_start_run_v1(%s, NULL, 'w1', '30 seconds')", [run_id])
     # Its job never reached a worker (worker_id NULL): nobody is running it.
-    assert sql("SELECT sisy_fail_orphaned_runs()") == [(1,)]
+    assert sql("SELECT sisy_fail_orphaned_runs_v1('30 seconds')") == [(1,)]
     assert "worker lost" in TaskRun.objects.get(pk=run_id).error
 
 
@@ -290,9 +290,9 @@ def test_status_view():
 
 @pytest.mark.django_db(transaction=True)
 def test_every_committed_change_notifies_the_workers():
-    from sisy_pg.apps import get_store
+    from sisy_pg.store import default_store
 
-    listener = psycopg.connect(**get_store().connection_params(), autocommit=True)
+    listener = psycopg.connect(**default_store().connection_params(), autocommit=True)
     try:
         listener.execute("LISTEN sisy_task_changed")
         task = make_task()
@@ -327,6 +327,6 @@ def test_prune_runs_deletes_old_finished_runs_and_their_jobs():
         "UPDATE sisy_taskrun SET status = 'failed', finished_at = now() - interval '1 day' WHERE id = %s",
         [recent],
     )
-    assert sql("SELECT sisy_prune_runs(now() - interval '14 days', 100)") == [(1,)]
+    assert sql("SELECT sisy_prune_runs_v1(now() - interval '14 days', 100)") == [(1,)]
     assert set(TaskRun.objects.values_list("pk", flat=True)) == {recent, queued}
     assert sql("SELECT count(*) FROM procrastinate_jobs WHERE id = %s", [old_job]) == [(0,)]

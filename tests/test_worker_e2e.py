@@ -13,8 +13,8 @@ import psycopg
 import pytest
 from django.utils import timezone
 
-from sisy_pg.apps import get_store
 from sisy_pg.models import Task, TaskRun, task_with_callable
+from sisy_pg.store import default_store
 from tests.conftest import wait_until
 from tests.testapp import jobs
 from tests.testapp.models import Hit, SlugWidget, UUIDWidget, Widget
@@ -26,7 +26,7 @@ FAR_AWAY = "0 0 1 1 *"  # once a year
 
 def psql(query, params=None):
     """A separate session, as a user in psql would have; autocommit."""
-    with psycopg.connect(**get_store().connection_params(), autocommit=True) as conn:
+    with psycopg.connect(**default_store().connection_params(), autocommit=True) as conn:
         conn.execute(query, params)
         return timezone.now()
 

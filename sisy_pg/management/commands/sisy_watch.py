@@ -12,8 +12,8 @@ import time
 import psycopg
 from django.core.management.base import BaseCommand
 
-from sisy_pg.apps import get_store
 from sisy_pg.models import TaskRun
+from sisy_pg.store import default_store
 
 CHANNEL = "sisy_run_changed"
 
@@ -40,7 +40,7 @@ class Command(BaseCommand):
     def handle(self, *args, seconds=None, **options):
         deadline = None if seconds is None else time.monotonic() + seconds
         self.stdout.write(f"{'scheduled for':<29}  {'task':<40}  {'lag':<14}  outcome")
-        with psycopg.connect(**get_store().connection_params(), autocommit=True) as conn:
+        with psycopg.connect(**default_store().connection_params(), autocommit=True) as conn:
             conn.execute(f"LISTEN {CHANNEL}")
             try:
                 while deadline is None or time.monotonic() < deadline:

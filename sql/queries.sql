@@ -1,11 +1,12 @@
 -- Named queries of sisy_pg.store.Store, the only place that issues them.
+-- They call the versioned functions of schema.sql (sisy_*_v1).
 -- Each starts with a line "-- name --"; the next comment line says what it is for.
 
 -- claim_due --
--- Fire every due task (see sisy_claim_due in schema.sql)
+-- Fire every due task (see sisy_claim_due_v1 in schema.sql)
 SELECT id, schedule, timezone, start_running, end_running, iterations, fire_count,
        wait_for_schedule, fired_for, run_id, stale
-  FROM sisy_claim_due(%(limit)s, %(lead)s, %(stale_before)s, %(queue)s, %(task_name)s);
+  FROM sisy_claim_due_v1(%(limit)s, %(lead)s, %(stale_before)s, %(queue)s, %(task_name)s);
 
 -- tasks_to_plan --
 -- Lock tasks that a writer changed or created without next_run
@@ -43,15 +44,16 @@ SELECT EXTRACT(EPOCH FROM (
 
 -- fail_orphaned_runs --
 -- Close runs whose worker died mid-run
-SELECT sisy_fail_orphaned_runs() AS count;
+SELECT sisy_fail_orphaned_runs_v1(%(stalled_after)s) AS count;
 
 -- prune_runs --
 -- Delete old finished runs and their jobs (SISY_RUN_RETENTION_DAYS)
-SELECT sisy_prune_runs(%(before)s, %(limit)s) AS count;
+SELECT sisy_prune_runs_v1(%(before)s, %(limit)s) AS count;
 
 -- start_run --
--- Move a queued run to running (or skipped); see sisy_start_run
-SELECT status, task_id, scheduled_for FROM sisy_start_run(%(run_id)s, %(job_id)s, %(worker)s);
+-- Move a queued run to running (or skipped); see sisy_start_run_v1
+SELECT status, task_id, scheduled_for
+  FROM sisy_start_run_v1(%(run_id)s, %(job_id)s, %(worker)s, %(stalled_after)s);
 
 -- finish_run --
 -- Record how a run ended

@@ -1,0 +1,177 @@
+"""The one seam to procrastinate: all that sisy-pg relies on beyond its documented API.
+
+Everything else in sisy-pg uses procrastinate's documented surface only
+(``App.task``, ``JobContext``, the ``procrastinate worker`` command). This
+module holds the rest, with its SQL half in the section "The seam to
+procrastinate" of ``sql/schema.sql``:
+
+* the App of ``procrastinate.contrib.django`` and its database alias;
+* the worker hook. procrastinate documents no place for code that lives as
+  long as a worker: worker middleware wraps one job at a time, and
+  ``PROCRASTINATE_ON_APP_READY`` runs in every process, web servers included.
+  So :func:`install` wraps the App's ``run_worker_async`` (the one wrapped
+  call) to run the planner beside each worker that serves the sisy queue;
+* the worker options sisy reads (``queues``, ``stalled_worker_timeout``: the
+  heartbeat age after which procrastinate itself deems a worker stalled);
+* :data:`PYTHON_REQUIREMENTS` and :data:`SQL_REQUIREMENTS`, what this seam
+  needs from procrastinate; ``tests/test_procrastinate_seam.py`` checks them
+  against the installed version, so an upgrade that breaks them fails loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import inspect
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import procrastinate
+from procrastinate import worker as procrastinate_worker
+from procrastinate.contrib.django import procrastinate_app
+from procrastinate.contrib.django import utils as django_utils
+from procrastinate.contrib.django.settings import settings as procrastinate_settings
+
+logger = logging.getLogger(__name__)
+
+_INSTALLED_MARK = "_sisy_pg_installed"
+# Where install() leaves the worker's options for the jobs it runs.
+_CONTEXT_KEY = "sisy_worker_options"
+
+#: (object, attribute) pairs this module and the runner use.
+PYTHON_REQUIREMENTS: tuple[tuple[Any, str], ...] = (
+    (procrastinate.App, "run_worker_async"),
+    (procrastinate.App, "task"),
+    (procrastinate.App, "worker_defaults"),
+    (procrastinate_worker, "Worker"),
+    (procrastinate.JobContext, "additional_context"),
+    (procrastinate_app, "current_app"),
+    (procrastinate_app, "FutureApp"),
+    (procrastinate_settings, "DATABASE_ALIAS"),
+    (django_utils, "connector_params"),
+)
+
+#: What the SQL seam uses, as (kind, name, detail) rows that
+#: tests/test_procrastinate_seam.py looks up in the catalog.
+SQL_REQUIREMENTS: tuple[tuple[str, str, str], ...] = (
+    ("type attribute", "procrastinate_job_to_defer_v1", "queue_name character varying"),
+    ("type attribute", "procrastinate_job_to_defer_v1", "task_name character varying"),
+    ("type attribute", "procrastinate_job_to_defer_v1", "priority integer"),
+    ("type attribute", "procrastinate_job_to_defer_v1", "args jsonb"),
+    ("function", "procrastinate_defer_jobs_v1", "jobs procrastinate_job_to_defer_v1[]"),
+    (
+        "function",
+        "procrastinate_cancel_job_v1",
+        "job_id bigint, abort boolean, delete_job boolean",
+    ),
+    ("column", "procrastinate_jobs", "id bigint"),
+    ("column", "procrastinate_jobs", "status procrastinate_job_status"),
+    ("column", "procrastinate_jobs", "worker_id bigint"),
+    ("column", "procrastinate_workers", "id bigint"),
+    ("column", "procrastinate_workers", "last_heartbeat timestamp with time zone"),
+    ("enum label", "procrastinate_job_status", "todo"),
+    ("enum label", "procrastinate_job_status", "doing"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkerOptions:
+    """What sisy needs to know of the worker it runs in."""
+
+    queues: tuple[str, ...] | None  # None: every queue
+    stalled_worker_timeout: float
+
+    def serves(self, queue: str) -> bool:
+        return not self.queues or queue in self.queues
+
+
+def _default_stalled_worker_timeout() -> float:
+    default = inspect.signature(procrastinate_worker.Worker).parameters["stalled_worker_timeout"].default
+    return float(default)
+
+
+def worker_options(app: procrastinate.App, **kwargs: Any) -> WorkerOptions:
+    """The options a worker started with ``kwargs`` on ``app`` runs with."""
+    options = {**app.worker_defaults, **kwargs}
+    queues = options.get("queues")
+    timeout = options.get("stalled_worker_timeout")
+    return WorkerOptions(
+        queues=tuple(queues) if queues else None,
+        stalled_worker_timeout=float(
+            _default_stalled_worker_timeout() if timeout is None else timeout
+        ),
+    )
+
+
+def job_worker_options(context: procrastinate.JobContext) -> WorkerOptions:
+    """The options of the worker running a job (set by :func:`install`)."""
+    options = context.additional_context.get(_CONTEXT_KEY)
+    if isinstance(options, WorkerOptions):
+        return options
+    return worker_options(context.app)
+
+
+def django_app() -> procrastinate.App | None:
+    """procrastinate.contrib.django's App, or None before that app is ready."""
+    app = procrastinate_app.current_app
+    if isinstance(app, procrastinate_app.FutureApp):
+        return None
+    return app
+
+
+def database_alias() -> str:
+    """The Django database procrastinate uses (``PROCRASTINATE_DATABASE_ALIAS``)."""
+    return str(procrastinate_settings.DATABASE_ALIAS)
+
+
+def connection_params(alias: str) -> dict[str, Any]:
+    """psycopg keyword arguments for Django database ``alias``, as procrastinate's connector gets them."""
+    params = django_utils.connector_params(alias)
+    params.pop("server_side_binding", None)  # a Django option, not libpq's
+    return params
+
+
+PlannerFactory = Callable[[WorkerOptions], Coroutine[Any, Any, None] | None]
+
+
+def install(
+    app: procrastinate.App,
+    *,
+    task_name: str,
+    queue: str,
+    run_task: Callable[..., Any],
+    start_planner: PlannerFactory,
+) -> None:
+    """Register ``run_task`` on ``app``; run ``start_planner(options)`` beside its workers.
+
+    ``start_planner`` returns the coroutine to run for as long as the
+    worker runs, or None for a worker that must not plan. Idempotent.
+    """
+    if getattr(app, _INSTALLED_MARK, False):
+        return
+    app.task(name=task_name, pass_context=True, queue=queue)(run_task)
+    run_worker_async = app.run_worker_async
+
+    @functools.wraps(run_worker_async)
+    async def run_worker_with_planner(**kwargs: Any) -> None:
+        options = worker_options(app, **kwargs)
+        kwargs["additional_context"] = {
+            **app.worker_defaults.get("additional_context", {}),
+            **kwargs.get("additional_context", {}),
+            _CONTEXT_KEY: options,
+        }
+        planner = start_planner(options)
+        if planner is None:
+            await run_worker_async(**kwargs)
+            return
+        planner_task = asyncio.create_task(planner, name="sisy-planner")
+        try:
+            await run_worker_async(**kwargs)
+        finally:
+            planner_task.cancel()
+            await asyncio.gather(planner_task, return_exceptions=True)
+
+    app.run_worker_async = run_worker_with_planner  # type: ignore[method-assign]
+    setattr(app, _INSTALLED_MARK, True)

@@ -1,0 +1,24 @@
+-- Undoes 0001_initial.sql (unapplying the Django migration sisy.0001_initial).
+-- Frozen with it. Dropping the tables drops their triggers, constraints and
+-- indexes; what remains are the views and functions.
+-- Queued runs leave no job behind to be fetched.
+SELECT sisy_cancel_run_job_v1(job_id) FROM sisy_taskrun WHERE status = 'queued' AND job_id IS NOT NULL;
+DROP VIEW sisy_run_history;
+DROP VIEW sisy_task_status;
+DROP TABLE sisy_taskrun;
+DROP TABLE sisy_task;
+DROP FUNCTION sisy_prune_runs_v1(timestamptz, integer);
+DROP FUNCTION sisy_fail_orphaned_runs_v1(interval);
+DROP FUNCTION sisy_start_run_v1(bigint, bigint, text, interval);
+DROP FUNCTION sisy_claim_due_v1(integer, interval, timestamptz, text, text);
+DROP FUNCTION sisy_taskrun_notify_v1();
+DROP FUNCTION sisy_taskrun_cancel_all_jobs_v1();
+DROP FUNCTION sisy_taskrun_cancel_job_v1();
+DROP FUNCTION sisy_task_notify_v1();
+DROP FUNCTION sisy_task_before_delete_v1();
+DROP FUNCTION sisy_task_after_disable_v1();
+DROP FUNCTION sisy_task_before_write_v1();
+DROP FUNCTION sisy_delete_finished_jobs_v1(bigint[]);
+DROP FUNCTION sisy_job_alive_v1(bigint, interval);
+DROP FUNCTION sisy_cancel_run_job_v1(bigint);
+DROP FUNCTION sisy_defer_run_job_v1(text, text, bigint, timestamptz);

@@ -2,11 +2,10 @@ from __future__ import annotations
 
 from django.contrib import admin, messages
 from django.db.models import F
-from django.utils import timezone
 from django.utils.html import format_html
 
 from .forms import TaskForm
-from .models import Task, TaskRun
+from .models import NOT_RUNNABLE_MESSAGES, Task, TaskRun
 
 
 @admin.register(Task)
@@ -90,9 +89,17 @@ class TaskAdmin(admin.ModelAdmin):
 
     @admin.action(description="Run selected tasks now (once, then as scheduled)")
     def run_now(self, request, queryset):
-        # Setting next_run is all it takes: the planner fires what is due.
-        count = queryset.filter(enabled=True).update(next_run=timezone.now())
+        count = queryset.run_now()
         self.message_user(request, f"{count} task(s) will run now.", messages.SUCCESS)
+        not_run: dict[str, list[str]] = {}
+        for task in queryset.not_runnable():
+            not_run.setdefault(task.not_runnable_reason(), []).append(str(task))
+        for reason, tasks in not_run.items():
+            self.message_user(
+                request,
+                f"{len(tasks)} task(s) not run, {NOT_RUNNABLE_MESSAGES[reason]}: {', '.join(tasks)}",
+                messages.WARNING,
+            )
 
     @admin.action(description="Enable selected tasks")
     def enable(self, request, queryset):

@@ -51,13 +51,32 @@ def _import_object(path: str) -> tuple[types.ModuleType, list[str], Any]:
         obj: Any = module
         attrs = parts[split:]
         for index, attr in enumerate(attrs):
-            try:
-                obj = getattr(obj, attr)
-            except AttributeError:
-                owner = ".".join(parts[: split + index])
-                raise CallableError(f"{owner!r} has no attribute {attr!r}") from None
+            obj = get_member(obj, attr, owner_name=".".join(parts[: split + index]))
         return module, attrs, obj
     raise CallableError(f"unknown module: no prefix of {path!r} can be imported")
+
+
+def get_member(owner: Any, name: str, owner_name: str | None = None) -> Any:
+    """``owner.name``, or a CallableError that names both (``owner_name`` if given)."""
+    try:
+        return getattr(owner, name)
+    except AttributeError:
+        shown = owner_name or _dotted_name(owner)
+        raise CallableError(f"{shown!r} has no attribute {name!r}") from None
+
+
+def _dotted_name(obj: Any) -> str:
+    if inspect.ismodule(obj):
+        return obj.__name__
+    qualname = getattr(obj, "__qualname__", None)
+    if qualname and getattr(obj, "__module__", None):
+        return f"{obj.__module__}.{qualname}"
+    return repr(obj)
+
+
+def import_object(path: str) -> Any:
+    """The object at dotted ``path`` (module, class, function, method, constant)."""
+    return _import_object(path)[2]
 
 
 def _check_signature(func: Any, path: str, bound: bool) -> None:

@@ -44,9 +44,9 @@ def database_errors(alias: str, engine: str) -> list[checks.CheckMessage]:
 
 @checks.register(checks.Tags.database)
 def check_database(app_configs=None, databases=None, **kwargs) -> list[checks.CheckMessage]:
-    from procrastinate.contrib.django.settings import settings as procrastinate_settings
+    from .procrastinate_seam import database_alias
 
-    alias = procrastinate_settings.DATABASE_ALIAS
+    alias = database_alias()
     return database_errors(alias, settings.DATABASES.get(alias, {}).get("ENGINE", ""))
 
 

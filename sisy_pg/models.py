@@ -8,11 +8,13 @@ made by any writer (ORM, admin, migration, psql) is obeyed at once.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import models
+from django.db import DEFAULT_DB_ALIAS, connections, models, router
 from django.db.models import Exists, OuterRef, Subquery
+from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import callables, conf, schedule
@@ -30,16 +32,52 @@ def _validate_userdata(userdata: Any) -> dict:
     return userdata
 
 
-def _validate_future(when: dt.datetime | None, name: str) -> None:
-    if when is None:
+def database_now(using: str | None = None) -> dt.datetime:
+    """The database's clock, which scheduling decisions read instead of Python's.
+
+    The triggers and the claim query read it too: with one clock, a web
+    server whose clock is off cannot make a task fire early or late.
+    """
+    with connections[using or DEFAULT_DB_ALIAS].cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        return cursor.fetchone()[0]
+
+
+def _validate_delay_until(delay_until: dt.datetime | None, using: str) -> None:
+    """Sisy's checks and messages: an aware datetime, in the future."""
+    if delay_until is None:
         return
-    if not isinstance(when, dt.datetime) or timezone.is_naive(when):
-        raise ValueError(f"{name} must be an aware datetime")
-    if when <= timezone.now():
-        raise ValueError(f"{name} must be in the future (got {when.isoformat()})")
+    if not isinstance(delay_until, dt.datetime):
+        raise ValueError("delay_until must be a datetime.datetime instance")
+    if timezone.is_naive(delay_until):
+        raise ValueError(
+            f"delay_until must be an aware datetime (with tzinfo), got naive {delay_until}"
+        )
+    if delay_until <= database_now(using):
+        raise ValueError("Task cannot start running in the past")
+
+
+# Why a task cannot run now (Task.not_runnable_reason), as users are told.
+NOT_RUNNABLE_MESSAGES = {
+    "finished": "finished (its iterations are used up or its end_running has passed)",
+    "disabled": "disabled (enable it first)",
+}
+_RUNNABLE = models.Q(enabled=True, finished_at=None)
 
 
 class TaskQuerySet(models.QuerySet):
+    def run_now(self) -> int:
+        """Fire the runnable tasks once, now, then as scheduled; return how many.
+
+        Setting ``next_run`` to the database's now is all it takes: the
+        planners fire what is due. Finished and disabled tasks are left alone.
+        """
+        return self.filter(_RUNNABLE).update(next_run=Now())
+
+    def not_runnable(self) -> TaskQuerySet:
+        """The tasks ``run_now()`` leaves alone (see Task.not_runnable_reason)."""
+        return self.exclude(_RUNNABLE)
+
     def with_status(self) -> TaskQuerySet:
         """Annotate ``is_running`` and ``last_status`` in one query (admin, status command)."""
         runs = TaskRun.objects.filter(task=OuterRef("pk"))
@@ -87,6 +125,10 @@ class Task(models.Model):
         help_text="Off: a fire that would overlap a running run is skipped.",
     )
     userdata = models.JSONField(default=dict, blank=True)
+    # Task options of later releases: the columns this model maps are frozen
+    # since sisy.0001_initial (see "Upgrades" in the README), so new options
+    # are keys here, checked by Python and by SQL constraints.
+    options = models.JSONField(default=dict, blank=True, editable=False)
 
     # Kept by the planner and the triggers; see sql/schema.sql.
     next_run = models.DateTimeField(null=True, blank=True, editable=False)
@@ -105,7 +147,8 @@ class Task(models.Model):
         ordering = ("label", "id")
 
     def __str__(self) -> str:
-        return self.label
+        label = self.label or self.callable_path
+        return f"Task {self.pk}: {label}" if self.pk is not None else f"Task (unsaved): {label}"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         errors = self.definition_errors()
@@ -114,9 +157,66 @@ class Task(models.Model):
         if self._state.adding and self.next_run is None and self.enabled:
             # Planned here so the new row shows its next run at once; rows
             # written without it (bulk_create, SQL) are planned by a worker.
-            plan = schedule.plan_from_now(self.plan_input(), timezone.now())
-            self.next_run = plan.next_run
+            self.next_run = self._plan_from_now(kwargs.get("using"))
         super().save(*args, **kwargs)
+
+    def _database(self, using: str | None = None) -> str:
+        return using or self._state.db or router.db_for_write(type(self), instance=self)
+
+    def _plan_from_now(self, using: str | None = None) -> dt.datetime | None:
+        now = database_now(self._database(using))
+        return schedule.plan_from_now(self.plan_input(), now).next_run
+
+    # --- Sisy's Task methods and properties ----------------------------------
+
+    @property
+    def funcinfo(self) -> dict[str, Any]:
+        """Sisy's name for the callable description (its ``_func_info`` column).
+
+        A copy, as Sisy's was: assign a new description to change it.
+        """
+        return dict(self.callable_info or {})
+
+    @funcinfo.setter
+    def funcinfo(self, info: dict[str, Any]) -> None:
+        # Checked now, so a wrong description fails where it is written.
+        self.callable_info = callables.validate_info(info)
+
+    def func_from_info(self) -> Callable[[Any], Any]:
+        """The live callable; an instance method is bound to its row, fetched now."""
+        return callables.resolve(self.callable_info, using=self._database())
+
+    def calc_next_run(self) -> dt.datetime | None:
+        """Compute ``next_run`` from now (the database's clock), save, and return it.
+
+        None when the task is disabled or has nothing left to run.
+        """
+        self.next_run = self._plan_from_now() if self.enabled else None
+        self.save()
+        return self.next_run
+
+    def not_runnable_reason(self) -> str | None:
+        """Why a run now is refused: "finished", "disabled", or None (it can run)."""
+        if self.finished:
+            return "finished"
+        if not self.enabled:
+            return "disabled"
+        return None
+
+    def run_asap(self) -> None:
+        """Run the task once, now (then as scheduled), like the admin's "run now".
+
+        Raises ValueError saying why when the task is unsaved, finished or disabled.
+        """
+        if self.pk is None:
+            raise ValueError(f"{self} cannot run: save it first")
+        ran = type(self).objects.using(self._database()).filter(pk=self.pk).run_now()
+        # The row decides, not this copy: it may have been disabled or finished since.
+        self.refresh_from_db(fields=["enabled", "finished_at", "next_run"])
+        if not ran:
+            reason = self.not_runnable_reason()
+            why = NOT_RUNNABLE_MESSAGES[reason] if reason else "enabled meanwhile, try again"
+            raise ValueError(f"{self} cannot run: it is {why}")
 
     # --- Sisy's constructors -------------------------------------------------
 
@@ -135,7 +235,7 @@ class Task(models.Model):
         """Create and save a task that runs ``iterations`` times, then finishes."""
         if not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"iterations must be a positive integer (got {iterations!r})")
-        _validate_future(delay_until, "delay_until")
+        _validate_delay_until(delay_until, router.db_for_write(cls))
         task = task_with_callable(
             the_callable,
             label=label,
@@ -266,7 +366,8 @@ class TaskRun(models.Model):
 
     FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.CANCELLED)
 
-    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs")
+    # The unique (task, scheduled_for) constraint's index serves this key.
+    task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs", db_index=False)
     scheduled_for = models.DateTimeField(help_text="The instant this run is for.")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     queued_at = models.DateTimeField(default=timezone.now)
@@ -276,6 +377,9 @@ class TaskRun(models.Model):
     traceback = models.TextField(blank=True, default="")
     job_id = models.BigIntegerField(null=True, blank=True, help_text="procrastinate job id")
     worker = models.CharField(max_length=255, blank=True, default="")
+    # Facts about a run that later releases record (the columns are frozen,
+    # as for Task.options).
+    details = models.JSONField(default=dict, blank=True, editable=False)
 
     class Meta:
         ordering = ("-scheduled_for", "-id")
@@ -325,5 +429,44 @@ def task_with_callable(
 
 
 def taskinfo_with_label(label: str) -> dict[str, Any]:
-    """Sisy's lookup: the stored callable description of the task with ``label``."""
-    return dict(Task.objects.get(label=label).callable_info)
+    """Sisy's lookup: the stored callable description of the task with ``label``.
+
+    Labels are not unique (as in Sisy): two tasks with ``label`` raise
+    ``Task.MultipleObjectsReturned``, none ``Task.DoesNotExist``.
+    """
+    return Task.objects.get(label=label).funcinfo
+
+
+# --- Sisy's module helpers ----------------------------------------------------
+
+
+def get_func_info(the_callable: Any, pk_override: Any = None) -> dict[str, Any]:
+    """The description ``task_with_callable`` stores for ``the_callable``."""
+    return callables.describe(the_callable, pk_override=pk_override)
+
+
+def funcinfo_from_string(dotted_path: str, pk_override: Any = None) -> dict[str, Any]:
+    """The description of the callable at ``dotted_path``."""
+    if not isinstance(dotted_path, str):
+        raise ValueError(f"dotted_path must be a string, not {type(dotted_path).__name__}")
+    return callables.describe(dotted_path, pk_override=pk_override)
+
+
+def get_module_member_by_dottedpath(path: str) -> Any:
+    """The object at ``path``: a module's member, or a member of a class in it."""
+    if not isinstance(path, str):
+        raise ValueError(f"path must be a dotted string, not {type(path).__name__}")
+    return callables.import_object(path)
+
+
+def func_from_string(dotted_path: str) -> Callable[..., Any]:
+    """The callable at ``dotted_path``; ValueError if there is none or it is not callable."""
+    obj = get_module_member_by_dottedpath(dotted_path)
+    if not callable(obj):
+        raise ValueError(f"{dotted_path!r} is not callable (it is {type(obj).__name__})")
+    return obj
+
+
+def get_member(obj: Any, name: str) -> Any:
+    """``obj.name``; ValueError naming both when there is no such member."""
+    return callables.get_member(obj, name)

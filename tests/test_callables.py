@@ -145,3 +145,32 @@ def test_validate_info_rechecks_a_stored_description():
     with pytest.raises(CallableError, match="unknown func_type"):
         callables.validate_info({"func_type": "lambda", "func_path": "x.y"})
     assert callables.validate_info(callables.describe(jobs.record))["func_name"] == "record"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("tests.testapp.jobs.record", jobs.record),
+        ("tests.testapp.jobs.Things.class_job", jobs.Things.class_job),
+        ("tests.testapp.jobs.NOT_CALLABLE", 42),
+        ("tests.testapp.jobs", jobs),
+        ("tests.testapp.models.Widget.touch", Widget.touch),
+    ],
+)
+def test_import_object_returns_the_object_at_any_dotted_path(path, expected):
+    assert callables.import_object(path) == expected
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "message"),
+    [
+        (jobs, "gone", "'tests.testapp.jobs' has no attribute 'gone'"),
+        (jobs.Things, "gone", "'tests.testapp.jobs.Things' has no attribute 'gone'"),
+        (42, "gone", "'42' has no attribute 'gone'"),
+    ],
+)
+def test_get_member_names_the_owner_and_the_missing_name(owner, name, message):
+    with pytest.raises(CallableError) as info:
+        callables.get_member(owner, name)
+    assert str(info.value) == message
+    assert callables.get_member(jobs, "record") is jobs.record

@@ -125,14 +125,25 @@ def test_run_once_with_delay_until_fires_at_that_instant():
 @pytest.mark.parametrize(
     ("delay_until", "message"),
     [
-        (timezone.now() - dt.timedelta(seconds=1), "must be in the future"),
-        (dt.datetime(2099, 1, 1), "must be an aware datetime"),
+        (timezone.now() - dt.timedelta(seconds=1), "Task cannot start running in the past"),
+        ("2099-01-01T00:00:00Z", "delay_until must be a datetime.datetime instance"),
+        (dt.date(2099, 1, 1), "delay_until must be a datetime.datetime instance"),
+        (dt.datetime(2099, 1, 1), "delay_until must be an aware datetime"),
     ],
 )
-def test_delay_until_must_be_aware_and_future(delay_until, message):
+@pytest.mark.parametrize("constructor", ["run_once", "run_iterations"])
+def test_delay_until_refused_with_sisy_messages(constructor, delay_until, message):
     with pytest.raises(ValueError, match=message):
-        Task.run_once(jobs.record, delay_until=delay_until)
+        getattr(Task, constructor)(jobs.record, delay_until=delay_until)
     assert not Task.objects.exists()
+
+
+def test_str_shows_pk_and_label():
+    task = task_with_callable(jobs.record, label="Nightly cleanup")
+    assert str(task) == "Task (unsaved): Nightly cleanup"
+    task.save()
+    assert str(task) == f"Task {task.pk}: Nightly cleanup"
+    assert str(task_with_callable(jobs.record)) == "Task (unsaved): tests.testapp.jobs.record"
 
 
 def test_run_iterations():

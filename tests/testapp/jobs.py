@@ -1,5 +1,6 @@
 """Callables for tasks in the tests. Each records its call as a Hit row."""
 
+import datetime as dt
 import time
 
 from .models import Hit
@@ -18,6 +19,17 @@ def _hit(name, message):
 
 def record(message):
     _hit("record", message)
+
+
+def sisy_style(message):
+    """Written for Sisy 1.0b3: reads only the Channels message, ``{'id': pk, 'ts': epoch}``."""
+    channel_message = message["channel_message"]
+    Hit.objects.create(
+        name="sisy_style",
+        task_id=channel_message["id"],
+        run_id=0,  # a Sisy callable knows no run id
+        scheduled_for=dt.datetime.fromtimestamp(channel_message["ts"], tz=dt.timezone.utc),
+    )
 
 
 def fail(message):

@@ -1,0 +1,1 @@
+"""An app with Sisy's documented data migrations; its label, ``aaa_seeds``, sorts before ``sisy``."""

@@ -1,15 +1,36 @@
 from __future__ import annotations
 
+import datetime as dt
+from typing import TYPE_CHECKING, cast
+
 from django.contrib import admin, messages
-from django.db.models import F
+from django.db.models import F, QuerySet
+from django.http import HttpRequest
 from django.utils.html import format_html
 
 from .forms import TaskForm
-from .models import NOT_RUNNABLE_MESSAGES, Task, TaskRun
+from .models import NOT_RUNNABLE_MESSAGES, Task, TaskQuerySet, TaskRun
+
+if TYPE_CHECKING:
+    from typing import TypedDict
+
+    from django_stubs_ext import WithAnnotations
+
+    class _RunAnnotations(TypedDict):
+        duration_value: dt.timedelta | None
+
+    # A TaskRun from TaskRunAdmin.get_queryset().
+    _AnnotatedRun = WithAnnotations[TaskRun, _RunAnnotations]
+
+    # ModelAdmin is generic only in the stubs: it cannot be subscripted at run time.
+    _TaskAdminBase = admin.ModelAdmin[Task]
+    _TaskRunAdminBase = admin.ModelAdmin[TaskRun]
+else:
+    _TaskAdminBase = _TaskRunAdminBase = admin.ModelAdmin
 
 
 @admin.register(Task)
-class TaskAdmin(admin.ModelAdmin):
+class TaskAdmin(_TaskAdminBase):
     form = TaskForm
     list_display = (
         "label",
@@ -69,8 +90,9 @@ class TaskAdmin(admin.ModelAdmin):
     )
     actions = ("run_now", "enable", "disable")
 
-    def get_queryset(self, request):
-        return super().get_queryset(request).with_status()
+    def get_queryset(self, request: HttpRequest) -> TaskQuerySet:
+        # Task's default manager is TaskQuerySet.as_manager(): its querysets are TaskQuerySets.
+        return cast(TaskQuerySet, super().get_queryset(request)).with_status()
 
     @admin.display(boolean=True, description="running")
     def is_running(self, task: Task) -> bool:
@@ -88,12 +110,15 @@ class TaskAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">{} run(s)</a>', url, task.runs.count())
 
     @admin.action(description="Run selected tasks now (once, then as scheduled)")
-    def run_now(self, request, queryset):
+    def run_now(self, request: HttpRequest, queryset: TaskQuerySet) -> None:
         count = queryset.run_now()
         self.message_user(request, f"{count} task(s) will run now.", messages.SUCCESS)
         not_run: dict[str, list[str]] = {}
         for task in queryset.not_runnable():
-            not_run.setdefault(task.not_runnable_reason(), []).append(str(task))
+            reason = task.not_runnable_reason()
+            # not_runnable() rows are finished or disabled, so they have a reason.
+            assert reason is not None
+            not_run.setdefault(reason, []).append(str(task))
         for reason, tasks in not_run.items():
             self.message_user(
                 request,
@@ -102,18 +127,18 @@ class TaskAdmin(admin.ModelAdmin):
             )
 
     @admin.action(description="Enable selected tasks")
-    def enable(self, request, queryset):
+    def enable(self, request: HttpRequest, queryset: TaskQuerySet) -> None:
         count = queryset.filter(enabled=False).update(enabled=True)
         self.message_user(request, f"{count} task(s) enabled.", messages.SUCCESS)
 
     @admin.action(description="Disable selected tasks (cancels their pending runs)")
-    def disable(self, request, queryset):
+    def disable(self, request: HttpRequest, queryset: TaskQuerySet) -> None:
         count = queryset.filter(enabled=True).update(enabled=False)
         self.message_user(request, f"{count} task(s) disabled.", messages.SUCCESS)
 
 
 @admin.register(TaskRun)
-class TaskRunAdmin(admin.ModelAdmin):
+class TaskRunAdmin(_TaskRunAdminBase):
     list_display = ("task", "scheduled_for", "status", "lag_ms", "duration", "worker", "job_id")
     list_filter = ("status",)
     list_select_related = ("task",)
@@ -121,23 +146,24 @@ class TaskRunAdmin(admin.ModelAdmin):
     date_hierarchy = "scheduled_for"
     readonly_fields = [field.name for field in TaskRun._meta.fields]
 
-    def get_queryset(self, request):
-        return (
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TaskRun]:
+        queryset: QuerySet[TaskRun] = (
             super()
             .get_queryset(request)
             .annotate(duration_value=F("finished_at") - F("started_at"))
         )
+        return queryset
 
     @admin.display(description="lag (ms)")
     def lag_ms(self, run: TaskRun) -> str:
         return "-" if run.lag is None else f"{run.lag.total_seconds() * 1000:.1f}"
 
     @admin.display(description="duration", ordering="duration_value")
-    def duration(self, run: TaskRun):
+    def duration(self, run: _AnnotatedRun) -> dt.timedelta | None:
         return run.duration_value
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: TaskRun | None = None) -> bool:
         return False

@@ -267,7 +267,8 @@ def resolve(info: dict[str, Any], using: str | None = None) -> Callable[[Any], A
     if info["func_type"] != INSTANCEMETHOD:
         if not callable(obj):
             raise CallableError(f"{info['func_path']!r} is no longer callable")
-        return obj
+        func: Callable[[Any], Any] = obj
+        return func
     cls = getattr(module, attrs[0])
     manager = cls._default_manager.db_manager(using)
     try:
@@ -276,4 +277,5 @@ def resolve(info: dict[str, Any], using: str | None = None) -> Callable[[Any], A
         raise CallableError(
             f"{cls.__name__} with pk={info['model_pk']!r} does not exist (any more)"
         ) from None
-    return getattr(instance, attrs[1])
+    method: Callable[[Any], Any] = getattr(instance, attrs[1])
+    return method

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from django.apps import apps
+from collections.abc import Sequence
+from typing import Any
+
+from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core import checks
 
@@ -27,7 +30,9 @@ def app_order_errors(app_names: list[str]) -> list[checks.CheckMessage]:
 
 
 @checks.register()
-def check_installed_apps(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+def check_installed_apps(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     return app_order_errors([config.name for config in apps.get_app_configs()])
 
 
@@ -43,7 +48,11 @@ def database_errors(alias: str, engine: str) -> list[checks.CheckMessage]:
 
 
 @checks.register(checks.Tags.database)
-def check_database(app_configs=None, databases=None, **kwargs) -> list[checks.CheckMessage]:
+def check_database(
+    app_configs: Sequence[AppConfig] | None = None,
+    databases: Sequence[str] | None = None,
+    **kwargs: Any,
+) -> list[checks.CheckMessage]:
     from .procrastinate_seam import database_alias
 
     alias = database_alias()
@@ -51,7 +60,9 @@ def check_database(app_configs=None, databases=None, **kwargs) -> list[checks.Ch
 
 
 @checks.register()
-def check_settings(app_configs=None, **kwargs) -> list[checks.CheckMessage]:
+def check_settings(
+    app_configs: Sequence[AppConfig] | None = None, **kwargs: Any
+) -> list[checks.CheckMessage]:
     messages: list[checks.CheckMessage] = []
     try:
         schedule.validate_schedule(conf.settings.DEFAULT_SCHEDULE)

@@ -58,7 +58,8 @@ settings = _Settings()
 
 def default_schedule() -> str:
     """Field default for ``Task.schedule`` (a callable so migrations stay stable)."""
-    return settings.DEFAULT_SCHEDULE
+    expression: str = settings.DEFAULT_SCHEDULE
+    return expression
 
 
 def default_timezone() -> str:

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django import forms
 
 from . import callables
 from .models import Task
 
+if TYPE_CHECKING:
+    # ModelForm is generic only in the stubs: it cannot be subscripted at run time.
+    _TaskFormBase = forms.ModelForm[Task]
+else:
+    _TaskFormBase = forms.ModelForm
 
-class TaskForm(forms.ModelForm):
+
+class TaskForm(_TaskFormBase):
     callable_path = forms.CharField(
         label="Callable",
         max_length=500,
@@ -36,15 +44,17 @@ class TaskForm(forms.ModelForm):
             "userdata",
         ]
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         info = self.instance.callable_info or {}
         self.fields["callable_path"].initial = info.get("func_path", "")
         pk = info.get("model_pk")
         self.fields["pk_override"].initial = "" if pk is None else pk
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        # ModelForm.clean() returns self.cleaned_data (the stubs say it may be None).
+        super().clean()
+        cleaned = self.cleaned_data
         path = cleaned.get("callable_path")
         if path:
             try:

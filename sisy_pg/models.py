@@ -18,13 +18,14 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import callables, conf, schedule
+from .schedule import PlanInput
 
 
 class TaskDefinitionError(ValidationError, ValueError):
     """An invalid task: a ``ValidationError`` for forms, a ``ValueError`` for Sisy code."""
 
 
-def _validate_userdata(userdata: Any) -> dict:
+def _validate_userdata(userdata: Any) -> dict[str, Any]:
     if userdata is None:
         return {}
     if not isinstance(userdata, dict):
@@ -40,7 +41,8 @@ def database_now(using: str | None = None) -> dt.datetime:
     """
     with connections[using or DEFAULT_DB_ALIAS].cursor() as cursor:
         cursor.execute("SELECT clock_timestamp()")
-        return cursor.fetchone()[0]
+        now: dt.datetime = cursor.fetchone()[0]
+        return now
 
 
 def _validate_delay_until(delay_until: dt.datetime | None, using: str) -> None:
@@ -65,23 +67,25 @@ NOT_RUNNABLE_MESSAGES = {
 _RUNNABLE = models.Q(enabled=True, finished_at=None)
 
 
-class TaskQuerySet(models.QuerySet):
+class TaskQuerySet(models.QuerySet["Task"]):
     def run_now(self) -> int:
         """Fire the runnable tasks once, now, then as scheduled; return how many.
 
         Setting ``next_run`` to the database's now is all it takes: the
         planners fire what is due. Finished and disabled tasks are left alone.
         """
-        return self.filter(_RUNNABLE).update(next_run=Now())
+        count: int = self.filter(_RUNNABLE).update(next_run=Now())
+        return count
 
     def not_runnable(self) -> TaskQuerySet:
         """The tasks ``run_now()`` leaves alone (see Task.not_runnable_reason)."""
-        return self.exclude(_RUNNABLE)
+        tasks: TaskQuerySet = self.exclude(_RUNNABLE)
+        return tasks
 
     def with_status(self) -> TaskQuerySet:
         """Annotate ``is_running`` and ``last_status`` in one query (admin, status command)."""
         runs = TaskRun.objects.filter(task=OuterRef("pk"))
-        return self.annotate(
+        tasks: TaskQuerySet = self.annotate(
             is_running=Exists(runs.filter(status=TaskRun.Status.RUNNING)),
             last_status=Subquery(
                 runs.filter(status__in=TaskRun.FINAL_STATUSES)
@@ -89,6 +93,7 @@ class TaskQuerySet(models.QuerySet):
                 .values("status")[:1]
             ),
         )
+        return tasks
 
 
 class Task(models.Model):
@@ -227,7 +232,7 @@ class Task(models.Model):
         iterations: int = 1,
         label: str | None = None,
         schedule: str = "* * * * * *",
-        userdata: dict | None = None,
+        userdata: dict[str, Any] | None = None,
         run_immediately: bool = False,
         delay_until: dt.datetime | None = None,
         pk_override: Any = None,
@@ -253,7 +258,7 @@ class Task(models.Model):
     def run_once(
         cls,
         the_callable: Any,
-        userdata: dict | None = None,
+        userdata: dict[str, Any] | None = None,
         delay_until: dt.datetime | None = None,
         pk_override: Any = None,
     ) -> Task:
@@ -278,20 +283,24 @@ class Task(models.Model):
         """Whether a run of this task is executing now."""
         annotated = getattr(self, "is_running", None)
         if annotated is not None:
-            return annotated
+            return bool(annotated)
         return self.runs.filter(status=TaskRun.Status.RUNNING).exists()
 
     @property
     def last_outcome(self) -> str | None:
         """Status of the latest run that ended (succeeded, failed, skipped, cancelled)."""
         if hasattr(self, "last_status"):
-            return self.last_status
+            # Annotated by TaskQuerySet.with_status(): a TaskRun.Status value or None.
+            last_status: str | None = self.last_status
+            return last_status
         run = self.runs.filter(status__in=TaskRun.FINAL_STATUSES).order_by("-scheduled_for").first()
         return run.status if run else None
 
     @property
     def callable_path(self) -> str:
-        return (self.callable_info or {}).get("func_path", "")
+        # A JSON value: a string once validated (see callables.validate_info).
+        path: str = (self.callable_info or {}).get("func_path", "")
+        return path
 
     # --- validation ----------------------------------------------------------
 
@@ -341,7 +350,8 @@ class Task(models.Model):
         if errors:
             raise ValidationError(errors)
 
-    def plan_input(self) -> schedule.PlanInput:
+    # PlanInput, not schedule.PlanInput: in the class body ``schedule`` is the field.
+    def plan_input(self) -> PlanInput:
         return schedule.PlanInput(
             schedule=self.schedule,
             timezone=self.timezone,
@@ -406,7 +416,7 @@ def task_with_callable(
     the_callable: Any,
     label: str | None = None,
     schedule: str | None = None,
-    userdata: dict | None = None,
+    userdata: dict[str, Any] | None = None,
     pk_override: Any = None,
 ) -> Task:
     """Return an unsaved Task for ``the_callable`` (an object or a dotted path).
@@ -434,7 +444,8 @@ def taskinfo_with_label(label: str) -> dict[str, Any]:
     Labels are not unique (as in Sisy): two tasks with ``label`` raise
     ``Task.MultipleObjectsReturned``, none ``Task.DoesNotExist``.
     """
-    return Task.objects.get(label=label).funcinfo
+    task: Task = Task.objects.get(label=label)
+    return task.funcinfo
 
 
 # --- Sisy's module helpers ----------------------------------------------------
@@ -464,7 +475,8 @@ def func_from_string(dotted_path: str) -> Callable[..., Any]:
     obj = get_module_member_by_dottedpath(dotted_path)
     if not callable(obj):
         raise ValueError(f"{dotted_path!r} is not callable (it is {type(obj).__name__})")
-    return obj
+    func: Callable[..., Any] = obj
+    return func
 
 
 def get_member(obj: Any, name: str) -> Any:

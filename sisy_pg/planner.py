@@ -22,6 +22,7 @@ import logging
 from typing import Any
 
 import psycopg
+from psycopg.rows import DictRow
 
 from . import schedule
 from .store import ClaimedTask, Store
@@ -93,7 +94,7 @@ class Planner:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
 
-    async def _listen(self, listen_conn: psycopg.AsyncConnection) -> None:
+    async def _listen(self, listen_conn: psycopg.AsyncConnection[DictRow]) -> None:
         async for _ in listen_conn.notifies():
             self._wake.set()
 
@@ -111,7 +112,7 @@ class Planner:
             raise ConnectionError("the LISTEN connection closed")
         self._wake.clear()
 
-    async def tick(self, conn: psycopg.AsyncConnection) -> float:
+    async def tick(self, conn: psycopg.AsyncConnection[DictRow]) -> float:
         """Fire what is due, plan what is pending; return seconds to sleep."""
         fired = await self.fire_due(conn)
         await self.housekeeping(conn)
@@ -130,7 +131,9 @@ class Planner:
             return 0.0 if fired >= self.batch_size else _CONTENDED_RETRY
         return min(seconds_to_claim, self.max_sleep)
 
-    async def housekeeping(self, conn: psycopg.AsyncConnection, force: bool = False) -> None:
+    async def housekeeping(
+        self, conn: psycopg.AsyncConnection[DictRow], force: bool = False
+    ) -> None:
         """Every PLANNER_MAX_SLEEP: close runs of dead workers, prune old history."""
         loop_time = asyncio.get_running_loop().time()
         if not force and loop_time - self._housekeeping_at < self.max_sleep:
@@ -152,7 +155,7 @@ class Planner:
                     extra={"action": "runs_pruned", "count": pruned},
                 )
 
-    async def fire_due(self, conn: psycopg.AsyncConnection) -> int:
+    async def fire_due(self, conn: psycopg.AsyncConnection[DictRow]) -> int:
         """Claim due tasks and store each one's next instant, in one transaction."""
         now = dt.datetime.now(dt.timezone.utc)
         async with conn.transaction():
@@ -209,7 +212,7 @@ class Planner:
             )
         return plan
 
-    async def plan_pending(self, conn: psycopg.AsyncConnection) -> int:
+    async def plan_pending(self, conn: psycopg.AsyncConnection[DictRow]) -> int:
         """Compute next_run for tasks that are new or were changed by a writer."""
         now = dt.datetime.now(dt.timezone.utc)
         async with conn.transaction():

@@ -88,7 +88,9 @@ class WorkerOptions:
 
 
 def _default_stalled_worker_timeout() -> float:
-    default = inspect.signature(procrastinate_worker.Worker).parameters["stalled_worker_timeout"].default
+    default = (
+        inspect.signature(procrastinate_worker.Worker).parameters["stalled_worker_timeout"].default
+    )
     return float(default)
 
 

@@ -69,6 +69,8 @@ def run_task(context: JobContext, run_id: int, at: float | None = None) -> str:
         return started.status
 
     try:
+        # A "running" run exists: only a missing one comes back without them.
+        assert started.task_id is not None and started.scheduled_for is not None
         task = Task.objects.using(store.database_alias).get(pk=started.task_id)
         func = callables.resolve(task.callable_info, using=store.database_alias)
         message: dict[str, Any] = {

@@ -76,7 +76,7 @@ def next_after(expression: str, timezone: str, after: dt.datetime) -> dt.datetim
     fixed_hour = not hour_field.startswith("*")
     iterator = croniter(expression, after.astimezone(zone))
     while True:
-        candidate = iterator.get_next(dt.datetime).astimezone(zone)
+        candidate: dt.datetime = iterator.get_next(dt.datetime).astimezone(zone)
         if fixed_hour and _is_repeated_wall_time(candidate):
             continue
         return candidate.astimezone(dt.timezone.utc)

@@ -15,7 +15,7 @@ from typing import Any
 
 import psycopg
 from django.db import connections
-from psycopg.rows import dict_row
+from psycopg.rows import DictRow, dict_row
 
 from . import procrastinate_seam, schedule, sql_files
 
@@ -65,7 +65,7 @@ class Store:
         """psycopg keyword arguments for the Django database this store serves."""
         return procrastinate_seam.connection_params(self.database_alias)
 
-    async def connect(self) -> psycopg.AsyncConnection:
+    async def connect(self) -> psycopg.AsyncConnection[DictRow]:
         """A planner connection, named so that pg_stat_activity shows what it is."""
         params = {**self.connection_params(), "application_name": "sisy-planner"}
         return await psycopg.AsyncConnection.connect(
@@ -74,7 +74,7 @@ class Store:
 
     async def claim_due(
         self,
-        conn: psycopg.AsyncConnection,
+        conn: psycopg.AsyncConnection[DictRow],
         *,
         limit: int,
         lead: dt.timedelta,
@@ -105,7 +105,7 @@ class Store:
         ]
 
     async def tasks_to_plan(
-        self, conn: psycopg.AsyncConnection, *, limit: int
+        self, conn: psycopg.AsyncConnection[DictRow], *, limit: int
     ) -> list[tuple[int, schedule.PlanInput]]:
         """Lock tasks without next_run; call inside a transaction that then calls set_plans."""
         cursor = await conn.execute(self.queries["tasks_to_plan"], {"limit": limit})
@@ -113,12 +113,15 @@ class Store:
 
     async def set_plans(
         self,
-        conn: psycopg.AsyncConnection,
+        conn: psycopg.AsyncConnection[DictRow],
         plans: dict[int, schedule.Plan | schedule.ScheduleError],
     ) -> None:
         if not plans:
             return
-        ids, next_runs, finished, errors = [], [], [], []
+        ids: list[int] = []
+        next_runs: list[dt.datetime | None] = []
+        finished: list[bool] = []
+        errors: list[str] = []
         for task_id, plan in plans.items():
             ids.append(task_id)
             if isinstance(plan, schedule.ScheduleError):
@@ -134,14 +137,14 @@ class Store:
             {"ids": ids, "next_runs": next_runs, "finished": finished, "errors": errors},
         )
 
-    async def planner_state(self, conn: psycopg.AsyncConnection) -> PlannerState:
+    async def planner_state(self, conn: psycopg.AsyncConnection[DictRow]) -> PlannerState:
         cursor = await conn.execute(self.queries["planner_state"])
         row = await cursor.fetchone()
         assert row is not None
         return PlannerState(seconds_to_next=row["seconds_to_next"], pending=row["pending"])
 
     async def fail_orphaned_runs(
-        self, conn: psycopg.AsyncConnection, *, stalled_after: dt.timedelta
+        self, conn: psycopg.AsyncConnection[DictRow], *, stalled_after: dt.timedelta
     ) -> int:
         cursor = await conn.execute(
             self.queries["fail_orphaned_runs"], {"stalled_after": stalled_after}
@@ -150,7 +153,7 @@ class Store:
         return row["count"] if row else 0
 
     async def prune_runs(
-        self, conn: psycopg.AsyncConnection, *, before: dt.datetime, limit: int
+        self, conn: psycopg.AsyncConnection[DictRow], *, before: dt.datetime, limit: int
     ) -> int:
         cursor = await conn.execute(self.queries["prune_runs"], {"before": before, "limit": limit})
         row = await cursor.fetchone()
@@ -161,16 +164,15 @@ class Store:
     def start_run(
         self, *, run_id: int, job_id: int | None, worker: str, stalled_after: dt.timedelta
     ) -> StartedRun:
+        # Any: the stubs' parameter types omit timedelta, which psycopg adapts to interval.
+        params: dict[str, Any] = {
+            "run_id": run_id,
+            "job_id": job_id,
+            "worker": worker,
+            "stalled_after": stalled_after,
+        }
         with connections[self.database_alias].cursor() as cursor:
-            cursor.execute(
-                self.queries["start_run"],
-                {
-                    "run_id": run_id,
-                    "job_id": job_id,
-                    "worker": worker,
-                    "stalled_after": stalled_after,
-                },
-            )
+            cursor.execute(self.queries["start_run"], params)
             status, task_id, scheduled_for = cursor.fetchone()
         return StartedRun(status=status, task_id=task_id, scheduled_for=scheduled_for)
 
@@ -181,7 +183,8 @@ class Store:
                 self.queries["finish_run"],
                 {"run_id": run_id, "status": status, "error": error, "traceback": traceback},
             )
-            return cursor.rowcount == 1
+            rowcount: int = cursor.rowcount
+            return rowcount == 1
 
 
 @cache

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
 from django.core.management.base import BaseCommand
 
 from sisy_pg.models import Task
 
 
-def _when(value) -> str:
+def _when(value: dt.datetime | None) -> str:
     return value.isoformat(timespec="milliseconds") if value else "-"
 
 
 class Command(BaseCommand):
     help = "Show sisy tasks: schedule, time zone, next run, last outcome."
 
-    def handle(self, *args, **options):
+    def handle(self, *args: Any, **options: Any) -> None:
         tasks = Task.objects.with_status().order_by("next_run", "label")
         if not tasks:
             self.stdout.write("No sisy task defined.")

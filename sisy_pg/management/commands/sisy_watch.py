@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import psycopg
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandParser
 
 from sisy_pg.models import TaskRun
 from sisy_pg.store import default_store
@@ -32,12 +33,12 @@ def format_run(run: TaskRun) -> str:
 class Command(BaseCommand):
     help = "Print a line for every run that ends (scheduled instant, task, lag, outcome)."
 
-    def add_arguments(self, parser):
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--seconds", type=float, default=None, help="Stop after this many seconds."
         )
 
-    def handle(self, *args, seconds=None, **options):
+    def handle(self, *args: Any, seconds: float | None = None, **options: Any) -> None:
         deadline = None if seconds is None else time.monotonic() + seconds
         self.stdout.write(f"{'scheduled for':<29}  {'task':<40}  {'lag':<14}  outcome")
         with psycopg.connect(**default_store().connection_params(), autocommit=True) as conn:

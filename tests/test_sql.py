@@ -245,14 +245,22 @@ def test_start_run_then_overlap_is_skipped_when_not_allowed():
         "WHERE id = (SELECT job_id FROM sisy_taskrun WHERE id = %s)",
         [worker_id, first],
     )
-    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w1', '30 seconds')", [first]) == [("running",)]
+    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w1', '30 seconds')", [first]) == [
+        ("running",)
+    ]
     make_due(task)
     ((_, second, _),) = claim()
-    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w2', '30 seconds')", [second]) == [("skipped",)]
+    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w2', '30 seconds')", [second]) == [
+        ("skipped",)
+    ]
     assert "does not allow overlap" in TaskRun.objects.get(pk=second).error
     # A run that is not queued any more is never started again.
-    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w3', '30 seconds')", [second]) == [("skipped",)]
-    assert sql("SELECT status FROM sisy_start_run_v1(-1, NULL, 'w3', '30 seconds')") == [("missing",)]
+    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w3', '30 seconds')", [second]) == [
+        ("skipped",)
+    ]
+    assert sql("SELECT status FROM sisy_start_run_v1(-1, NULL, 'w3', '30 seconds')") == [
+        ("missing",)
+    ]
 
 
 def test_overlap_allowed_runs_concurrently():
@@ -262,7 +270,9 @@ def test_overlap_allowed_runs_concurrently():
     sql("SELECT sisy_start_run_v1(%s, NULL, 'w1', '30 seconds')", [first])
     make_due(task)
     ((_, second, _),) = claim()
-    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w2', '30 seconds')", [second]) == [("running",)]
+    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w2', '30 seconds')", [second]) == [
+        ("running",)
+    ]
 
 
 def test_orphaned_runs_are_failed():

@@ -317,6 +317,8 @@ class Task(models.Model):
             errors["timezone"] = str(exc)
         if not isinstance(self.userdata, dict):
             errors["userdata"] = f"userdata must be a dict, not {type(self.userdata).__name__}"
+        if not isinstance(self.options, dict):
+            errors["options"] = f"options must be a dict, not {type(self.options).__name__}"
         try:
             callables.validate_info(self.callable_info)
         except callables.CallableError as exc:

@@ -4,6 +4,7 @@ import datetime as dt
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from sisy.models import Task, task_with_callable, taskinfo_with_label
@@ -50,6 +51,17 @@ def test_userdata_checked_again_on_save():
     with pytest.raises(ValueError, match="userdata must be a dict"):
         task.save()
     assert not Task.objects.exists()
+
+
+def test_options_must_be_a_dict_in_python_and_in_the_database():
+    task = task_with_callable(jobs.record)
+    task.options = ["not", "a", "dict"]
+    with pytest.raises(ValueError, match="options must be a dict"):
+        task.save()
+    task.options = {}
+    task.save()
+    with pytest.raises(IntegrityError, match="sisy_task_options_is_object"), transaction.atomic():
+        Task.objects.filter(pk=task.pk).update(options=["raw", "update"])
 
 
 def test_invalid_schedule_is_a_value_error_at_creation():

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
-import signal
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,9 +15,17 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from devtools import processes
 from devtools.embedded_pg import with_database
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Worker logs of this session, deleted at exit (their text is in the failures it explains).
+_LOGS = Path(tempfile.mkdtemp(prefix="sisy-test-logs-"))
+atexit.register(shutil.rmtree, _LOGS, ignore_errors=True)
+# SIGTERM and SIGHUP stop the session like Ctrl-C: fixtures tear down, workers
+# and the embedded PostgreSQL stop, temporary files go.
+processes.exit_on_signals()
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.02):
@@ -38,7 +47,7 @@ class WorkerProcess:
         self.name = name
         self.expect_planner_errors = False
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by stop())
-            prefix=f"sisy-worker-{name}-", suffix=".log", delete=False
+            prefix=f"worker-{name}-", suffix=".log", dir=_LOGS, delete=False
         )
         env = {
             **os.environ,
@@ -48,7 +57,8 @@ class WorkerProcess:
             ),
             "PYTHONPATH": str(ROOT),
         }
-        self.process = subprocess.Popen(
+        # Its own session, stopped at exit, killed if this process dies (devtools.processes).
+        self.process = processes.spawn(
             [
                 sys.executable,
                 "-m",
@@ -69,13 +79,7 @@ class WorkerProcess:
         return Path(self.log.name).read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        processes.stop(self.process, timeout=20)
         self.log.close()
 
 

@@ -101,7 +101,7 @@ def check_settings(
             messages.append(
                 checks.Warning(
                     f"{name} is a setting of the original Sisy and is ignored: "
-                    "sisy-pg has no heartbeat, tasks fire at their instant.",
+                    "sisy-pg has no heartbeat and no Channels, tasks fire at their instant.",
                     hint=f"Remove {name} from your settings.",
                     id="sisy.W001",
                 )

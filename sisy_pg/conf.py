@@ -39,7 +39,13 @@ DEFAULTS: dict[str, Any] = {
 }
 
 #: Settings of the original Sisy that mean nothing here (see checks.py).
-OBSOLETE = ("SISY_HEARTBEAT_FREQUENCY",)
+OBSOLETE = (
+    "SISY_HEARTBEAT_FREQUENCY",
+    "SISY_TICK_FREQUENCY",
+    "SISY_HEARTBEAT_CHANNEL",
+    "SISY_RUN_TASK_CHANNEL",
+    "SISY_KILL_TASK_CHANNEL",
+)
 
 
 class _Settings:

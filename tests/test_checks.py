@@ -27,6 +27,8 @@ def test_default_configuration_is_clean():
         ({"SISY_PLANNER_MAX_SLEEP": "soon"}, "sisy.E006"),
         ({"SISY_RUN_RETENTION_DAYS": 0}, "sisy.E006"),
         ({"SISY_HEARTBEAT_FREQUENCY": 60}, "sisy.W001"),
+        ({"SISY_TICK_FREQUENCY": 1}, "sisy.W001"),
+        ({"SISY_RUN_TASK_CHANNEL": "sisy-run"}, "sisy.W001"),
     ],
 )
 def test_misconfiguration_is_reported(settings, check_id):

@@ -193,7 +193,7 @@ def bench_scaling(url: str, size: int) -> dict[str, float]:
         conn.execute("ANALYZE sisy_task")
         result["claim"] = timed(
             conn,
-            "SELECT * FROM sisy_claim_due_v1(100, '0', now() - interval '1 minute', 'sisy', 'sisy.run')",
+            "SELECT * FROM sisy_claim_due_v1(100, '0', '1 minute', 'sisy', 'sisy.run')",
             15,
         )
         result["next"] = timed(conn, _planner_state_sql(), 50)

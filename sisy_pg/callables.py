@@ -7,6 +7,12 @@ for instance methods of Django models, ``model_pk``.
 
 Everything is checked when the task is created, so a typo fails in the
 migration or the form, not at 3 a.m. in the worker.
+
+Only callables under a prefix of ``SISY_ALLOWED_CALLABLES`` are described or
+resolved, and the prefix is checked before anything is imported: a path typed
+in a form, or written into ``sisy_task`` with SQL, cannot make the web process
+or the worker import a module outside the allowlist (see docs/security.md).
+Descriptions are plain JSON: nothing is pickled or evaluated.
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ import types
 import uuid
 from collections.abc import Callable
 from typing import Any
+
+from . import conf
 
 FUNCTION = "function"
 CLASSMETHOD = "classmethod"
@@ -31,11 +39,48 @@ class CallableError(ValueError):
     """A callable that cannot be stored, or can no longer be found."""
 
 
-def _import_object(path: str) -> tuple[types.ModuleType, list[str], Any]:
-    """Import the longest module prefix of ``path``; return (module, attribute names, object)."""
+class CallableRefused(CallableError):
+    """A callable outside ``SISY_ALLOWED_CALLABLES``, refused before anything is imported.
+
+    Its message starts with "refused: " and names the setting.
+    """
+
+
+def _check_dotted(path: str) -> list[str]:
     parts = path.split(".")
     if not all(part.isidentifier() for part in parts):
         raise CallableError(f"{path!r} is not a dotted path such as 'myapp.tasks.cleanup'")
+    return parts
+
+
+def check_allowed(path: str) -> None:
+    """Refuse ``path`` unless it is under a prefix of SISY_ALLOWED_CALLABLES.
+
+    Reads the path only: nothing is imported. An invalid setting refuses
+    everything (and ``manage.py check`` reports it as sisy.E007).
+    """
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        prefixes = conf.allowed_callable_prefixes()
+    except ImproperlyConfigured as exc:
+        raise CallableRefused(f"refused: {path!r}: {exc}") from None
+    if any(conf.is_under(path, prefix) for prefix in prefixes):
+        return
+    if conf.settings.ALLOWED_CALLABLES is None:
+        allowed = "the default: the modules of INSTALLED_APPS but Django, procrastinate and sisy"
+    else:
+        allowed = "as set in the settings"
+    shown = ", ".join(prefixes) or "nothing"
+    raise CallableRefused(
+        f"refused: {path!r} is not under a module prefix of SISY_ALLOWED_CALLABLES "
+        f"({allowed}: {shown})"
+    )
+
+
+def _import_object(path: str) -> tuple[types.ModuleType, list[str], Any]:
+    """Import the longest module prefix of ``path``; return (module, attribute names, object)."""
+    parts = _check_dotted(path)
     for split in range(len(parts), 0, -1):
         module_name = ".".join(parts[:split])
         try:
@@ -229,11 +274,14 @@ def _path_of(obj: Any) -> tuple[str, Any]:
 def describe(the_callable: Any, pk_override: Any = None) -> dict[str, Any]:
     """Describe ``the_callable`` (an object or a dotted path) for storage.
 
-    Raises CallableError (a ValueError) naming the problem: unknown module,
-    missing attribute, wrong signature, a class or module instead of a callable,
-    an instance method without a row to run on.
+    Raises CallableError (a ValueError) naming the problem: a path outside
+    SISY_ALLOWED_CALLABLES (CallableRefused, checked before any import),
+    unknown module, missing attribute, wrong signature, a class or module
+    instead of a callable, an instance method without a row to run on.
     """
     path, instance = _path_of(the_callable)
+    _check_dotted(path)
+    check_allowed(path)  # before importing anything
     if instance is not None and pk_override is None:
         pk_override = getattr(instance, "pk", None)
         if pk_override is None:
@@ -262,20 +310,39 @@ def resolve(info: dict[str, Any], using: str | None = None) -> Callable[[Any], A
 
     The row of an instance method is fetched now, from database ``using``, so
     the method sees the row as it is when the run starts.
+
+    The description may come from raw SQL, so it is not trusted: a path
+    outside SISY_ALLOWED_CALLABLES is refused (CallableRefused) before
+    anything is imported, and an instance method must belong to a Django model.
     """
-    module, attrs, obj = _import_object(info["func_path"])
+    from django.core.exceptions import ObjectDoesNotExist
+    from django.db import models
+
+    path = info.get("func_path")
+    if not isinstance(path, str) or not path:
+        raise CallableError("the callable description has no 'func_path'")
+    _check_dotted(path)
+    check_allowed(path)  # before importing anything
+    if info.get("func_type") not in FUNC_TYPES:
+        raise CallableError(f"unknown func_type {info.get('func_type')!r}")
+    module, attrs, obj = _import_object(path)
     if info["func_type"] != INSTANCEMETHOD:
         if not callable(obj):
-            raise CallableError(f"{info['func_path']!r} is no longer callable")
+            raise CallableError(f"{path!r} is no longer callable")
         func: Callable[[Any], Any] = obj
         return func
-    cls = getattr(module, attrs[0])
+    cls = getattr(module, attrs[0]) if len(attrs) == 2 else None
+    if not (isinstance(cls, type) and issubclass(cls, models.Model)):
+        raise CallableError(
+            f"{path!r} is not an instance method of a Django model: only model "
+            "instance methods can be bound to a row"
+        )
     manager = cls._default_manager.db_manager(using)
     try:
-        instance = manager.get(pk=info["model_pk"])
-    except cls.DoesNotExist:
+        instance = manager.get(pk=info.get("model_pk"))
+    except ObjectDoesNotExist:
         raise CallableError(
-            f"{cls.__name__} with pk={info['model_pk']!r} does not exist (any more)"
+            f"{cls.__name__} with pk={info.get('model_pk')!r} does not exist (any more)"
         ) from None
     method: Callable[[Any], Any] = getattr(instance, attrs[1])
     return method

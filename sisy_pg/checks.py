@@ -96,6 +96,15 @@ def check_settings(
             messages.append(
                 checks.Error(f"SISY_{name} must be {allowed}, not {value!r}.", id="sisy.E006")
             )
+    problem = conf.allowed_callables_problem(conf.settings.ALLOWED_CALLABLES)
+    if problem:
+        messages.append(
+            checks.Error(
+                problem + ".",
+                hint="None (the default) allows the modules of your own INSTALLED_APPS.",
+                id="sisy.E007",
+            )
+        )
     for name in conf.OBSOLETE:
         if hasattr(settings, name):
             messages.append(

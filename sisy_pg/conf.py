@@ -36,6 +36,14 @@ DEFAULTS: dict[str, Any] = {
     # False: the worker runs jobs but never plans (e.g. a worker on another queue
     # that should not touch the schedule).
     "PLANNER_ENABLED": True,
+    # Module prefixes whose callables tasks may name (a list of dotted module
+    # names: "myapp" allows myapp.tasks.cleanup, not myapplication.x). Checked
+    # when a task is saved, in forms before anything is imported, and by the
+    # worker before each run (raw SQL can write any path). None means the
+    # project's own apps: the name of every app in INSTALLED_APPS except
+    # Django's, procrastinate's and sisy's (see allowed_callable_prefixes and
+    # docs/security.md).
+    "ALLOWED_CALLABLES": None,
 }
 
 #: Settings of the original Sisy that mean nothing here (see checks.py).
@@ -60,6 +68,57 @@ class _Settings:
 
 
 settings = _Settings()
+
+
+#: Apps never part of the default SISY_ALLOWED_CALLABLES: their modules are
+#: no task's business (``os.system``-like power, or sisy's own machinery).
+NEVER_ALLOWED_BY_DEFAULT = ("django", "procrastinate", "sisy_pg", "sisy")
+
+
+def is_under(path: str, prefix: str) -> bool:
+    """Whether dotted ``path`` is ``prefix`` or inside it (``a.b`` is under ``a``, not ``a.bc``)."""
+    return path == prefix or path.startswith(prefix + ".")
+
+
+def allowed_callables_problem(value: Any) -> str | None:
+    """What is wrong with a value of SISY_ALLOWED_CALLABLES, or None (check sisy.E007)."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)):
+        return (
+            "SISY_ALLOWED_CALLABLES must be None or a list of module prefixes "
+            f"such as ['myapp'], not {type(value).__name__}"
+        )
+    for prefix in value:
+        if not (isinstance(prefix, str) and all(p.isidentifier() for p in prefix.split("."))):
+            return (
+                "SISY_ALLOWED_CALLABLES must list dotted module names such as 'myapp' "
+                f"or 'myapp.tasks', not {prefix!r}"
+            )
+    return None
+
+
+def allowed_callable_prefixes() -> tuple[str, ...]:
+    """The module prefixes of SISY_ALLOWED_CALLABLES, the default resolved.
+
+    The default (None) is the name of each installed app but Django's,
+    procrastinate's and sisy's.
+    """
+    configured = settings.ALLOWED_CALLABLES
+    problem = allowed_callables_problem(configured)
+    if problem:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(problem)
+    if configured is not None:
+        return tuple(configured)
+    from django.apps import apps
+
+    return tuple(
+        config.name
+        for config in apps.get_app_configs()
+        if not any(is_under(config.name, never) for never in NEVER_ALLOWED_BY_DEFAULT)
+    )
 
 
 def default_schedule() -> str:

@@ -57,6 +57,9 @@ class TaskForm(_TaskFormBase):
         cleaned = self.cleaned_data
         path = cleaned.get("callable_path")
         if path:
+            # describe() checks SISY_ALLOWED_CALLABLES on the typed path before
+            # importing anything: a form cannot make the web process import
+            # a module outside the allowlist.
             try:
                 self.instance.callable_info = callables.describe(
                     path.strip(), pk_override=cleaned.get("pk_override") or None

@@ -8,11 +8,12 @@ made by any writer (ORM, admin, migration, psql) is obeyed at once.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Collection
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import DEFAULT_DB_ALIAS, connections, models, router
+from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, models, router, transaction
 from django.db.models import Exists, OuterRef, Subquery
 from django.db.models.functions import Now
 from django.utils import timezone
@@ -25,12 +26,53 @@ class TaskDefinitionError(ValidationError, ValueError):
     """An invalid task: a ``ValidationError`` for forms, a ``ValueError`` for Sisy code."""
 
 
+# The database constraint that makes labels unique (see sql/schema.sql).
+LABEL_UNIQUE_CONSTRAINT = "sisy_task_label_unique"
+LABEL_MAX_LENGTH = 255
+
+
+def _userdata_error(userdata: Any) -> str | None:
+    """Why ``userdata`` cannot be stored (a JSON object), or None."""
+    if not isinstance(userdata, dict):
+        return f"userdata must be a dict, not {type(userdata).__name__}"
+    try:
+        # What the JSON column will hold; PostgreSQL's jsonb has no NaN or Infinity.
+        json.dumps(userdata, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return (
+            "userdata must be JSON-serialisable (dicts, lists, strings, finite numbers, "
+            f"booleans, None): {exc}"
+        )
+    return None
+
+
+def _label_error(label: Any) -> str | None:
+    if not isinstance(label, str):
+        return f"label must be a string, not {type(label).__name__}"
+    if len(label) > LABEL_MAX_LENGTH:
+        return (
+            f"label is {len(label)} characters long; at most {LABEL_MAX_LENGTH} are allowed "
+            f"(it starts {label[:40]!r})"
+        )
+    return None
+
+
+def _label_clash_message(label: str, other_pk: Any = None, defaulted: bool = False) -> str:
+    where = f"already exists (id {other_pk})" if other_pk is not None else "was just created"
+    message = f"a task labelled {label!r} {where}: labels are unique, give this task another label"
+    if defaulted:
+        message += " (a task created without one is labelled with its callable's dotted path)"
+    return message
+
+
 def _validate_userdata(userdata: Any) -> dict[str, Any]:
     if userdata is None:
         return {}
-    if not isinstance(userdata, dict):
-        raise ValueError(f"userdata must be a dict, not {type(userdata).__name__}")
-    return userdata
+    error = _userdata_error(userdata)
+    if error:
+        raise TaskDefinitionError({"userdata": error})
+    checked: dict[str, Any] = userdata
+    return checked
 
 
 def database_now(using: str | None = None) -> dt.datetime:
@@ -99,8 +141,13 @@ class TaskQuerySet(models.QuerySet["Task"]):
 class Task(models.Model):
     """A recurring task: a stored callable, a cron schedule and its state."""
 
+    # Unique (constraint sisy_task_label_unique): taskinfo_with_label and
+    # Sisy-style reverse migrations (Task.objects.get(label=...)) find one task.
     label = models.CharField(
-        max_length=255, blank=True, help_text="Defaults to the callable's dotted path."
+        max_length=LABEL_MAX_LENGTH,
+        unique=True,
+        blank=True,
+        help_text="Unique. Defaults to the callable's dotted path.",
     )
     callable_info = models.JSONField(
         help_text="Description of the callable (see taskinfo_with_label)."
@@ -156,14 +203,20 @@ class Task(models.Model):
         return f"Task {self.pk}: {label}" if self.pk is not None else f"Task (unsaved): {label}"
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        errors = self.definition_errors()
+        errors = self.definition_errors(using=kwargs.get("using"))
         if errors:
             raise TaskDefinitionError(errors)
         if self._state.adding and self.next_run is None and self.enabled:
             # Planned here so the new row shows its next run at once; rows
             # written without it (bulk_create, SQL) are planned by a worker.
             self.next_run = self._plan_from_now(kwargs.get("using"))
-        super().save(*args, **kwargs)
+        try:
+            super().save(*args, **kwargs)
+        except IntegrityError as exc:
+            # Another writer took the label between the check and the INSERT.
+            if LABEL_UNIQUE_CONSTRAINT not in str(exc):
+                raise
+            raise TaskDefinitionError({"label": _label_clash_message(self.label)}) from exc
 
     def _database(self, using: str | None = None) -> str:
         return using or self._state.db or router.db_for_write(type(self), instance=self)
@@ -237,10 +290,18 @@ class Task(models.Model):
         delay_until: dt.datetime | None = None,
         pk_override: Any = None,
     ) -> Task:
-        """Create and save a task that runs ``iterations`` times, then finishes."""
+        """Create and save a task that runs ``iterations`` times, then finishes.
+
+        Without ``label``, the task is labelled with the callable's dotted
+        path or, when a task (perhaps a finished one) already has that label,
+        the path followed by `` (2)``, `` (3)``...: a one-off run of a
+        callable can be asked for again (Sisy's ``run_once`` has no label
+        parameter). An explicit label that is taken is an error.
+        """
         if not isinstance(iterations, int) or iterations < 1:
             raise ValueError(f"iterations must be a positive integer (got {iterations!r})")
-        _validate_delay_until(delay_until, router.db_for_write(cls))
+        using = router.db_for_write(cls)
+        _validate_delay_until(delay_until, using)
         task = task_with_callable(
             the_callable,
             label=label,
@@ -251,7 +312,21 @@ class Task(models.Model):
         task.iterations = iterations
         task.wait_for_schedule = not run_immediately
         task.start_running = delay_until
-        task.save()
+        if label:
+            task.save()
+            return task
+        for attempt in range(3):
+            task.label = _free_label(cls, task.callable_path, using)
+            try:
+                # A savepoint: a label taken meanwhile leaves the caller's
+                # transaction usable for the next attempt.
+                with transaction.atomic(using=using):
+                    task.save(using=using)
+            except TaskDefinitionError as exc:
+                if attempt == 2 or set(exc.message_dict) != {"label"}:
+                    raise
+            else:
+                break
         return task
 
     @classmethod
@@ -304,8 +379,13 @@ class Task(models.Model):
 
     # --- validation ----------------------------------------------------------
 
-    def definition_errors(self) -> dict[str, str]:
-        """Field -> message for every invalid part of the definition."""
+    def definition_errors(self, using: str | None = None) -> dict[str, str]:
+        """Field -> message for every invalid part of the definition.
+
+        Reads the database (database ``using``) for what only it knows: a
+        label taken by another task, and its clock for an ``end_running``
+        already past when the task is created.
+        """
         errors: dict[str, str] = {}
         try:
             self.schedule = schedule.validate_schedule(self.schedule)
@@ -315,8 +395,9 @@ class Task(models.Model):
             schedule.get_timezone(self.timezone)
         except schedule.ScheduleError as exc:
             errors["timezone"] = str(exc)
-        if not isinstance(self.userdata, dict):
-            errors["userdata"] = f"userdata must be a dict, not {type(self.userdata).__name__}"
+        userdata_error = _userdata_error(self.userdata)
+        if userdata_error:
+            errors["userdata"] = userdata_error
         if not isinstance(self.options, dict):
             errors["options"] = f"options must be a dict, not {type(self.options).__name__}"
         try:
@@ -335,11 +416,40 @@ class Task(models.Model):
             and self.end_running < self.start_running
         ):
             errors["end_running"] = "end_running is before start_running"
+        if (
+            self._state.adding
+            and "end_running" not in errors
+            and isinstance(self.end_running, dt.datetime)
+            and self.end_running <= database_now(self._database(using))
+        ):
+            # Creating a finished task is a mistake (a later edit may end a task).
+            errors["end_running"] = (
+                f"end_running {self.end_running.isoformat()} is in the past: "
+                "the task would never run"
+            )
         if not isinstance(self.iterations, int) or self.iterations < 0:
             errors["iterations"] = "iterations must be 0 (forever) or a positive integer"
         if not self.label:
             self.label = self.callable_path
+        defaulted = bool(self.label) and self.label == self.callable_path
+        label_error = _label_error(self.label)
+        if label_error:
+            errors["label"] = label_error
+        elif self.label:
+            others = (
+                type(self)._default_manager.using(self._database(using)).filter(label=self.label)
+            )
+            if self.pk is not None:
+                others = others.exclude(pk=self.pk)
+            other_pk = others.values_list("pk", flat=True).first()
+            if other_pk is not None:
+                errors["label"] = _label_clash_message(self.label, other_pk, defaulted)
         return errors
+
+    def validate_unique(self, exclude: Collection[str] | None = None) -> None:
+        # clean() (definition_errors) reports a taken label, naming the task
+        # that has it; Django's generic message would say it a second time.
+        super().validate_unique(exclude={*(exclude or ()), "label"})
 
     def clean(self) -> None:
         errors = self.definition_errors()
@@ -414,6 +524,24 @@ class TaskRun(models.Model):
         return self.started_at - self.scheduled_for
 
 
+def _free_label(model: type[Task], base: str, using: str) -> str:
+    """``base``, or ``base (n)`` with the smallest n >= 2 that no task has."""
+    taken = set(
+        model._default_manager.using(using)
+        .filter(models.Q(label=base) | models.Q(label__startswith=f"{base} ("))
+        .values_list("label", flat=True)
+    )
+    if base not in taken:
+        return base
+    number = 2
+    while True:
+        suffix = f" ({number})"
+        candidate = base[: LABEL_MAX_LENGTH - len(suffix)] + suffix
+        if candidate not in taken:
+            return candidate
+        number += 1
+
+
 def task_with_callable(
     the_callable: Any,
     label: str | None = None,
@@ -423,8 +551,10 @@ def task_with_callable(
 ) -> Task:
     """Return an unsaved Task for ``the_callable`` (an object or a dotted path).
 
-    Raises ValueError naming the problem for an unknown or unusable callable,
-    an invalid schedule or userdata that is not a dict.
+    Raises ValueError naming the problem for an unknown, unusable or not
+    allowed callable (see SISY_ALLOWED_CALLABLES), an invalid schedule or one
+    with no instant, a label too long, or userdata that is not a JSON object
+    (a dict of JSON values). Whether the label is free is checked by ``save()``.
     """
     from . import schedule as schedules
 
@@ -432,6 +562,10 @@ def task_with_callable(
     expression = schedules.validate_schedule(
         conf.settings.DEFAULT_SCHEDULE if schedule is None else schedule
     )
+    if label:
+        label_error = _label_error(label)
+        if label_error:
+            raise TaskDefinitionError({"label": label_error})
     return Task(
         label=label or info["func_path"],
         callable_info=info,
@@ -443,8 +577,8 @@ def task_with_callable(
 def taskinfo_with_label(label: str) -> dict[str, Any]:
     """Sisy's lookup: the stored callable description of the task with ``label``.
 
-    Labels are not unique (as in Sisy): two tasks with ``label`` raise
-    ``Task.MultipleObjectsReturned``, none ``Task.DoesNotExist``.
+    Labels are unique (unlike Sisy's), so there is at most one such task;
+    none raises ``Task.DoesNotExist``.
     """
     task: Task = Task.objects.get(label=label)
     return task.funcinfo

@@ -147,8 +147,9 @@ class Planner:
                 extra={"action": "orphaned_runs_failed", "count": orphans},
             )
         if self.retention is not None:
-            before = dt.datetime.now(dt.timezone.utc) - self.retention
-            pruned = await self.store.prune_runs(conn, before=before, limit=10 * self.batch_size)
+            pruned = await self.store.prune_runs(
+                conn, retention=self.retention, limit=10 * self.batch_size
+            )
             if pruned:
                 logger.info(
                     f"Pruned {pruned} old run(s)",
@@ -157,19 +158,18 @@ class Planner:
 
     async def fire_due(self, conn: psycopg.AsyncConnection[DictRow]) -> int:
         """Claim due tasks and store each one's next instant, in one transaction."""
-        now = dt.datetime.now(dt.timezone.utc)
         async with conn.transaction():
             claimed = await self.store.claim_due(
                 conn,
                 limit=self.batch_size,
                 lead=dt.timedelta(seconds=self.lead_time),
-                stale_before=now - self.catchup_window,
+                catchup=self.catchup_window,
                 queue=self.queue,
                 task_name=self.task_name,
             )
             plans: dict[int, schedule.Plan | schedule.ScheduleError] = {}
             for task in claimed:
-                plans[task.task_id] = self._plan_claimed(task, now)
+                plans[task.task_id] = self._plan_claimed(task)
             await self.store.set_plans(conn, plans)
         for task in claimed:
             if task.run_id is not None:
@@ -194,14 +194,12 @@ class Planner:
                 )
         return len(claimed)
 
-    def _plan_claimed(
-        self, task: ClaimedTask, now: dt.datetime
-    ) -> schedule.Plan | schedule.ScheduleError:
+    def _plan_claimed(self, task: ClaimedTask) -> schedule.Plan | schedule.ScheduleError:
         try:
             if task.stale:
-                return schedule.plan_from_now(task.plan_input, now)
+                return schedule.plan_from_now(task.plan_input, task.claimed_at)
             plan = schedule.plan_after_fire(
-                task.plan_input, task.fired_for, now, self.catchup_window
+                task.plan_input, task.fired_for, task.claimed_at, self.catchup_window
             )
         except Exception as exc:  # one bad row must not stop the others
             return _unplannable(task.task_id, exc)
@@ -214,11 +212,10 @@ class Planner:
 
     async def plan_pending(self, conn: psycopg.AsyncConnection[DictRow]) -> int:
         """Compute next_run for tasks that are new or were changed by a writer."""
-        now = dt.datetime.now(dt.timezone.utc)
         async with conn.transaction():
             pending = await self.store.tasks_to_plan(conn, limit=self.batch_size)
             plans: dict[int, schedule.Plan | schedule.ScheduleError] = {}
-            for task_id, plan_input in pending:
+            for task_id, plan_input, now in pending:
                 try:
                     plans[task_id] = schedule.plan_from_now(plan_input, now)
                 except Exception as exc:  # one bad row must not stop the others

@@ -14,11 +14,10 @@ import time
 import traceback as tb
 from typing import Any
 
-from django.db import connections
 from procrastinate import JobContext
 
 from . import callables, procrastinate_seam
-from .store import default_store
+from .store import Store, default_store
 
 logger = logging.getLogger(__name__)
 
@@ -31,12 +30,15 @@ def _worker_label(context: JobContext) -> str:
     return f"{_HOST}:{os.getpid()}:{context.worker_name or 'worker'}"
 
 
-def _wait_for(at: float | None, database_alias: str) -> None:
-    """Hold a run claimed ahead of time until its instant, connection ready."""
-    if at is None or at - time.time() <= 0:
+def _wait_for(at: float | None, store: Store) -> None:
+    """Hold a run claimed ahead of time until its instant, on the database's clock.
+
+    The worker's own clock may be off; asking the database how long is left
+    also opens the connection the run is about to use.
+    """
+    if at is None:
         return
-    connections[database_alias].ensure_connection()
-    remaining = at - time.time()
+    remaining = store.seconds_until(at)
     if remaining > 0:
         time.sleep(remaining)
 
@@ -53,7 +55,7 @@ def run_task(context: JobContext, run_id: int, at: float | None = None) -> str:
     store = default_store()
     worker = _worker_label(context)
     stalled_after = procrastinate_seam.job_worker_options(context).stalled_worker_timeout
-    _wait_for(at, store.database_alias)
+    _wait_for(at, store)
     started = store.start_run(
         run_id=run_id,
         job_id=context.job.id,
@@ -90,7 +92,10 @@ def run_task(context: JobContext, run_id: int, at: float | None = None) -> str:
         store.finish_run(
             run_id=run_id,
             status="failed",
-            error=f"{type(exc).__name__}: {exc}",
+            # A refusal (SISY_ALLOWED_CALLABLES) reads "refused: ...", not as a crash.
+            error=str(exc)
+            if isinstance(exc, callables.CallableRefused)
+            else f"{type(exc).__name__}: {exc}",
             traceback=tb.format_exc(),
         )
         logger.warning(

@@ -16,9 +16,12 @@ import datetime as dt
 import zoneinfo
 from functools import lru_cache
 
-from croniter import CroniterError, croniter
+from croniter import CroniterBadDateError, CroniterError, croniter
 
 _ONE_MICROSECOND = dt.timedelta(microseconds=1)
+# Longest gap between two instants of a cron expression that fires at all:
+# 29 February, 2096 to 2104 (1900, 2100, 2200 are not leap years).
+_MAX_YEARS_BETWEEN_MATCHES = 9
 
 
 class ScheduleError(ValueError):
@@ -40,7 +43,33 @@ def validate_schedule(expression: str) -> str:
         croniter(normalised)
     except (CroniterError, ValueError, KeyError) as exc:
         raise ScheduleError(f"schedule {expression!r} is not valid cron: {exc}") from exc
+    if not _has_an_instant(normalised):
+        raise ScheduleError(
+            f"schedule {expression!r} has no instant: no date matches its day-of-month "
+            "and month fields (e.g. 31 February), so the task would never run"
+        )
     return normalised
+
+
+@lru_cache(maxsize=1024)
+def _has_an_instant(expression: str) -> bool:
+    """Whether a valid cron expression ever fires (``'0 0 31 2 *'`` never does).
+
+    Cron fields have no year, so an expression that fires at all fires within
+    any eight consecutive years (29 February, across a century that skips a
+    leap year). croniter stops looking after ``max_years_between_matches``
+    years and raises CroniterBadDateError: a bounded search, never a hang.
+    The answer does not depend on the start, hence the cache (the planner
+    validates the schedule of every task it plans).
+    """
+    start = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
+    try:
+        croniter(expression, start, max_years_between_matches=_MAX_YEARS_BETWEEN_MATCHES).get_next(
+            dt.datetime
+        )
+    except CroniterBadDateError:
+        return False
+    return True
 
 
 @lru_cache(maxsize=512)

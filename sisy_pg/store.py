@@ -33,6 +33,7 @@ class ClaimedTask:
     fired_for: dt.datetime
     run_id: int | None
     stale: bool
+    claimed_at: dt.datetime  # the database's clock when it was claimed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +79,7 @@ class Store:
         *,
         limit: int,
         lead: dt.timedelta,
-        stale_before: dt.datetime,
+        catchup: dt.timedelta,
         queue: str,
         task_name: str,
     ) -> list[ClaimedTask]:
@@ -88,7 +89,7 @@ class Store:
             {
                 "limit": limit,
                 "lead": lead,
-                "stale_before": stale_before,
+                "catchup": catchup,
                 "queue": queue,
                 "task_name": task_name,
             },
@@ -100,16 +101,20 @@ class Store:
                 fired_for=row["fired_for"],
                 run_id=row["run_id"],
                 stale=row["stale"],
+                claimed_at=row["claimed_at"],
             )
             for row in await cursor.fetchall()
         ]
 
     async def tasks_to_plan(
         self, conn: psycopg.AsyncConnection[DictRow], *, limit: int
-    ) -> list[tuple[int, schedule.PlanInput]]:
-        """Lock tasks without next_run; call inside a transaction that then calls set_plans."""
+    ) -> list[tuple[int, schedule.PlanInput, dt.datetime]]:
+        """Lock tasks without next_run, with the database's now to plan them from.
+
+        Call inside a transaction that then calls set_plans.
+        """
         cursor = await conn.execute(self.queries["tasks_to_plan"], {"limit": limit})
-        return [(row["id"], _plan_input(row)) for row in await cursor.fetchall()]
+        return [(row["id"], _plan_input(row), row["now"]) for row in await cursor.fetchall()]
 
     async def set_plans(
         self,
@@ -153,13 +158,23 @@ class Store:
         return row["count"] if row else 0
 
     async def prune_runs(
-        self, conn: psycopg.AsyncConnection[DictRow], *, before: dt.datetime, limit: int
+        self, conn: psycopg.AsyncConnection[DictRow], *, retention: dt.timedelta, limit: int
     ) -> int:
-        cursor = await conn.execute(self.queries["prune_runs"], {"before": before, "limit": limit})
+        cursor = await conn.execute(
+            self.queries["prune_runs"], {"retention": retention, "limit": limit}
+        )
         row = await cursor.fetchone()
         return row["count"] if row else 0
 
     # --- runner side (sync, Django's connection in the worker thread) ----------
+
+    def seconds_until(self, instant: float) -> float:
+        """Seconds from the database's now to ``instant`` (epoch seconds); negative if past."""
+        with connections[self.database_alias].cursor() as cursor:
+            cursor.execute(self.queries["seconds_until"], {"instant": instant})
+            row = cursor.fetchone()
+        seconds: float = row[0]
+        return seconds
 
     def start_run(
         self, *, run_id: int, job_id: int | None, worker: str, stalled_after: dt.timedelta

@@ -5,13 +5,13 @@
 -- claim_due --
 -- Fire every due task (see sisy_claim_due_v1 in schema.sql)
 SELECT id, schedule, timezone, start_running, end_running, iterations, fire_count,
-       wait_for_schedule, fired_for, run_id, stale
-  FROM sisy_claim_due_v1(%(limit)s, %(lead)s, %(stale_before)s, %(queue)s, %(task_name)s);
+       wait_for_schedule, fired_for, run_id, stale, claimed_at
+  FROM sisy_claim_due_v1(%(limit)s, %(lead)s, %(catchup)s, %(queue)s, %(task_name)s);
 
 -- tasks_to_plan --
--- Lock tasks that a writer changed or created without next_run
+-- Lock tasks that a writer changed or created without next_run; "now" is the database's
 SELECT id, schedule, timezone, start_running, end_running, iterations, fire_count,
-       wait_for_schedule
+       wait_for_schedule, clock_timestamp() AS now
   FROM sisy_task
  WHERE enabled AND next_run IS NULL AND finished_at IS NULL AND schedule_error = ''
  ORDER BY id
@@ -48,7 +48,11 @@ SELECT sisy_fail_orphaned_runs_v1(%(stalled_after)s) AS count;
 
 -- prune_runs --
 -- Delete old finished runs and their jobs (SISY_RUN_RETENTION_DAYS)
-SELECT sisy_prune_runs_v1(%(before)s, %(limit)s) AS count;
+SELECT sisy_prune_runs_v1(%(retention)s, %(limit)s) AS count;
+
+-- seconds_until --
+-- How long until an instant (epoch seconds), on the database's clock
+SELECT extract(epoch FROM to_timestamp(%(instant)s) - clock_timestamp())::float8;
 
 -- start_run --
 -- Move a queued run to running (or skipped); see sisy_start_run_v1

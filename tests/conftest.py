@@ -43,7 +43,9 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
 class WorkerProcess:
     """``python -m django procrastinate worker`` against the test database."""
 
-    def __init__(self, name: str, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, name: str, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.expect_planner_errors = False
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by stop())
@@ -56,6 +58,7 @@ class WorkerProcess:
                 os.environ["DATABASE_URL"], connection.settings_dict["NAME"]
             ),
             "PYTHONPATH": str(ROOT),
+            **(env or {}),
         }
         # Its own session, stopped at exit, killed if this process dies (devtools.processes).
         self.process = processes.spawn(
@@ -92,8 +95,10 @@ def start_worker(transactional_db):
         cursor.execute("DELETE FROM procrastinate_jobs")
     workers: list[WorkerProcess] = []
 
-    def start(name: str = "w1", *extra_args: str) -> WorkerProcess:
-        worker = WorkerProcess(name, extra_args)
+    def start(
+        name: str = "w1", *extra_args: str, env: dict[str, str] | None = None
+    ) -> WorkerProcess:
+        worker = WorkerProcess(name, extra_args, env)
         workers.append(worker)
         wait_until(
             lambda: worker.process.poll() is not None or "sisy planner starting" in worker.output(),

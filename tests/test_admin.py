@@ -1,6 +1,8 @@
 """The admin: list, add with validation, actions (all through the real database)."""
 
 import pytest
+from django.contrib.auth.models import Permission
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -98,3 +100,62 @@ def test_actions_run_now_and_disable(client):
     client.post(url, {"action": "disable", "_selected_action": [task.pk]})
     task.refresh_from_db()
     assert not task.enabled and task.next_run is None
+
+
+def staff_client(django_user_model, *codenames):
+    """A logged-in staff user (not a superuser) with only these permissions of sisy."""
+    user = django_user_model.objects.create_user("staff", password="x", is_staff=True)
+    user.user_permissions.set(
+        Permission.objects.filter(content_type__app_label="sisy", codename__in=codenames)
+    )
+    staff = Client()
+    staff.force_login(user)
+    return staff
+
+
+@pytest.mark.parametrize("permissions", [("view_task",), ("view_task", "add_task")])
+@pytest.mark.parametrize("action", ["run_now", "enable", "disable"])
+def test_actions_need_the_change_permission(django_user_model, permissions, action):
+    task = task_with_callable(jobs.record, schedule="0 0 1 1 *")
+    task.save()
+    Task.objects.filter(pk=task.pk).update(enabled=action == "disable")
+    before = Task.objects.values("enabled", "next_run").get(pk=task.pk)
+    staff = staff_client(django_user_model, *permissions)
+    url = reverse("admin:sisy_task_changelist")
+    page = staff.get(url)
+    assert page.status_code == 200
+    action_form = page.context["action_form"]  # None when no action is left
+    offered = [name for name, _ in action_form.fields["action"].choices] if action_form else []
+    assert action not in offered
+    response = staff.post(url, {"action": action, "_selected_action": [task.pk]})
+    assert response.status_code in (200, 302)
+    assert Task.objects.values("enabled", "next_run").get(pk=task.pk) == before
+
+
+def test_a_staff_user_with_the_change_permission_may_run_the_actions(django_user_model):
+    task = task_with_callable(jobs.record, schedule="0 0 1 1 *")
+    task.save()
+    staff = staff_client(django_user_model, "view_task", "change_task")
+    url = reverse("admin:sisy_task_changelist")
+    staff.post(url, {"action": "disable", "_selected_action": [task.pk]})
+    task.refresh_from_db()
+    assert not task.enabled
+    staff.post(url, {"action": "enable", "_selected_action": [task.pk]})
+    staff.post(url, {"action": "run_now", "_selected_action": [task.pk]})
+    task.refresh_from_db()
+    assert task.enabled and task.next_run <= timezone.now()
+
+
+def test_the_add_form_imports_nothing_outside_the_allowlist(client, monkeypatch, tmp_path):
+    marker = tmp_path / "imported"
+    monkeypatch.setenv("SISY_FORBIDDEN_IMPORT_MARKER", str(marker))
+    response = client.post(
+        reverse("admin:sisy_task_add"), form_data(callable_path="tests.forbidden_jobs.job")
+    )
+    assert response.status_code == 200
+    (error,) = response.context["adminform"].form.errors["callable_path"]
+    assert (
+        error.startswith("refused: 'tests.forbidden_jobs.job'")
+        and "SISY_ALLOWED_CALLABLES" in error
+    )
+    assert not marker.exists() and not Task.objects.exists()

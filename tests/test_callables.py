@@ -1,9 +1,13 @@
 """Describing and resolving callables: every kind Sisy accepts, every mistake refused."""
 
-import pytest
+import json
+import sys
 
-from sisy_pg import callables
-from sisy_pg.callables import CallableError
+import pytest
+from django.test import override_settings
+
+from sisy_pg import callables, conf
+from sisy_pg.callables import CallableError, CallableRefused
 from tests.testapp import jobs
 from tests.testapp.models import SlugWidget, UUIDWidget, Widget
 
@@ -71,7 +75,6 @@ def test_uuid_pk_given_as_string_is_accepted():
 @pytest.mark.parametrize(
     ("the_callable", "kwargs", "message"),
     [
-        ("nowhere.at_all.func", {}, "unknown module"),
         ("tests.testapp.jobs.missing", {}, "'tests.testapp.jobs' has no attribute 'missing'"),
         ("tests.testapp.nomodule.func", {}, "'tests.testapp' has no attribute 'nomodule'"),
         (
@@ -174,3 +177,123 @@ def test_get_member_names_the_owner_and_the_missing_name(owner, name, message):
         callables.get_member(owner, name)
     assert str(info.value) == message
     assert callables.get_member(jobs, "record") is jobs.record
+
+
+# --- SISY_ALLOWED_CALLABLES ---------------------------------------------------------
+
+
+def test_default_allowlist_is_the_projects_own_apps():
+    # tests/settings.py installs django.contrib.*, procrastinate's app, sisy_pg
+    # and tests.testapp: only the last is the project's own.
+    assert conf.allowed_callable_prefixes() == ("tests.testapp",)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "os.system",
+        "subprocess.run",
+        "this.nothing",  # importing `this` prints the Zen of Python
+        "tests.forbidden_jobs.job",  # under `tests`, not under `tests.testapp`
+        "tests.testappx.jobs.record",  # a prefix is a whole module name
+        "django.core.management.call_command",
+        "procrastinate.contrib.django.app",
+        "sisy_pg.runner.run_task",
+        "sisy.models.task_with_callable",
+    ],
+)
+def test_paths_outside_the_allowlist_are_refused_before_any_import(path):
+    top = path.split(".")[0] if path.split(".")[0] != "tests" else ".".join(path.split(".")[:2])
+    imported_before = top in sys.modules
+    with pytest.raises(CallableRefused) as info:
+        callables.describe(path)
+    assert str(info.value).startswith(f"refused: {path!r} is not under a module prefix")
+    assert "SISY_ALLOWED_CALLABLES" in str(info.value) and "tests.testapp" in str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert (top in sys.modules) == imported_before
+
+
+def test_callable_objects_outside_the_allowlist_are_refused():
+    with pytest.raises(CallableRefused, match=r"refused: 'json\.dumps'"):
+        callables.describe(json.dumps)
+
+
+@override_settings(SISY_ALLOWED_CALLABLES=["tests.testapp.jobs"])
+def test_an_explicit_allowlist_replaces_the_default():
+    assert callables.describe(jobs.record)["func_path"] == "tests.testapp.jobs.record"
+    widget = Widget.objects.create()
+    with pytest.raises(CallableRefused, match=r"as set in the settings: tests\.testapp\.jobs"):
+        callables.describe(widget.touch)
+
+
+@override_settings(SISY_ALLOWED_CALLABLES=["nowhere"])
+def test_an_allowed_prefix_that_does_not_import_is_an_unknown_module():
+    with pytest.raises(CallableError, match="unknown module"):
+        callables.describe("nowhere.at_all.func")
+
+
+@pytest.mark.parametrize("value", ["tests.testapp", ["tests testapp"], [""], [42], {"a": 1}])
+def test_an_invalid_allowlist_refuses_everything(value):
+    with (
+        override_settings(SISY_ALLOWED_CALLABLES=value),
+        pytest.raises(CallableRefused, match=r"refused: .*SISY_ALLOWED_CALLABLES must"),
+    ):
+        callables.describe(jobs.record)
+
+
+def test_resolve_refuses_a_stored_path_outside_the_allowlist_without_importing_it(
+    monkeypatch, tmp_path
+):
+    """What a worker does with a row written by raw SQL."""
+    marker = tmp_path / "imported"
+    monkeypatch.setenv("SISY_FORBIDDEN_IMPORT_MARKER", str(marker))
+    info = {"func_type": "function", "func_path": "tests.forbidden_jobs.job"}
+    with pytest.raises(CallableRefused, match=r"^refused: 'tests\.forbidden_jobs\.job'"):
+        callables.resolve(info)
+    assert not marker.exists() and "tests.forbidden_jobs" not in sys.modules
+    with pytest.raises(CallableRefused, match=r"^refused: 'os\.system'"):
+        callables.resolve({"func_type": "function", "func_path": "os.system"})
+
+
+@pytest.mark.parametrize(
+    ("info", "message"),
+    [
+        (
+            # Written by raw SQL: an instance method of a class that is no model.
+            {
+                "func_type": "instancemethod",
+                "func_path": "tests.testapp.jobs.Things.plain_instance_job",
+                "model_pk": 1,
+            },
+            "is not an instance method of a Django model",
+        ),
+        (
+            {"func_type": "instancemethod", "func_path": "tests.testapp.jobs.record"},
+            "is not an instance method of a Django model",
+        ),
+        ({"func_type": "pickle", "func_path": "tests.testapp.jobs.record"}, "unknown func_type"),
+        ({"func_type": "function"}, "has no 'func_path'"),
+    ],
+)
+def test_resolve_binds_instance_methods_of_django_models_only(info, message):
+    with pytest.raises(CallableError, match=message):
+        callables.resolve(info)
+
+
+def test_nothing_is_pickled_or_evaluated():
+    """Descriptions, userdata and job arguments are JSON; callables are found by import + getattr."""
+    import re
+    from pathlib import Path
+
+    import sisy
+    import sisy_pg
+
+    forbidden = re.compile(
+        r"\bimport (pickle|marshal|shelve)\b|\b(pickle|marshal)\.|\b(eval|exec)\("
+    )
+    sources = [
+        *Path(sisy_pg.__file__).parent.rglob("*.py"),
+        *Path(sisy.__file__).parent.rglob("*.py"),
+    ]
+    offending = [str(p) for p in sources if forbidden.search(p.read_text())]
+    assert sources and not offending

@@ -26,6 +26,10 @@ def test_default_configuration_is_clean():
         ({"SISY_CATCHUP_WINDOW": -1}, "sisy.E006"),
         ({"SISY_PLANNER_MAX_SLEEP": "soon"}, "sisy.E006"),
         ({"SISY_RUN_RETENTION_DAYS": 0}, "sisy.E006"),
+        ({"SISY_ALLOWED_CALLABLES": "myapp"}, "sisy.E007"),
+        ({"SISY_ALLOWED_CALLABLES": ["myapp", ""]}, "sisy.E007"),
+        ({"SISY_ALLOWED_CALLABLES": ["my app"]}, "sisy.E007"),
+        ({"SISY_ALLOWED_CALLABLES": [42]}, "sisy.E007"),
         ({"SISY_HEARTBEAT_FREQUENCY": 60}, "sisy.W001"),
         ({"SISY_TICK_FREQUENCY": 1}, "sisy.W001"),
         ({"SISY_RUN_TASK_CHANNEL": "sisy-run"}, "sisy.W001"),
@@ -34,6 +38,12 @@ def test_default_configuration_is_clean():
 def test_misconfiguration_is_reported(settings, check_id):
     with override_settings(**settings):
         assert check_id in ids(sisy_checks.check_settings())
+
+
+@pytest.mark.parametrize("value", [None, [], ["myapp"], ("myapp.tasks", "other_app")])
+def test_allowed_callables_may_be_none_or_a_list_of_module_names(value):
+    with override_settings(SISY_ALLOWED_CALLABLES=value):
+        assert "sisy.E007" not in ids(sisy_checks.check_settings())
 
 
 def test_non_postgres_database_is_an_error():

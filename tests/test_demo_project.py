@@ -69,7 +69,7 @@ def test_seed_migrations_apply_and_unapply(demo_url):
     query(demo_url, "UPDATE sisy_task SET next_run = now() WHERE label = %s", [INSTANCE_TASK])
     query(
         demo_url,
-        "SELECT * FROM sisy_claim_due_v1(10, '0', now() - interval '1 minute', 'sisy', 'sisy.run')",
+        "SELECT * FROM sisy_claim_due_v1(10, '0', '1 minute', 'sisy', 'sisy.run')",
     )
     ((job_id,),) = query(
         demo_url,

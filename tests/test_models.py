@@ -184,3 +184,79 @@ def test_finished_property():
     assert not task.finished
     task.finished_at = timezone.now()
     assert task.finished
+
+
+# --- Labels are unique ----------------------------------------------------------------
+
+
+def test_a_taken_label_is_refused_by_save_naming_the_task_that_has_it():
+    first = task_with_callable(jobs.record, label="Nightly")
+    first.save()
+    second = task_with_callable(jobs.Things.class_job, label="Nightly")
+    with pytest.raises(TaskDefinitionError) as info:
+        second.save()
+    assert info.value.message_dict["label"][0].startswith(
+        f"a task labelled 'Nightly' already exists (id {first.pk})"
+    )
+    assert Task.objects.count() == 1 and taskinfo_with_label("Nightly") == first.funcinfo
+    first.userdata = {"saved": "again"}
+    first.save()  # its own label is no clash
+
+
+def test_the_database_refuses_a_taken_label_from_any_writer():
+    first = task_with_callable(jobs.record, label="one")
+    first.save()
+    second = task_with_callable(jobs.record, label="two")
+    second.save()
+    with pytest.raises(IntegrityError, match="sisy_task_label_unique"), transaction.atomic():
+        Task.objects.filter(pk=second.pk).update(label="one")
+    with pytest.raises(IntegrityError, match="sisy_task_label_unique"), transaction.atomic():
+        Task.objects.bulk_create([Task(label="one", callable_info=first.callable_info)])
+
+
+def test_run_once_again_numbers_its_default_label():
+    """Sisy's run_once has no label: asking again for a one-off run must work."""
+    labels = [Task.run_once(jobs.record).label for _ in range(3)]
+    labels.append(Task.run_iterations(jobs.record, iterations=2).label)
+    path = "tests.testapp.jobs.record"
+    assert labels == [path, f"{path} (2)", f"{path} (3)", f"{path} (4)"]
+    Task.objects.filter(label=f"{path} (2)").delete()
+    assert Task.run_once(jobs.record).label == f"{path} (2)"
+    with pytest.raises(TaskDefinitionError, match="already exists"):
+        Task.run_iterations(jobs.record, label=path)
+
+
+def test_run_once_works_inside_a_transaction():
+    with transaction.atomic():
+        Task.run_once(jobs.record)
+        assert Task.run_once(jobs.record).label == "tests.testapp.jobs.record (2)"
+        assert Task.objects.count() == 2
+
+
+# --- Bad input (the whole matrix is in test_bad_input.py) -------------------------------
+
+
+@pytest.mark.parametrize("expression", ["0 0 31 2 *", "0 0 30 2 *", "0 0 31 4,6,9,11 *"])
+def test_a_schedule_with_no_instant_is_a_value_error(expression):
+    with pytest.raises(ValueError, match="has no instant"):
+        task_with_callable(jobs.record, schedule=expression)
+
+
+@pytest.mark.parametrize("expression", ["0 0 29 2 *", "0 0 l 2 *", "0 0 31 2 mon"])
+def test_rare_schedules_are_not_mistaken_for_impossible_ones(expression):
+    task_with_callable(jobs.record, schedule=expression).save()
+
+
+def test_end_running_in_the_past_is_judged_by_the_database_clock(monkeypatch):
+    from sisy_pg.models import database_now
+
+    db_now = database_now()
+    # Python's clock a day ahead: the database's decides.
+    monkeypatch.setattr(timezone, "now", lambda: db_now + dt.timedelta(days=1))
+    task = task_with_callable(jobs.record)
+    task.end_running = db_now + dt.timedelta(hours=1)
+    task.save()
+    late = task_with_callable(jobs.record, label="late")
+    late.end_running = db_now - dt.timedelta(seconds=1)
+    with pytest.raises(TaskDefinitionError, match="is in the past: the task would never run"):
+        late.save()

@@ -2,6 +2,7 @@
 
 import asyncio
 import datetime as dt
+import itertools
 
 import pytest
 from django.db import connection
@@ -36,8 +37,12 @@ def sql(query, params=None):
         return cursor.fetchall() if cursor.description else None
 
 
+_numbers = itertools.count(1)
+
+
 def make_task(schedule="* * * * *", **fields):
-    task = task_with_callable(jobs.record, schedule=schedule)
+    # Labels are unique: each task of a test gets its own.
+    task = task_with_callable(jobs.record, label=f"task {next(_numbers)}", schedule=schedule)
     for name, value in fields.items():
         setattr(task, name, value)
     task.save()

@@ -5,6 +5,7 @@ See "The whole public surface of Sisy 1.0b3" in the project's reference and
 """
 
 import datetime as dt
+import itertools
 import re
 
 import pytest
@@ -47,8 +48,14 @@ SISY_NAMES = [
 FAR_AWAY = "0 0 1 1 *"  # once a year
 
 
+_numbers = itertools.count(1)
+
+
 def saved_task(the_callable=jobs.record, **fields):
-    task = task_with_callable(the_callable, schedule=fields.pop("schedule", FAR_AWAY))
+    # Labels are unique: each task of a test gets its own.
+    task = task_with_callable(
+        the_callable, label=f"task {next(_numbers)}", schedule=fields.pop("schedule", FAR_AWAY)
+    )
     for name, value in fields.items():
         setattr(task, name, value)
     task.save()
@@ -165,8 +172,8 @@ def test_run_asap_sets_next_run_to_the_database_now():
     ("make", "message"),
     [
         (
-            lambda: saved_task(enabled=False),
-            r"Task \d+: tests.testapp.jobs.record cannot run: it is disabled \(enable it first\)",
+            lambda: saved_task(label="off", enabled=False),
+            r"Task \d+: off cannot run: it is disabled \(enable it first\)",
         ),
         (finished_task, r"Task \d+: done cannot run: it is finished \(its iterations are used up"),
         (lambda: task_with_callable(jobs.record), r"Task \(unsaved\).*cannot run: save it first"),
@@ -252,13 +259,16 @@ def test_a_new_task_is_planned_by_the_database_clock(monkeypatch):
 # --- Labels -------------------------------------------------------------------------
 
 
-def test_label_is_not_unique_and_taskinfo_with_label_behaves_as_in_sisy():
-    saved_task(label="same")
+def test_labels_are_unique_so_taskinfo_with_label_finds_one_task():
+    """A difference from Sisy, which allowed two tasks with one label."""
+    first = saved_task(label="same")
     assert taskinfo_with_label("same") == get_func_info(jobs.record)
-    saved_task(jobs.Things.class_job, label="same")
-    assert Task.objects.filter(label="same").count() == 2
-    with pytest.raises(Task.MultipleObjectsReturned):
-        taskinfo_with_label("same")
+    with pytest.raises(
+        ValueError, match=rf"a task labelled 'same' already exists \(id {first.pk}\)"
+    ):
+        saved_task(jobs.Things.class_job, label="same")
+    assert Task.objects.filter(label="same").count() == 1
+    assert taskinfo_with_label("same") == get_func_info(jobs.record)
     with pytest.raises(Task.DoesNotExist):
         taskinfo_with_label("nobody")
 

@@ -1,5 +1,7 @@
 """The triggers and functions of sql/schema.sql, driven by every kind of writer."""
 
+import itertools
+
 import psycopg
 import pytest
 from django.db import IntegrityError, connection, transaction
@@ -17,8 +19,14 @@ def sql(query, params=None):
         return cursor.fetchall() if cursor.description else None
 
 
+_numbers = itertools.count(1)
+
+
 def make_task(**fields):
-    task = task_with_callable(jobs.record, schedule=fields.pop("schedule", "* * * * *"))
+    # Labels are unique: each task of a test gets its own.
+    task = task_with_callable(
+        jobs.record, label=f"task {next(_numbers)}", schedule=fields.pop("schedule", "* * * * *")
+    )
     for name, value in fields.items():
         setattr(task, name, value)
     task.save()
@@ -31,7 +39,7 @@ def next_run(task):
 
 def claim():
     return sql(
-        "SELECT id, run_id, fired_for FROM sisy_claim_due_v1(100, '0', now() - interval '1 minute', 'sisy', 'sisy.run')"
+        "SELECT id, run_id, fired_for FROM sisy_claim_due_v1(100, '0', '1 minute', 'sisy', 'sisy.run')"
     )
 
 
@@ -178,7 +186,7 @@ def test_stale_instant_is_not_run():
     task = make_task()
     sql("UPDATE sisy_task SET next_run = now() - interval '1 hour' WHERE id = %s", [task.pk])
     rows = sql(
-        "SELECT id, run_id, stale FROM sisy_claim_due_v1(100, '0', now() - interval '1 minute', 'sisy', 'sisy.run')"
+        "SELECT id, run_id, stale FROM sisy_claim_due_v1(100, '0', '1 minute', 'sisy', 'sisy.run')"
     )
     assert rows == [(task.pk, None, True)]
     assert not TaskRun.objects.exists()
@@ -337,6 +345,38 @@ def test_prune_runs_deletes_old_finished_runs_and_their_jobs():
         "UPDATE sisy_taskrun SET status = 'failed', finished_at = now() - interval '1 day' WHERE id = %s",
         [recent],
     )
-    assert sql("SELECT sisy_prune_runs_v1(now() - interval '14 days', 100)") == [(1,)]
+    assert sql("SELECT sisy_prune_runs_v1('14 days', 100)") == [(1,)]
     assert set(TaskRun.objects.values_list("pk", flat=True)) == {recent, queued}
     assert sql("SELECT count(*) FROM procrastinate_jobs WHERE id = %s", [old_job]) == [(0,)]
+
+
+# --- Every function pins its search_path ------------------------------------------------
+
+
+def test_every_function_pins_its_search_path():
+    rows = sql(
+        r"""SELECT proname, coalesce(proconfig, '{}') FROM pg_proc
+             WHERE pronamespace = current_schema()::regnamespace AND proname LIKE 'sisy\_%'"""
+    )
+    assert len(rows) >= 15
+    unpinned = {
+        name for name, config in rows if not any(c.startswith("search_path=") for c in config)
+    }
+    assert unpinned == set()
+
+
+def test_triggers_use_sisy_tables_whatever_the_writers_search_path():
+    """A writer whose search_path finds another sisy_taskrun first cannot redirect the triggers."""
+    task = make_task()
+    make_due(task)
+    ((_, run_id, _),) = claim()
+    sql("CREATE SCHEMA decoy")
+    sql("CREATE TABLE decoy.sisy_taskrun (LIKE public.sisy_taskrun)")
+    sql("INSERT INTO decoy.sisy_taskrun SELECT * FROM public.sisy_taskrun WHERE id = %s", [run_id])
+    sql("SET LOCAL search_path TO decoy, public")
+    try:
+        sql("UPDATE public.sisy_task SET enabled = false WHERE id = %s", [task.pk])
+        assert sql("SELECT status FROM decoy.sisy_taskrun") == [("queued",)]
+    finally:
+        sql("SET LOCAL search_path TO public")
+    assert TaskRun.objects.get(pk=run_id).status == "cancelled"

@@ -206,3 +206,31 @@ def test_two_workers_twenty_tasks_thirty_seconds_exactly_once(start_worker):
         assert sum(hits[(task.pk, when)] for when in instants) == len(instants)
         workers.update(fired.values_list("worker", flat=True))
     assert any(":w1" in w for w in workers) and any(":w2" in w for w in workers)
+
+
+def test_a_callable_outside_the_allowlist_is_refused_at_run_time(
+    start_worker, monkeypatch, tmp_path
+):
+    """Raw SQL can name any path: the worker refuses it, imports nothing, records why."""
+    marker = tmp_path / "imported"
+    monkeypatch.setenv("SISY_FORBIDDEN_IMPORT_MARKER", str(marker))  # the worker inherits it
+    worker = start_worker()
+    healthy = task_with_callable(jobs.record, label="healthy", schedule="* * * * * *")
+    healthy.save()
+    psql("""INSERT INTO sisy_task (label, callable_info, schedule, timezone) VALUES
+            ('forbidden', '{"func_type": "function", "func_path": "tests.forbidden_jobs.job"}',
+             '* * * * * *', 'UTC'),
+            ('os', '{"func_type": "function", "func_path": "os.system"}', '* * * * * *', 'UTC')""")
+    refused = TaskRun.objects.filter(task__label__in=["forbidden", "os"], status="failed")
+    wait_until(
+        lambda: (
+            {run.task.label for run in refused.select_related("task")} == {"forbidden", "os"}
+            and runs(healthy, status="succeeded").count() >= 2
+        ),
+        timeout=15,
+    )
+    for run in refused:
+        assert run.error.startswith("refused: ") and "SISY_ALLOWED_CALLABLES" in run.error
+    assert not TaskRun.objects.filter(task__label__in=["forbidden", "os"], status="succeeded")
+    assert not marker.exists()  # the worker never imported the module
+    assert worker.process.poll() is None

@@ -46,8 +46,9 @@ class Migration(migrations.Migration):
                             "label",
                             models.CharField(
                                 blank=True,
-                                help_text="Defaults to the callable's dotted path.",
+                                help_text="Unique. Defaults to the callable's dotted path.",
                                 max_length=255,
+                                unique=True,
                             ),
                         ),
                         (

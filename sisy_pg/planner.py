@@ -55,7 +55,10 @@ class Planner:
         self.task_name = task_name
         self.catchup_window = dt.timedelta(seconds=catchup_window)
         self.lead_time = lead_time
-        self.max_sleep = max_sleep
+        # The longest sleep, and the period of the cluster's housekeeping:
+        # short enough to close a dead worker's runs soon after procrastinate
+        # deems it stalled.
+        self.max_sleep = min(max_sleep, stalled_worker_timeout / 2)
         self.batch_size = batch_size
         self.retention = dt.timedelta(days=retention_days) if retention_days else None
         self.stalled_after = dt.timedelta(seconds=stalled_worker_timeout)
@@ -134,16 +137,23 @@ class Planner:
     async def housekeeping(
         self, conn: psycopg.AsyncConnection[DictRow], force: bool = False
     ) -> None:
-        """Every PLANNER_MAX_SLEEP: close runs of dead workers, prune old history."""
+        """Close runs that can no longer happen, prune old history.
+
+        Done by one planner of the cluster per ``max_sleep`` (the database
+        decides which), or at once with ``force``.
+        """
         loop_time = asyncio.get_running_loop().time()
         if not force and loop_time - self._housekeeping_at < self.max_sleep:
             return
         self._housekeeping_at = loop_time
+        every = dt.timedelta(seconds=self.max_sleep)
+        if not force and not await self.store.housekeeping_due(conn, every=every):
+            return
         # Runs left 'running' by a dead worker would block no-overlap tasks.
         orphans = await self.store.fail_orphaned_runs(conn, stalled_after=self.stalled_after)
         if orphans:
             logger.warning(
-                f"Marked {orphans} run(s) of dead workers as failed",
+                f"Closed {orphans} run(s) that can no longer happen (dead worker or job)",
                 extra={"action": "orphaned_runs_failed", "count": orphans},
             )
         if self.retention is not None:

@@ -148,6 +148,13 @@ class Store:
         assert row is not None
         return PlannerState(seconds_to_next=row["seconds_to_next"], pending=row["pending"])
 
+    async def housekeeping_due(
+        self, conn: psycopg.AsyncConnection[DictRow], *, every: dt.timedelta
+    ) -> bool:
+        cursor = await conn.execute(self.queries["housekeeping_due"], {"every": every})
+        row = await cursor.fetchone()
+        return bool(row and row["due"])
+
     async def fail_orphaned_runs(
         self, conn: psycopg.AsyncConnection[DictRow], *, stalled_after: dt.timedelta
     ) -> int:

@@ -42,8 +42,12 @@ SELECT EXTRACT(EPOCH FROM (
             WHERE enabled AND next_run IS NULL AND finished_at IS NULL AND schedule_error = ''
        ) AS pending;
 
+-- housekeeping_due --
+-- Whether this planner does the cluster's housekeeping for this period
+SELECT sisy_housekeeping_due_v1(%(every)s) AS due;
+
 -- fail_orphaned_runs --
--- Close runs whose worker died mid-run
+-- Close runs that can no longer happen (their worker or their job is gone)
 SELECT sisy_fail_orphaned_runs_v1(%(stalled_after)s) AS count;
 
 -- prune_runs --

@@ -293,6 +293,56 @@ def test_orphaned_runs_are_failed():
     assert "worker lost" in TaskRun.objects.get(pk=run_id).error
 
 
+def _job_of(run_id):
+    return sql("SELECT job_id FROM sisy_taskrun WHERE id = %s", [run_id])[0][0]
+
+
+@pytest.mark.parametrize(
+    ("job_change", "closed"),
+    [
+        (None, False),  # todo: a worker will fetch it
+        (
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = {live} WHERE id = {job}",
+            False,
+        ),
+        (
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = {stale} WHERE id = {job}",
+            True,
+        ),
+        ("UPDATE procrastinate_jobs SET status = 'failed' WHERE id = {job}", True),
+        ("DELETE FROM procrastinate_jobs WHERE id = {job}", True),
+    ],
+    ids=["todo", "doing-live-worker", "doing-dead-worker", "job-failed", "job-vanished"],
+)
+def test_queued_runs_whose_job_cannot_run_them_are_closed(job_change, closed):
+    task = make_task()
+    make_due(task)
+    ((_, run_id, _),) = claim()
+    ((live,),) = sql("SELECT procrastinate_register_worker_v1()")
+    ((stale,),) = sql("SELECT procrastinate_register_worker_v1()")
+    sql(
+        "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 minute' "
+        "WHERE id = %s",
+        [stale],
+    )
+    if job_change:
+        sql(job_change.format(live=live, stale=stale, job=_job_of(run_id)))
+    assert sql("SELECT sisy_fail_orphaned_runs_v1('30 seconds')") == [(int(closed),)]
+    run = TaskRun.objects.get(pk=run_id)
+    if closed:
+        assert run.status == "failed" and run.error.startswith("not started:"), run.error
+    else:
+        assert run.status == "queued"
+
+
+def test_housekeeping_is_done_by_one_planner_per_period():
+    sql("UPDATE sisy_housekeeping SET last_at = '-infinity'")
+    due = [sql("SELECT sisy_housekeeping_due_v1('10 seconds')")[0][0] for _ in range(3)]
+    assert due == [True, False, False]
+    sql("UPDATE sisy_housekeeping SET last_at = now() - interval '11 seconds'")
+    assert sql("SELECT sisy_housekeeping_due_v1('10 seconds')") == [(True,)]
+
+
 def test_status_view():
     task = make_task()
     make_due(task)

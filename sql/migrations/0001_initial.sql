@@ -95,6 +95,14 @@ CREATE TABLE sisy_taskrun (
     CONSTRAINT sisy_taskrun_details_is_object CHECK (jsonb_typeof(details) = 'object')
 );
 
+-- When housekeeping (dead workers' runs, retention) was last done, so that
+-- one planner of the cluster does it per period (sisy_housekeeping_due_v1).
+CREATE TABLE sisy_housekeeping (
+    id boolean PRIMARY KEY DEFAULT true CONSTRAINT sisy_housekeeping_one_row CHECK (id),
+    last_at timestamp with time zone NOT NULL DEFAULT '-infinity'
+);
+INSERT INTO sisy_housekeeping DEFAULT VALUES;
+
 -- Indexes: planning cost follows what is due, not what is defined ------------
 
 -- The next instant to wake for, and the tasks due now (sisy_claim_due_v1).
@@ -158,6 +166,18 @@ AS $$
          WHERE job.id = p_job_id AND job.status = 'doing'
            AND w.last_heartbeat > now() - p_stalled_after
     );
+$$;
+
+-- Whether a job may still run: not yet fetched, or being executed by a live
+-- worker (see sisy_job_alive_v1). False for a job that ended, vanished, or
+-- whose worker died.
+CREATE FUNCTION sisy_job_pending_v1(p_job_id bigint, p_stalled_after interval) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path FROM CURRENT
+AS $$
+    SELECT EXISTS (
+        SELECT 1 FROM procrastinate_jobs AS job WHERE job.id = p_job_id AND job.status = 'todo'
+    ) OR sisy_job_alive_v1(p_job_id, p_stalled_after);
 $$;
 
 -- Deletes the jobs that ran pruned runs (never one still to do or doing).
@@ -472,8 +492,24 @@ $$;
 
 -- Housekeeping --------------------------------------------------------------------
 
--- Runs left 'running' by a worker that died: its job is no longer being
--- executed by a live worker (see sisy_job_alive_v1).
+-- Housekeeping is done by one planner of the cluster per period: true for
+-- the one that claims this period.
+CREATE FUNCTION sisy_housekeeping_due_v1(p_every interval) RETURNS boolean
+    LANGUAGE sql
+    SET search_path FROM CURRENT
+AS $$
+    WITH claimed AS (
+        UPDATE sisy_housekeeping SET last_at = clock_timestamp()
+         WHERE last_at <= clock_timestamp() - p_every
+        RETURNING 1
+    )
+    SELECT EXISTS (SELECT 1 FROM claimed);
+$$;
+
+-- Closes the runs that can no longer happen: a run left 'running' by a
+-- worker that died (its job is no longer executed by a live worker), and a
+-- run still 'queued' whose job ended, vanished or lost its worker before the
+-- run began (a runner error before sisy_start_run_v1, a killed worker).
 CREATE FUNCTION sisy_fail_orphaned_runs_v1(p_stalled_after interval) RETURNS integer
     LANGUAGE sql
     SET search_path FROM CURRENT
@@ -481,9 +517,19 @@ AS $$
     WITH orphaned AS (
         UPDATE sisy_taskrun AS r
            SET status = 'failed', finished_at = clock_timestamp(),
-               error = 'worker lost: the worker running this run stopped without reporting'
-         WHERE r.status = 'running' AND r.job_id IS NOT NULL
-           AND NOT sisy_job_alive_v1(r.job_id, p_stalled_after)
+               error = CASE r.status
+                   WHEN 'running' THEN
+                       'worker lost: the worker running this run stopped without reporting'
+                   ELSE
+                       'not started: its job ended, vanished or lost its worker before the run began'
+               END
+         WHERE r.status IN ('queued', 'running')
+           AND CASE r.status
+                   WHEN 'running' THEN
+                       r.job_id IS NOT NULL AND NOT sisy_job_alive_v1(r.job_id, p_stalled_after)
+                   ELSE
+                       r.job_id IS NULL OR NOT sisy_job_pending_v1(r.job_id, p_stalled_after)
+               END
         RETURNING r.id
     )
     SELECT count(*)::integer FROM orphaned;

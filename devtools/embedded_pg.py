@@ -52,14 +52,40 @@ SERVER_SETTINGS = {
 }
 
 
+# The server this process started, if any (for restart_server()).
+_server: EmbeddedPostgres | None = None
+
+
 def database_url() -> str:
+    global _server
     url = os.environ.get("DATABASE_URL")
     if url:
         return url
     server = EmbeddedPostgres(find_bindir())
     server.start()
+    _server = server
     os.environ["DATABASE_URL"] = server.url
     return server.url
+
+
+def started_server() -> EmbeddedPostgres | None:
+    """The throwaway server :func:`database_url` started in this process, if it did."""
+    return (
+        _server if _server is not None and _server.url == os.environ.get("DATABASE_URL") else None
+    )
+
+
+def restart_server(down_for: float = 0.0) -> None:
+    """Restart the throwaway server this process started (fast shutdown, then start).
+
+    Same data directory, same socket: clients see a PostgreSQL restart. Only
+    for a server this process started; a ``DATABASE_URL`` of yours is never
+    touched (``RuntimeError``).
+    """
+    server = started_server()
+    if server is None:
+        raise RuntimeError("restart_server(): DATABASE_URL is not a server this process started")
+    server.restart(down_for=down_for)
 
 
 def django_database(url: str, **extra: Any) -> dict[str, Any]:
@@ -221,10 +247,14 @@ class EmbeddedPostgres:
         )
         if initdb.returncode:
             raise RuntimeError(f"initdb failed:\n{initdb.stdout}\n{initdb.stderr}")
+        self._spawn_postmaster()
+        self._wait_ready(timeout)
+
+    def _spawn_postmaster(self) -> None:
         settings = [
             f"--{name.replace('_', '-')}={value}" for name, value in SERVER_SETTINGS.items()
         ]
-        with open(self.log_path, "wb") as log:
+        with open(self.log_path, "ab") as log:
             self.process = processes.spawn(
                 [
                     str(self.bindir / "postgres"),
@@ -244,6 +274,14 @@ class EmbeddedPostgres:
                 stop_at_exit=False,  # stop() does it, after the workers
                 **self._as_user(),
             )
+
+    def restart(self, down_for: float = 0.0, timeout: float = 60) -> None:
+        """Fast shutdown (clients are disconnected), ``down_for`` s down, start again."""
+        if self.process is None:
+            raise RuntimeError("the server is not running")
+        processes.stop(self.process, timeout=20, signum=signal.SIGINT, whole_group=False)
+        time.sleep(down_for)
+        self._spawn_postmaster()
         self._wait_ready(timeout)
 
     def _wait_ready(self, timeout: float) -> None:

@@ -13,6 +13,21 @@ procrastinate" of ``sql/schema.sql``:
   call) to run the planner beside each worker that serves the sisy queue;
 * the worker options sisy reads (``queues``, ``stalled_worker_timeout``: the
   heartbeat age after which procrastinate itself deems a worker stalled);
+* the job LISTEN connection, revived after a PostgreSQL restart. A worker
+  learns of new jobs through ``app.job_manager.listen_for_jobs``, a side task
+  of the worker. procrastinate 3.10 reconnects it once, at once; during a
+  restart that attempt fails (the server is still shutting down or not yet
+  up), the side task ends with a ``ConnectorException``, and nothing notices
+  (the worker's side-task monitor has already returned when the periodic
+  deferrer, which has no task to defer, ended at start): the worker then only
+  polls, every ``fetch_job_polling_interval``. :func:`install` wraps
+  ``listen_for_jobs`` so that a lost connection is re-established, retrying
+  every :data:`LISTEN_RETRY_DELAYS` s, and says so in the log (a warning when
+  it is lost, a line when the first notification arrives again). Runs are
+  back on time within seconds of the server's return, without a restart of
+  the worker (``tests/test_pg_restart.py``). Were this impossible, the
+  fallback would be to stop the worker with a non-zero exit and a one-line
+  reason, for its supervisor to restart it;
 * :data:`PYTHON_REQUIREMENTS` and :data:`SQL_REQUIREMENTS`, what this seam
   needs from procrastinate; ``tests/test_procrastinate_seam.py`` checks them
   against the installed version, so an upgrade that breaks them fails loudly.
@@ -29,6 +44,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import procrastinate
+from procrastinate import exceptions as procrastinate_exceptions
+from procrastinate import manager as procrastinate_manager
 from procrastinate import worker as procrastinate_worker
 from procrastinate.contrib.django import procrastinate_app
 from procrastinate.contrib.django import utils as django_utils
@@ -45,6 +62,9 @@ PYTHON_REQUIREMENTS: tuple[tuple[Any, str], ...] = (
     (procrastinate.App, "run_worker_async"),
     (procrastinate.App, "task"),
     (procrastinate.App, "worker_defaults"),
+    (procrastinate.App, "job_manager"),
+    (procrastinate_manager.JobManager, "listen_for_jobs"),
+    (procrastinate_exceptions, "ConnectorException"),
     (procrastinate_worker, "Worker"),
     (procrastinate.JobContext, "additional_context"),
     (procrastinate_app, "current_app"),
@@ -135,6 +155,58 @@ def connection_params(alias: str) -> dict[str, Any]:
     return params
 
 
+#: Seconds between attempts to re-establish a lost job LISTEN connection
+#: (the last one repeats for as long as the database is away).
+LISTEN_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0)
+
+
+def keep_listening(job_manager: procrastinate_manager.JobManager) -> None:
+    """Make ``job_manager.listen_for_jobs`` re-establish its connection whenever it is lost.
+
+    procrastinate's listener returns or raises only when it cannot (re)connect:
+    each database error is logged and the listener started again after a
+    delay, for as long as the worker runs (cancelling it stops it).
+    """
+    listen_for_jobs = job_manager.listen_for_jobs
+
+    @functools.wraps(listen_for_jobs)
+    async def listen_for_jobs_again(*, on_notification: Any, **kwargs: Any) -> None:
+        loop = asyncio.get_running_loop()
+        failures = 0
+
+        async def notified(*args: Any, **kw: Any) -> None:
+            nonlocal failures
+            if failures:
+                logger.info(
+                    "procrastinate's job LISTEN connection is back",
+                    extra={"action": "listen_restored", "attempts": failures},
+                )
+                failures = 0
+            await on_notification(*args, **kw)
+
+        while True:
+            started = loop.time()
+            try:
+                await listen_for_jobs(on_notification=notified, **kwargs)
+                return  # as procrastinate's own: it could not start listening
+            except procrastinate_exceptions.ConnectorException as exc:
+                if loop.time() - started > LISTEN_RETRY_DELAYS[-1]:
+                    failures = 0  # it was listening: a new outage
+                delay = LISTEN_RETRY_DELAYS[min(failures, len(LISTEN_RETRY_DELAYS) - 1)]
+                cause = repr(exc.__cause__ or exc)
+                failures += 1
+                logger.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    f"procrastinate's job LISTEN connection was lost ({cause}); "
+                    f"reconnecting every {LISTEN_RETRY_DELAYS[-1]} s at most, "
+                    "jobs are only polled meanwhile",
+                    extra={"action": "listen_lost", "exception": cause, "retry_in": delay},
+                )
+                await asyncio.sleep(delay)
+
+    job_manager.listen_for_jobs = listen_for_jobs_again  # type: ignore[method-assign]
+
+
 PlannerFactory = Callable[[WorkerOptions], Coroutine[Any, Any, None] | None]
 
 
@@ -149,11 +221,13 @@ def install(
     """Register ``run_task`` on ``app``; run ``start_planner(options)`` beside its workers.
 
     ``start_planner`` returns the coroutine to run for as long as the
-    worker runs, or None for a worker that must not plan. Idempotent.
+    worker runs, or None for a worker that must not plan. The workers' job
+    LISTEN connection is revived when lost (:func:`keep_listening`). Idempotent.
     """
     if getattr(app, _INSTALLED_MARK, False):
         return
     app.task(name=task_name, pass_context=True, queue=queue)(run_task)
+    keep_listening(app.job_manager)
     run_worker_async = app.run_worker_async
 
     @functools.wraps(run_worker_async)

@@ -7,12 +7,14 @@ of sql/schema.sql are adapted.
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
 import procrastinate
 import pytest
 from django.db import connection
+from procrastinate import worker as procrastinate_worker
 
 from sisy_pg import procrastinate_seam, sql_files
 
@@ -129,3 +131,15 @@ def test_install_is_idempotent_and_wraps_the_worker_once():
     worker.install(app)
     assert app.run_worker_async is wrapped
     assert "sisy.run" in app.tasks
+
+
+def test_the_workers_listen_through_the_job_manager_the_seam_wraps():
+    """keep_listening() revives the LISTEN only if workers start it from app.job_manager."""
+    app = procrastinate_seam.django_app()
+    assert app is not None
+    assert hasattr(app.job_manager.listen_for_jobs, "__wrapped__")  # install() wrapped it
+    source = inspect.getsource(procrastinate_worker.Worker)
+    assert "self.app.job_manager.listen_for_jobs(" in source, (
+        f"procrastinate {procrastinate.__version__}'s worker listens some other way: "
+        "adapt keep_listening() in sisy_pg/procrastinate_seam.py"
+    )

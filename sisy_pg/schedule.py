@@ -13,12 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import zoneinfo
 from functools import lru_cache
 
-from croniter import CroniterBadDateError, CroniterError, croniter
+from croniter import CroniterBadDateError, croniter
 
 _ONE_MICROSECOND = dt.timedelta(microseconds=1)
+_ONE_SECOND = dt.timedelta(seconds=1)
+# How far ahead to look for clocks going back. Vixie cron treats a larger change
+# as a clock correction; Antarctica/Troll's 2 hours is the largest DST shift.
+_MAX_SHIFT = dt.timedelta(hours=3)
 # Longest gap between two instants of a cron expression that fires at all:
 # 29 February, 2096 to 2104 (1900, 2100, 2200 are not leap years).
 _MAX_YEARS_BETWEEN_MATCHES = 9
@@ -41,7 +46,7 @@ def validate_schedule(expression: str) -> str:
     normalised = " ".join(fields)
     try:
         croniter(normalised)
-    except (CroniterError, ValueError, KeyError) as exc:
+    except (ValueError, KeyError) as exc:  # CroniterError is a ValueError (not exported by 2.0)
         raise ScheduleError(f"schedule {expression!r} is not valid cron: {exc}") from exc
     if not _has_an_instant(normalised):
         raise ScheduleError(
@@ -83,6 +88,72 @@ def get_timezone(name: str) -> zoneinfo.ZoneInfo:
         raise ScheduleError(f"unknown time zone {name!r}") from exc
 
 
+@lru_cache(maxsize=1024)
+def _every_hour(expression: str) -> bool:
+    """Whether the hour field covers all 24 hours (``*``, ``*/1``, ``0-23``).
+
+    Such a schedule is an interval read on the clock; any other hour field
+    names times of day. The two differ only across a daylight-saving change.
+    """
+    hours = croniter(expression).expanded[1]
+    return hours == ["*"] or set(hours) == set(range(24))
+
+
+def _offset_at(zone: zoneinfo.ZoneInfo, seconds: int) -> dt.timedelta | None:
+    return dt.datetime.fromtimestamp(seconds, tz=zone).utcoffset()
+
+
+def _transition(zone: zoneinfo.ZoneInfo, before: dt.datetime, after: dt.datetime) -> dt.datetime:
+    """The instant in ``(before, after]`` at which ``zone`` changes its UTC offset.
+
+    ``before`` and ``after`` have different offsets and one change between
+    them (they are at most a few hours apart). tzdata changes offsets on whole
+    seconds, so a bisection on seconds finds the instant exactly.
+    """
+    low = math.floor(before.timestamp())
+    high = math.ceil(after.timestamp())
+    low_offset = _offset_at(zone, low)
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _offset_at(zone, middle) == low_offset:
+            low = middle
+        else:
+            high = middle
+    return dt.datetime.fromtimestamp(high, tz=dt.timezone.utc)
+
+
+def _wall_span(zone: zoneinfo.ZoneInfo, change: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The local times ``[start, end)`` that the offset change at ``change`` repeats or skips.
+
+    Naive datetimes, like the local times croniter walks: ``[01:00, 02:00)``
+    when New York's clocks go back, ``[02:00, 02:30)`` when Lord Howe's go forward.
+    """
+    before = (change - _ONE_SECOND).astimezone(zone) + _ONE_SECOND  # wall-clock arithmetic
+    after = change.astimezone(zone)
+    walls = sorted((before.replace(tzinfo=None), after.replace(tzinfo=None)))
+    return walls[0], walls[1]
+
+
+def _next_local(expression: str, after: dt.datetime) -> dt.datetime:
+    """First local time (naive) matching ``expression`` strictly after ``after`` (naive)."""
+    iterator = croniter(expression, after)
+    while True:
+        local: dt.datetime = iterator.get_next(dt.datetime)
+        if local > after:
+            return local
+
+
+def _occurrences(local: dt.datetime, zone: zoneinfo.ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
+    """The UTC instants of a naive local time read with ``fold=0`` and ``fold=1``.
+
+    Equal for a time that happens once; ``first < second`` for a time that
+    happens twice; ``first > second`` for a time that does not exist (PEP 495).
+    """
+    first = local.replace(tzinfo=zone, fold=0).astimezone(dt.timezone.utc)
+    second = local.replace(tzinfo=zone, fold=1).astimezone(dt.timezone.utc)
+    return first, second
+
+
 def _is_repeated_wall_time(instant: dt.datetime) -> bool:
     """True for the second occurrence of a local time (the hour DST gives back)."""
     return bool(instant.fold) and (instant.replace(fold=0).utcoffset() != instant.utcoffset())
@@ -91,24 +162,74 @@ def _is_repeated_wall_time(instant: dt.datetime) -> bool:
 def next_after(expression: str, timezone: str, after: dt.datetime) -> dt.datetime:
     """First instant of ``expression`` strictly after ``after``, in UTC.
 
-    When clocks go back, a fixed-hour schedule (``'30 2 * * *'``) fires once, at
-    the first 02:30, as cron does; schedules with a wildcard hour field keep
-    firing through the repeated hour because they are intervals, not times of day.
-    When clocks go forward, a time that does not exist fires at the first
-    instant after the gap (croniter's rule).
+    The schedule is matched against the local time in ``timezone``. Across a
+    change of UTC offset (daylight saving) the rule is:
+
+    - A schedule whose hour field covers every hour (``'*/15 * * * *'``,
+      ``'0 * * * *'``, ``'* * * * * */10'``) is an interval read on the clock.
+      It fires at every real instant whose local time matches: on both passes
+      of a repeated hour (clocks going back), and not at all for local times
+      that clocks going forward skip, since no instant shows them. So
+      ``'*/15 * * * *'`` stays 15 minutes apart in elapsed time through both.
+    - Any other hour field names times of day (``'30 1 * * *'``,
+      ``'*/15 2 * * *'``). A time that happens twice fires once, at its first
+      occurrence; times that do not exist fire once, together, at the first
+      instant after the gap (02:30 on Berlin's spring-forward day fires at
+      03:00 CEST).
+
+    croniter only walks naive local times; turning them into instants is done
+    here with ``zoneinfo``, so the answer does not depend on the croniter
+    version's own time-zone handling. Offset changes are assumed to be more
+    than three hours apart, as every daylight-saving rule in tzdata is.
     """
     if after.tzinfo is None:
         raise ValueError("next_after() needs an aware datetime")
     expression = validate_schedule(expression)
     zone = get_timezone(timezone)
-    hour_field = expression.split()[1]
-    fixed_hour = not hour_field.startswith("*")
-    iterator = croniter(expression, after.astimezone(zone))
+    every_hour = _every_hour(expression)
+    after = after.astimezone(dt.timezone.utc)
+    local_after = after.astimezone(zone)
+    wall = local_after.replace(tzinfo=None)
+
+    # 1. Local times after ``wall``, each at its first occurrence: these come
+    # in the same order in local and in real time.
+    search_from = wall
+    repeated: tuple[dt.datetime, dt.datetime] | None = None
+    if _is_repeated_wall_time(local_after):
+        # ``after`` is on the second pass of a repeated hour: the first
+        # occurrences of the rest of that hour are past.
+        repeated = _wall_span(zone, _transition(zone, local_after.replace(fold=0), after))
+        search_from = max(wall, repeated[1] - _ONE_MICROSECOND)
     while True:
-        candidate: dt.datetime = iterator.get_next(dt.datetime).astimezone(zone)
-        if fixed_hour and _is_repeated_wall_time(candidate):
-            continue
-        return candidate.astimezone(dt.timezone.utc)
+        local = _next_local(expression, search_from)
+        first, second = _occurrences(local, zone)
+        if first <= second:
+            break  # the local time exists
+        change = _transition(zone, second, first)  # it is in a gap: clocks went forward
+        if not every_hour:
+            return change  # a time of day fires at the first instant after the gap
+        search_from = _wall_span(zone, change)[1] - _ONE_MICROSECOND
+    if not every_hour:
+        return first  # a time of day fires at its first occurrence only
+
+    # 2. An interval also fires on the second pass of a repeated hour: the one
+    # ``after`` is in, or one that begins before ``first``.
+    if repeated is None:
+        horizon = min(first, after + _MAX_SHIFT)
+        before_offset = local_after.utcoffset()
+        horizon_offset = horizon.astimezone(zone).utcoffset()
+        if before_offset is None or horizon_offset is None or horizon_offset >= before_offset:
+            return first
+        repeated = _wall_span(zone, _transition(zone, after, horizon))
+        search_from = repeated[0] - _ONE_MICROSECOND
+    else:
+        search_from = wall
+    local = _next_local(expression, search_from)
+    if local < repeated[1]:
+        second = _occurrences(local, zone)[1]
+        if after < second < first:
+            return second
+    return first
 
 
 @dataclasses.dataclass(frozen=True)

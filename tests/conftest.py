@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.db import connection
 
@@ -26,6 +29,27 @@ atexit.register(shutil.rmtree, _LOGS, ignore_errors=True)
 # SIGTERM and SIGHUP stop the session like Ctrl-C: fixtures tear down, workers
 # and the embedded PostgreSQL stop, temporary files go.
 processes.exit_on_signals()
+
+
+@contextlib.contextmanager
+def empty_database(prefix: str = "sisy_fresh") -> Iterator[str]:
+    """A new, empty database on the test server (its URL), dropped afterwards."""
+    server = os.environ["DATABASE_URL"]
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield with_database(server, name)
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def fresh_url() -> Iterator[str]:
+    """A new, empty database on the test server for a project run in a subprocess."""
+    with empty_database() as url:
+        yield url
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, interval: float = 0.02):

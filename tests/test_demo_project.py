@@ -3,28 +3,14 @@
 import os
 import subprocess
 import sys
-import uuid
 
 import psycopg
 import pytest
 
-from devtools.embedded_pg import with_database
 from tests.conftest import ROOT
 
 DEMO = ROOT / "demo"
 INSTANCE_TASK = "A suitably unique label for the task"
-
-
-@pytest.fixture
-def demo_url():
-    """A fresh, empty database on the test server for the demo project."""
-    server = os.environ["DATABASE_URL"]
-    name = f"sisy_demo_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield with_database(server, name)
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def run(url, *command, timeout=120):
@@ -48,11 +34,11 @@ def query(url, sql, params=None):
         return cursor.fetchall() if cursor.description else None
 
 
-def test_seed_migrations_apply_and_unapply(demo_url):
-    run(demo_url, "manage.py", "migrate", "--no-input")
-    tasks = dict(query(demo_url, "SELECT label, callable_info FROM sisy_task"))
+def test_seed_migrations_apply_and_unapply(fresh_url):
+    run(fresh_url, "manage.py", "migrate", "--no-input")
+    tasks = dict(query(fresh_url, "SELECT label, callable_info FROM sisy_task"))
     assert tasks["Daily data maintenance"]["func_path"] == "myapp.utilities.daily_maintenance"
-    ((foo_pk,),) = query(demo_url, "SELECT id FROM myapp_modelfoo")
+    ((foo_pk,),) = query(fresh_url, "SELECT id FROM myapp_modelfoo")
     assert tasks[INSTANCE_TASK] == {
         "func_type": "instancemethod",
         "module_name": "myapp.models",
@@ -62,49 +48,49 @@ def test_seed_migrations_apply_and_unapply(demo_url):
         "func_path": "myapp.models.ModelFoo.InstanceMethod",
         "model_pk": foo_pk,
     }
-    assert query(demo_url, "SELECT count(*) FROM sisy_task WHERE next_run IS NOT NULL") == [(4,)]
+    assert query(fresh_url, "SELECT count(*) FROM sisy_task WHERE next_run IS NOT NULL") == [(4,)]
 
     # A pending fire of the instance-method task, as a planner leaves it
     # between claiming the instant and a worker starting the run.
-    query(demo_url, "UPDATE sisy_task SET next_run = now() WHERE label = %s", [INSTANCE_TASK])
+    query(fresh_url, "UPDATE sisy_task SET next_run = now() WHERE label = %s", [INSTANCE_TASK])
     query(
-        demo_url,
+        fresh_url,
         "SELECT * FROM sisy_claim_due_v1(10, '0', '1 minute', 'sisy', 'sisy.run')",
     )
     ((job_id,),) = query(
-        demo_url,
+        fresh_url,
         "SELECT job_id FROM sisy_taskrun JOIN sisy_task t ON t.id = task_id WHERE t.label = %s",
         [INSTANCE_TASK],
     )
-    assert query(demo_url, "SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id]) == [
+    assert query(fresh_url, "SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id]) == [
         ("todo",)
     ]
 
-    run(demo_url, "manage.py", "migrate", "myapp", "0004-setup-staticmethod-task")
-    assert query(demo_url, "SELECT count(*) FROM sisy_task WHERE label = %s", [INSTANCE_TASK]) == [
+    run(fresh_url, "manage.py", "migrate", "myapp", "0004-setup-staticmethod-task")
+    assert query(fresh_url, "SELECT count(*) FROM sisy_task WHERE label = %s", [INSTANCE_TASK]) == [
         (0,)
     ]
-    assert query(demo_url, "SELECT count(*) FROM myapp_modelfoo") == [(0,)]
-    assert query(demo_url, "SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id]) == [
+    assert query(fresh_url, "SELECT count(*) FROM myapp_modelfoo") == [(0,)]
+    assert query(fresh_url, "SELECT status FROM procrastinate_jobs WHERE id = %s", [job_id]) == [
         ("cancelled",)
     ]
 
-    run(demo_url, "manage.py", "migrate", "myapp", "zero")
-    assert query(demo_url, "SELECT count(*) FROM sisy_task") == [(0,)]
-    assert query(demo_url, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'") == [
+    run(fresh_url, "manage.py", "migrate", "myapp", "zero")
+    assert query(fresh_url, "SELECT count(*) FROM sisy_task") == [(0,)]
+    assert query(fresh_url, "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo'") == [
         (0,)
     ]
-    run(demo_url, "manage.py", "migrate", "sisy", "zero")
-    assert query(demo_url, "SELECT to_regclass('sisy_task'), to_regproc('sisy_claim_due_v1')") == [
+    run(fresh_url, "manage.py", "migrate", "sisy", "zero")
+    assert query(fresh_url, "SELECT to_regclass('sisy_task'), to_regproc('sisy_claim_due_v1')") == [
         (None, None)
     ]
-    run(demo_url, "manage.py", "migrate", "--no-input")  # and back again
-    assert query(demo_url, "SELECT count(*) FROM sisy_task") == [(4,)]
+    run(fresh_url, "manage.py", "migrate", "--no-input")  # and back again
+    assert query(fresh_url, "SELECT count(*) FROM sisy_task") == [(4,)]
 
 
 @pytest.mark.e2e
-def test_demo_runs_a_worker_and_prints_a_line_per_fire(demo_url):
-    output = run(demo_url, str(DEMO / "run_demo.py"), "--seconds", "10")
+def test_demo_runs_a_worker_and_prints_a_line_per_fire(fresh_url):
+    output = run(fresh_url, str(DEMO / "run_demo.py"), "--seconds", "10")
     fires = [
         line
         for line in output.splitlines()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import uuid
 from collections.abc import Iterator
 
 import psycopg
@@ -12,9 +10,9 @@ import pytest
 from django.db import connection
 from procrastinate.schema import SchemaManager
 
-from devtools.embedded_pg import with_database
 from sisy_pg import sql_files
 from sisy_pg.models import Task, TaskRun
+from tests.conftest import empty_database
 
 SISY_TABLES = ("sisy_task", "sisy_taskrun")
 
@@ -61,19 +59,14 @@ def catalog(conn: psycopg.Connection) -> dict[str, list[tuple]]:
 @contextlib.contextmanager
 def fresh_database(*scripts: str) -> Iterator[psycopg.Connection]:
     """A new database on the test server with procrastinate's schema, then ``scripts``."""
-    server_url = os.environ["DATABASE_URL"]
-    name = f"sisy_schema_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        with psycopg.connect(with_database(server_url, name), autocommit=True) as conn:
-            conn.execute(SchemaManager.get_schema())
-            for script in scripts:
-                conn.execute(script)
-            yield conn
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with (
+        empty_database("sisy_schema") as url,
+        psycopg.connect(url, autocommit=True) as conn,
+    ):
+        conn.execute(SchemaManager.get_schema())
+        for script in scripts:
+            conn.execute(script)
+        yield conn
 
 
 def assert_same_catalog(built: dict[str, list[tuple]], expected: dict[str, list[tuple]]) -> None:

@@ -19,7 +19,6 @@ import importlib
 import os
 import subprocess
 import sys
-import uuid
 
 import psycopg
 import pytest
@@ -27,7 +26,6 @@ from django.db.migrations.loader import MigrationLoader
 from django.test import override_settings
 from procrastinate.schema import SchemaManager
 
-from devtools.embedded_pg import with_database
 from sisy_pg import sql_files
 from sisy_pg.models import Task, TaskRun
 from tests.conftest import ROOT
@@ -41,18 +39,6 @@ SEEDS = ["aaa_seeds.0001_seed", "aaa_seeds.0002_instance_method"]
 LATER = "sisy.0002_later"
 # Where new settings go instead of a new column.
 JSONB_COLUMN = {Task: "Task.options", TaskRun: "TaskRun.details"}
-
-
-@pytest.fixture
-def fresh_url():
-    """A new, empty database on the test server, dropped afterwards."""
-    server = os.environ["DATABASE_URL"]
-    name = f"sisy_upgrade_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield with_database(server, name)
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def django(url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,6 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 import zipfile
 from pathlib import Path
 
@@ -26,7 +25,6 @@ import psycopg
 import pytest
 
 from devtools import processes
-from devtools.embedded_pg import with_database
 from tests.conftest import ROOT, wait_until
 
 DEMO = ROOT / "demo"
@@ -118,18 +116,6 @@ print(json.dumps([
     sisy_pg.__file__, sisy.__file__, str(f.directory()), f.migration_names(), sorted(f.queries())
 ]))
 """
-
-
-@pytest.fixture
-def fresh_url():
-    """A new, empty database on the test server, dropped afterwards."""
-    server = os.environ["DATABASE_URL"]
-    name = f"sisy_wheel_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield with_database(server, name)
-    with psycopg.connect(server, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def run(args: list[str], *, timeout: float = 300, **kwargs) -> str:

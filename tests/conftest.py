@@ -45,6 +45,13 @@ def empty_database(prefix: str = "sisy_fresh") -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def query(url: str, sql: str, params: object = None) -> list[tuple] | None:
+    """Run ``sql`` in its own autocommit session on database ``url``; its rows, if any."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(sql, params)
+        return cursor.fetchall() if cursor.description else None
+
+
 @pytest.fixture
 def fresh_url() -> Iterator[str]:
     """A new, empty database on the test server for a project run in a subprocess."""

@@ -4,10 +4,9 @@ import os
 import subprocess
 import sys
 
-import psycopg
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, query
 
 DEMO = ROOT / "demo"
 INSTANCE_TASK = "A suitably unique label for the task"
@@ -26,12 +25,6 @@ def run(url, *command, timeout=120):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result.stdout
-
-
-def query(url, sql, params=None):
-    with psycopg.connect(url, autocommit=True) as conn:
-        cursor = conn.execute(sql, params)
-        return cursor.fetchall() if cursor.description else None
 
 
 def test_seed_migrations_apply_and_unapply(fresh_url):

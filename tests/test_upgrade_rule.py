@@ -28,7 +28,7 @@ from procrastinate.schema import SchemaManager
 
 from sisy_pg import sql_files
 from sisy_pg.models import Task, TaskRun
-from tests.conftest import ROOT
+from tests.conftest import ROOT, query
 
 SETTINGS = "tests.later_release.settings"
 SEED = importlib.import_module("tests.later_release.aaa_seeds.migrations.0001_seed")
@@ -60,12 +60,6 @@ def django(url: str, *args: str, check: bool = True) -> subprocess.CompletedProc
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
-
-
-def query(url: str, sql: str, params: object = None) -> list[tuple] | None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cursor = conn.execute(sql, params)
-        return cursor.fetchall() if cursor.description else None
 
 
 def applied(url: str) -> list[str]:

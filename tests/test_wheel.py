@@ -21,11 +21,10 @@ import sys
 import zipfile
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from devtools import processes
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT, query, wait_until
 
 DEMO = ROOT / "demo"
 DEMO_TASKS = {
@@ -122,12 +121,6 @@ def run(args: list[str], *, timeout: float = 300, **kwargs) -> str:
     result = subprocess.run(args, capture_output=True, text=True, timeout=timeout, **kwargs)
     assert result.returncode == 0, f"{args}\n{result.stdout}\n{result.stderr}"
     return result.stdout
-
-
-def query(url: str, sql: str, params: object = None) -> list[tuple] | None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cursor = conn.execute(sql, params)
-        return cursor.fetchall() if cursor.description else None
 
 
 def isolated_env(**extra: str) -> dict[str, str]:

@@ -162,3 +162,11 @@ def test_sql_tables_are_what_django_makes_of_the_models():
         cursor.execute(f"SET LOCAL search_path TO {current}")
     assert from_sql["columns"] and from_sql["keys"]
     assert from_sql == from_models
+
+
+@pytest.mark.django_db  # makemigrations reads the migration history
+def test_the_migrations_state_is_the_models():
+    """A model change without its migration (state and SQL file) is caught here."""
+    from django.core.management import call_command
+
+    call_command("makemigrations", "sisy", "--check", "--dry-run", verbosity=0)

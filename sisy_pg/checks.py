@@ -78,7 +78,8 @@ def check_settings(
         )
     # name: (may be 0, may be None)
     numbers = {
-        "CATCHUP_WINDOW": (True, False),
+        "GRACE": (True, False),
+        "MISSED_ALL_LIMIT": (False, False),
         "LEAD_TIME": (True, False),
         "PLANNER_MAX_SLEEP": (False, False),
         "CLAIM_BATCH_SIZE": (False, False),

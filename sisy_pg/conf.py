@@ -18,9 +18,13 @@ DEFAULTS: dict[str, Any] = {
     # procrastinate queue the runs are deferred to. Workers that serve this
     # queue (or every queue) also plan and fire the schedule.
     "QUEUE": "sisy",
-    # Instants missed by more than this many seconds (worker outage) are
-    # skipped; later ones are still run, each exactly once.
-    "CATCHUP_WINDOW": 60.0,
+    # How late (seconds) a run may start before its instant counts as missed:
+    # the default of each task's "grace" option. A missed instant is dealt
+    # with by the task's "missed" policy (README, "Reliability").
+    "GRACE": 60.0,
+    # The most missed instants a task with the policy missed="all" catches up
+    # (the latest ones), and the most runs it has waiting to start.
+    "MISSED_ALL_LIMIT": 100,
     # How far ahead of its instant a run is claimed and handed to a worker,
     # which then starts it on the dot (instead of paying claim, notification,
     # fetch and connection set-up after the instant). 0 turns this off.

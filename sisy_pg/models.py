@@ -18,7 +18,7 @@ from django.db.models import Exists, OuterRef, Subquery
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from . import callables, conf, schedule
+from . import callables, conf, policies, schedule
 from .schedule import PlanInput
 
 
@@ -101,6 +101,9 @@ def _validate_delay_until(delay_until: dt.datetime | None, using: str) -> None:
         raise ValueError("Task cannot start running in the past")
 
 
+# Columns the planner and the workers keep (see Task.save).
+STATE_FIELDS = ("next_run", "last_run", "fire_count", "finished_at", "error")
+
 # Why a task cannot run now (Task.not_runnable_reason), as users are told.
 NOT_RUNNABLE_MESSAGES = {
     "finished": "finished (its iterations are used up or its end_running has passed)",
@@ -177,9 +180,10 @@ class Task(models.Model):
         help_text="Off: a fire that would overlap a running run is skipped.",
     )
     userdata = models.JSONField(default=dict, blank=True)
-    # Task options of later releases: the columns this model maps are frozen
-    # since sisy.0001_initial (see "Upgrades" in the README), so new options
-    # are keys here, checked by Python and by SQL constraints.
+    # The task's policies (policies.py: missed, grace, overlap, timeout,
+    # retries, retry_delay), and the options of later releases: the columns
+    # this model maps are frozen since sisy.0001_initial (see "Upgrades" in
+    # the README), so options are keys here, checked by Python and by SQL.
     options = models.JSONField(default=dict, blank=True, editable=False)
 
     # Kept by the planner and the triggers; see sql/schema.sql.
@@ -189,7 +193,12 @@ class Task(models.Model):
     )
     fire_count = models.PositiveIntegerField(default=0, editable=False)
     finished_at = models.DateTimeField(null=True, blank=True, editable=False)
-    schedule_error = models.TextField(blank=True, default="", editable=False)
+    error = models.TextField(
+        blank=True,
+        default="",
+        editable=False,
+        help_text="Why the task cannot run (it is broken); cleared when its definition changes.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     modified_at = models.DateTimeField(auto_now=True)
 
@@ -206,6 +215,18 @@ class Task(models.Model):
         errors = self.definition_errors(using=kwargs.get("using"))
         if errors:
             raise TaskDefinitionError(errors)
+        if isinstance(self.options, dict) and self.options.get("overlap"):
+            # One truth for Sisy's flag and the richer option.
+            self.allow_overlap = self.options["overlap"] == "allow"
+        if not self._state.adding and not args and kwargs.get("update_fields") is None:
+            # The planner and the workers own the state columns: a copy read
+            # a while ago (an admin form, a long-lived object) must not write
+            # back a stale next_run, fire_count or error.
+            kwargs["update_fields"] = [
+                field.name
+                for field in self._meta.concrete_fields
+                if not field.primary_key and field.name not in STATE_FIELDS
+            ]
         if self._state.adding and self.next_run is None and self.enabled:
             # Planned here so the new row shows its next run at once; rows
             # written without it (bulk_create, SQL) are planned by a worker.
@@ -250,7 +271,13 @@ class Task(models.Model):
         None when the task is disabled or has nothing left to run.
         """
         self.next_run = self._plan_from_now() if self.enabled else None
-        self.save()
+        if self._state.adding:
+            self.save()
+        else:
+            self.save()
+            type(self).objects.using(self._database()).filter(pk=self.pk).update(
+                next_run=self.next_run
+            )
         return self.next_run
 
     def not_runnable_reason(self) -> str | None:
@@ -350,6 +377,17 @@ class Task(models.Model):
     # --- state shown to users ------------------------------------------------
 
     @property
+    def policy(self) -> policies.Policy:
+        """The task's policies (missed instants, overlap, retries, timeout), defaults filled in."""
+        options = self.options if isinstance(self.options, dict) else {}
+        return policies.Policy.of(options, self.allow_overlap)
+
+    @property
+    def broken(self) -> bool:
+        """Whether the task cannot run (``error`` says why) until its row is fixed."""
+        return bool(self.error)
+
+    @property
     def finished(self) -> bool:
         return self.finished_at is not None
 
@@ -398,8 +436,9 @@ class Task(models.Model):
         userdata_error = _userdata_error(self.userdata)
         if userdata_error:
             errors["userdata"] = userdata_error
-        if not isinstance(self.options, dict):
-            errors["options"] = f"options must be a dict, not {type(self.options).__name__}"
+        options_errors = policies.options_errors(self.options)
+        if options_errors:
+            errors["options"] = "; ".join(options_errors)
         try:
             callables.validate_info(self.callable_info)
         except callables.CallableError as exc:
@@ -483,10 +522,19 @@ class TaskRun(models.Model):
         RUNNING = "running"
         SUCCEEDED = "succeeded"
         FAILED = "failed"
+        TIMED_OUT = "timed_out", "Timed out"
         SKIPPED = "skipped"
+        MISSED = "missed"
         CANCELLED = "cancelled"
 
-    FINAL_STATUSES = (Status.SUCCEEDED, Status.FAILED, Status.SKIPPED, Status.CANCELLED)
+    FINAL_STATUSES = (
+        Status.SUCCEEDED,
+        Status.FAILED,
+        Status.TIMED_OUT,
+        Status.SKIPPED,
+        Status.MISSED,
+        Status.CANCELLED,
+    )
 
     # The unique (task, scheduled_for) constraint's index serves this key.
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs", db_index=False)

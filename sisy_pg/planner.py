@@ -24,8 +24,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import DictRow
 
-from . import schedule
-from .store import ClaimedTask, Store
+from . import policies, schedule
+from .store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -43,18 +43,18 @@ class Planner:
         *,
         queue: str,
         task_name: str,
-        catchup_window: float,
         lead_time: float,
         max_sleep: float,
         batch_size: int,
         retention_days: float | None = None,
         stalled_worker_timeout: float,
+        missed_all_limit: int = 100,
     ) -> None:
         self.store = store
         self.queue = queue
         self.task_name = task_name
-        self.catchup_window = dt.timedelta(seconds=catchup_window)
         self.lead_time = lead_time
+        self.missed_all_limit = missed_all_limit
         # The longest sleep, and the period of the cluster's housekeeping:
         # short enough to close a dead worker's runs soon after procrastinate
         # deems it stalled.
@@ -121,18 +121,33 @@ class Planner:
         await self.housekeeping(conn)
         planned = await self.plan_pending(conn)
         state = await self.store.planner_state(conn)
+        if state.seconds_to_deadline is not None and state.seconds_to_deadline <= 0:
+            await self.time_out_runs(conn)
+            state = await self.store.planner_state(conn)
         if state.pending:
             # More than one batch was waiting (go on at once), or another
             # planner holds those rows (its commit will notify us).
             return 0.0 if planned else _CONTENDED_RETRY
+        delay = self.max_sleep
+        if state.seconds_to_deadline is not None:
+            delay = min(delay, max(state.seconds_to_deadline, 0.0))
         if state.seconds_to_next is None:
-            return self.max_sleep
+            return delay
         seconds_to_claim = state.seconds_to_next - self.lead_time
         if seconds_to_claim <= 0:
             # Still due after our claim: rows another planner holds, or a
             # batch too small. Retry soon; its commit notifies us anyway.
             return 0.0 if fired >= self.batch_size else _CONTENDED_RETRY
-        return min(seconds_to_claim, self.max_sleep)
+        return min(seconds_to_claim, delay)
+
+    async def time_out_runs(self, conn: psycopg.AsyncConnection[DictRow]) -> None:
+        """Close the runs past their task's timeout (any planner may; it is idempotent)."""
+        count = await self.store.time_out_runs(conn, queue=self.queue, task_name=self.task_name)
+        if count:
+            logger.warning(
+                f"{count} run(s) timed out (still running past their task's timeout)",
+                extra={"action": "runs_timed_out", "count": count},
+            )
 
     async def housekeeping(
         self, conn: psycopg.AsyncConnection[DictRow], force: bool = False
@@ -150,7 +165,9 @@ class Planner:
         if not force and not await self.store.housekeeping_due(conn, every=every):
             return
         # Runs left 'running' by a dead worker would block no-overlap tasks.
-        orphans = await self.store.fail_orphaned_runs(conn, stalled_after=self.stalled_after)
+        orphans = await self.store.fail_orphaned_runs(
+            conn, stalled_after=self.stalled_after, queue=self.queue, task_name=self.task_name
+        )
         if orphans:
             logger.warning(
                 f"Closed {orphans} run(s) that can no longer happen (dead worker or job)",
@@ -167,58 +184,48 @@ class Planner:
                 )
 
     async def fire_due(self, conn: psycopg.AsyncConnection[DictRow]) -> int:
-        """Claim due tasks and store each one's next instant, in one transaction."""
+        """Claim due tasks, decide what each instant gets, record it all: one transaction."""
         async with conn.transaction():
             claimed = await self.store.claim_due(
                 conn,
                 limit=self.batch_size,
                 lead=dt.timedelta(seconds=self.lead_time),
-                catchup=self.catchup_window,
-                queue=self.queue,
-                task_name=self.task_name,
+                stalled_after=self.stalled_after,
             )
-            plans: dict[int, schedule.Plan | schedule.ScheduleError] = {}
-            for task in claimed:
-                plans[task.task_id] = self._plan_claimed(task)
-            await self.store.set_plans(conn, plans)
-        for task in claimed:
-            if task.run_id is not None:
-                logger.debug(
-                    f"Fired task {task.task_id} for {task.fired_for.isoformat()}",
-                    extra={
-                        "action": "task_fired",
-                        "task_id": task.task_id,
-                        "run_id": task.run_id,
-                        "scheduled_for": task.fired_for.isoformat(),
-                    },
-                )
-            elif task.stale:
-                logger.warning(
-                    f"Task {task.task_id} missed {task.fired_for.isoformat()} "
-                    "(older than SISY_CATCHUP_WINDOW); not run",
-                    extra={
-                        "action": "task_missed",
-                        "task_id": task.task_id,
-                        "scheduled_for": task.fired_for.isoformat(),
-                    },
-                )
+            if not claimed:
+                return 0
+            # Cron arithmetic is CPU work: off the worker's event loop.
+            decisions = await asyncio.to_thread(self._decide_all, claimed)
+            records = [
+                (due.task_id, record)
+                for due, decision in zip(claimed, decisions, strict=True)
+                if not isinstance(decision, schedule.ScheduleError)
+                for record in decision.records
+            ]
+            plans = {
+                due.task_id: decision
+                if isinstance(decision, schedule.ScheduleError)
+                else decision.plan
+                for due, decision in zip(claimed, decisions, strict=True)
+            }
+            await self.store.store_decisions(
+                conn, queue=self.queue, task_name=self.task_name, records=records, plans=plans
+            )
+        for task_id, record in records:
+            _log_decision(task_id, record)
         return len(claimed)
 
-    def _plan_claimed(self, task: ClaimedTask) -> schedule.Plan | schedule.ScheduleError:
-        try:
-            if task.stale:
-                return schedule.plan_from_now(task.plan_input, task.claimed_at)
-            plan = schedule.plan_after_fire(
-                task.plan_input, task.fired_for, task.claimed_at, self.catchup_window
-            )
-        except Exception as exc:  # one bad row must not stop the others
-            return _unplannable(task.task_id, exc)
-        if plan.skipped_instants:
-            logger.warning(
-                f"Task {task.task_id} skipped instants older than SISY_CATCHUP_WINDOW",
-                extra={"action": "task_missed", "task_id": task.task_id},
-            )
-        return plan
+    def _decide_all(
+        self, claimed: list[policies.Due]
+    ) -> list[policies.Decision | schedule.ScheduleError]:
+        lead = dt.timedelta(seconds=self.lead_time)
+        decisions: list[policies.Decision | schedule.ScheduleError] = []
+        for due in claimed:
+            try:
+                decisions.append(policies.decide(due, lead=lead, all_limit=self.missed_all_limit))
+            except Exception as exc:  # one bad row must not stop the others
+                decisions.append(_unplannable(due.task_id, exc))
+        return decisions
 
     async def plan_pending(self, conn: psycopg.AsyncConnection[DictRow]) -> int:
         """Compute next_run for tasks that are new or were changed by a writer."""
@@ -230,7 +237,9 @@ class Planner:
                     plans[task_id] = schedule.plan_from_now(plan_input, now)
                 except Exception as exc:  # one bad row must not stop the others
                     plans[task_id] = _unplannable(task_id, exc)
-            await self.store.set_plans(conn, plans)
+            await self.store.store_decisions(
+                conn, queue=self.queue, task_name=self.task_name, records=[], plans=plans
+            )
         if plans:
             logger.debug(
                 f"Planned {len(plans)} task(s)",
@@ -239,8 +248,26 @@ class Planner:
         return len(plans)
 
 
+def _log_decision(task_id: int, record: policies.Record) -> None:
+    extra = {"task_id": task_id, "scheduled_for": record.instant.isoformat()}
+    if record.status == "queued":
+        logger.debug(
+            f"Fired task {task_id} for {record.instant.isoformat()}",
+            extra={"action": "task_fired", **extra},
+        )
+    else:
+        # Missed instants are news (workers were down or too busy); a
+        # coalesced or overlapping fire is the policy working as asked.
+        level = logging.WARNING if record.status == "missed" else logging.INFO
+        logger.log(
+            level,
+            f"Task {task_id}: {record.error}",
+            extra={"action": f"task_{record.details.get('reason', record.status)}", **extra},
+        )
+
+
 def _unplannable(task_id: int, exc: Exception) -> schedule.ScheduleError:
-    """Log why a task cannot be planned; the error is stored in schedule_error."""
+    """Log why a task cannot be planned; the error is stored in its error column."""
     error = exc if isinstance(exc, schedule.ScheduleError) else schedule.ScheduleError(repr(exc))
     logger.error(
         f"Task {task_id} cannot be planned: {error}",

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
 import functools
 import inspect
 import logging
@@ -67,6 +68,9 @@ PYTHON_REQUIREMENTS: tuple[tuple[Any, str], ...] = (
     (procrastinate_exceptions, "ConnectorException"),
     (procrastinate_worker, "Worker"),
     (procrastinate.JobContext, "additional_context"),
+    (procrastinate.JobContext, "job"),
+    (procrastinate.BaseRetryStrategy, "get_retry_decision"),
+    (procrastinate.RetryDecision, "retry_at"),
     (procrastinate_app, "current_app"),
     (procrastinate_app, "FutureApp"),
     (procrastinate_settings, "DATABASE_ALIAS"),
@@ -94,6 +98,29 @@ SQL_REQUIREMENTS: tuple[tuple[str, str, str], ...] = (
     ("enum label", "procrastinate_job_status", "todo"),
     ("enum label", "procrastinate_job_status", "doing"),
 )
+
+
+class RetryRun(Exception):
+    """Raised by the runner for a failed attempt its task retries at ``retry_at``.
+
+    procrastinate's retry machinery re-runs the same job then (its
+    ``attempts`` counts them); the instant comes from the database's clock.
+    """
+
+    def __init__(self, retry_at: dt.datetime, attempt: int) -> None:
+        super().__init__(f"attempt {attempt} failed; retrying at {retry_at.isoformat()}")
+        self.retry_at = retry_at
+
+
+class _RetryWhenAsked(procrastinate.BaseRetryStrategy):
+    """Retry a sisy job exactly when the runner says so (per-task ``retries``)."""
+
+    def get_retry_decision(
+        self, *, exception: BaseException, job: procrastinate.jobs.Job
+    ) -> procrastinate.RetryDecision | None:
+        if isinstance(exception, RetryRun):
+            return procrastinate.RetryDecision(retry_at=exception.retry_at)
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +253,7 @@ def install(
     """
     if getattr(app, _INSTALLED_MARK, False):
         return
-    app.task(name=task_name, pass_context=True, queue=queue)(run_task)
+    app.task(name=task_name, pass_context=True, queue=queue, retry=_RetryWhenAsked())(run_task)
     keep_listening(app.job_manager)
     run_worker_async = app.run_worker_async
 

@@ -251,17 +251,16 @@ class Plan:
 
     next_run: dt.datetime | None
     finished: bool = False
-    skipped_instants: bool = False
 
 
 def _exhausted(task: PlanInput) -> bool:
     return bool(task.iterations) and task.fire_count >= task.iterations
 
 
-def _bounded(task: PlanInput, candidate: dt.datetime, skipped: bool = False) -> Plan:
+def _bounded(task: PlanInput, candidate: dt.datetime) -> Plan:
     if task.end_running is not None and candidate > task.end_running:
-        return Plan(next_run=None, finished=True, skipped_instants=skipped)
-    return Plan(next_run=candidate, skipped_instants=skipped)
+        return Plan(next_run=None, finished=True)
+    return Plan(next_run=candidate)
 
 
 def plan_from_now(task: PlanInput, now: dt.datetime) -> Plan:
@@ -279,22 +278,59 @@ def plan_from_now(task: PlanInput, now: dt.datetime) -> Plan:
     return _bounded(task, next_after(task.schedule, task.timezone, earliest - _ONE_MICROSECOND))
 
 
-def plan_after_fire(
-    task: PlanInput,
-    fired_for: dt.datetime,
-    now: dt.datetime,
-    catchup_window: dt.timedelta,
-) -> Plan:
-    """Plan the instant that follows ``fired_for``, the instant just fired.
+def plan_after(task: PlanInput, instant: dt.datetime) -> Plan:
+    """Plan the instant that follows ``instant``, one the planner just dealt with.
 
-    Following the schedule from the fired instant (not from the clock) means a
-    planner that wakes a little late never skips an instant. Instants later
-    than ``catchup_window`` are skipped rather than run in a burst.
+    Following the schedule from that instant (not from the clock) means a
+    planner that wakes a little late never skips an instant: instants that
+    are past by then are the policies' business (see policies.py).
     """
     if _exhausted(task):
         return Plan(next_run=None, finished=True)
-    candidate = next_after(task.schedule, task.timezone, fired_for)
-    skipped = candidate < now - catchup_window
-    if skipped:
-        candidate = next_after(task.schedule, task.timezone, now)
-    return _bounded(task, candidate, skipped)
+    return _bounded(task, next_after(task.schedule, task.timezone, instant))
+
+
+# Windows looked back through for the latest instant before a time: from a
+# second (every-second schedules) to the longest gap between two instants.
+_LOOK_BACK = (
+    dt.timedelta(seconds=1),
+    dt.timedelta(minutes=1),
+    dt.timedelta(hours=1),
+    dt.timedelta(days=1),
+    dt.timedelta(days=32),
+    dt.timedelta(days=366),
+    dt.timedelta(days=366 * _MAX_YEARS_BETWEEN_MATCHES),
+)
+
+
+def last_before(
+    expression: str, timezone: str, before: dt.datetime, not_before: dt.datetime
+) -> dt.datetime | None:
+    """Latest instant of ``expression`` in ``[not_before, before)``, or None.
+
+    Found by bisection on ``next_after`` (which only looks forward), so the
+    cost does not grow with the number of instants in between: an outage of
+    a week on an every-second schedule costs a few dozen steps.
+    """
+    if before <= not_before:
+        return None
+    for window in _LOOK_BACK:
+        low = max(before - window, not_before)
+        if next_after(expression, timezone, low - _ONE_MICROSECOND) < before:
+            break
+        if low == not_before:
+            return None
+    else:
+        return None
+    # An instant lies in [low, before), none in [high, before).
+    high = before
+    while high - low > _ONE_SECOND:
+        middle = low + (high - low) / 2
+        if next_after(expression, timezone, middle - _ONE_MICROSECOND) < before:
+            low = middle
+        else:
+            high = middle
+    last = next_after(expression, timezone, low - _ONE_MICROSECOND)
+    while (following := next_after(expression, timezone, last)) < before:
+        last = following
+    return last

@@ -16,24 +16,16 @@ from typing import Any
 import psycopg
 from django.db import connections
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import Jsonb
 
-from . import procrastinate_seam, schedule, sql_files
+from . import policies, procrastinate_seam, schedule, sql_files
 
 
 @dataclasses.dataclass(frozen=True)
 class PlannerState:
     seconds_to_next: float | None
+    seconds_to_deadline: float | None
     pending: bool
-
-
-@dataclasses.dataclass(frozen=True)
-class ClaimedTask:
-    task_id: int
-    plan_input: schedule.PlanInput
-    fired_for: dt.datetime
-    run_id: int | None
-    stale: bool
-    claimed_at: dt.datetime  # the database's clock when it was claimed
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +33,7 @@ class StartedRun:
     status: str
     task_id: int | None
     scheduled_for: dt.datetime | None
+    attempt: int | None
 
 
 def _plan_input(row: dict[str, Any]) -> schedule.PlanInput:
@@ -53,6 +46,52 @@ def _plan_input(row: dict[str, Any]) -> schedule.PlanInput:
         fire_count=row["fire_count"],
         wait_for_schedule=row["wait_for_schedule"],
     )
+
+
+def due_from_row(row: dict[str, Any]) -> policies.Due:
+    """A row of the query claim_due, for policies.decide."""
+    waiting = running = None
+    if row["waiting_run_id"] is not None:
+        waiting = policies.OtherRun(row["waiting_run_id"], row["waiting_for"], row["waiting_count"])
+    if row["running_run_id"] is not None:
+        running = policies.OtherRun(row["running_run_id"], row["running_for"])
+    return policies.Due(
+        task_id=row["id"],
+        plan_input=_plan_input(row),
+        policy=policies.Policy.of(row["options"], row["allow_overlap"]),
+        instant=row["instant"],
+        claimed_at=row["claimed_at"],
+        waiting=waiting,
+        running=running,
+    )
+
+
+def decision_params(
+    queue: str,
+    task_name: str,
+    records: list[tuple[int, policies.Record]],
+    plans: dict[int, schedule.Plan | schedule.ScheduleError],
+) -> dict[str, Any]:
+    """The parameters of the query store_decisions."""
+    return {
+        "queue": queue,
+        "task_name": task_name,
+        "run_task_ids": [task_id for task_id, _ in records],
+        "run_instants": [r.instant for _, r in records],
+        "run_statuses": [r.status for _, r in records],
+        "run_errors": [r.error for _, r in records],
+        "run_details": [Jsonb(r.details) for _, r in records],
+        "plan_task_ids": list(plans),
+        "plan_next_runs": [
+            None if isinstance(p, schedule.ScheduleError) else p.next_run for p in plans.values()
+        ],
+        "plan_finished": [
+            not isinstance(p, schedule.ScheduleError) and p.finished for p in plans.values()
+        ],
+        "plan_errors": [
+            str(p) if isinstance(p, schedule.ScheduleError) else "" for p in plans.values()
+        ],
+    }
 
 
 class Store:
@@ -79,32 +118,14 @@ class Store:
         *,
         limit: int,
         lead: dt.timedelta,
-        catchup: dt.timedelta,
-        queue: str,
-        task_name: str,
-    ) -> list[ClaimedTask]:
-        """Fire tasks due within ``lead``; call inside a transaction that then calls set_plans."""
+        stalled_after: dt.timedelta,
+    ) -> list[policies.Due]:
+        """Lock the tasks due within ``lead``; call inside a transaction that then stores decisions."""
         cursor = await conn.execute(
             self.queries["claim_due"],
-            {
-                "limit": limit,
-                "lead": lead,
-                "catchup": catchup,
-                "queue": queue,
-                "task_name": task_name,
-            },
+            {"limit": limit, "lead": lead, "stalled_after": stalled_after},
         )
-        return [
-            ClaimedTask(
-                task_id=row["id"],
-                plan_input=_plan_input(row),
-                fired_for=row["fired_for"],
-                run_id=row["run_id"],
-                stale=row["stale"],
-                claimed_at=row["claimed_at"],
-            )
-            for row in await cursor.fetchall()
-        ]
+        return [due_from_row(row) for row in await cursor.fetchall()]
 
     async def tasks_to_plan(
         self, conn: psycopg.AsyncConnection[DictRow], *, limit: int
@@ -116,37 +137,33 @@ class Store:
         cursor = await conn.execute(self.queries["tasks_to_plan"], {"limit": limit})
         return [(row["id"], _plan_input(row), row["now"]) for row in await cursor.fetchall()]
 
-    async def set_plans(
+    async def store_decisions(
         self,
         conn: psycopg.AsyncConnection[DictRow],
+        *,
+        queue: str,
+        task_name: str,
+        records: list[tuple[int, policies.Record]],
         plans: dict[int, schedule.Plan | schedule.ScheduleError],
-    ) -> None:
-        if not plans:
-            return
-        ids: list[int] = []
-        next_runs: list[dt.datetime | None] = []
-        finished: list[bool] = []
-        errors: list[str] = []
-        for task_id, plan in plans.items():
-            ids.append(task_id)
-            if isinstance(plan, schedule.ScheduleError):
-                next_runs.append(None)
-                finished.append(False)
-                errors.append(str(plan))
-            else:
-                next_runs.append(plan.next_run)
-                finished.append(plan.finished)
-                errors.append("")
-        await conn.execute(
-            self.queries["set_plans"],
-            {"ids": ids, "next_runs": next_runs, "finished": finished, "errors": errors},
+    ) -> int:
+        """Record runs and instants not run, and store next instants; return the runs queued."""
+        if not records and not plans:
+            return 0
+        cursor = await conn.execute(
+            self.queries["store_decisions"], decision_params(queue, task_name, records, plans)
         )
+        row = await cursor.fetchone()
+        return row["queued"] if row else 0
 
     async def planner_state(self, conn: psycopg.AsyncConnection[DictRow]) -> PlannerState:
         cursor = await conn.execute(self.queries["planner_state"])
         row = await cursor.fetchone()
         assert row is not None
-        return PlannerState(seconds_to_next=row["seconds_to_next"], pending=row["pending"])
+        return PlannerState(
+            seconds_to_next=row["seconds_to_next"],
+            seconds_to_deadline=row["seconds_to_deadline"],
+            pending=row["pending"],
+        )
 
     async def housekeeping_due(
         self, conn: psycopg.AsyncConnection[DictRow], *, every: dt.timedelta
@@ -156,10 +173,25 @@ class Store:
         return bool(row and row["due"])
 
     async def fail_orphaned_runs(
-        self, conn: psycopg.AsyncConnection[DictRow], *, stalled_after: dt.timedelta
+        self,
+        conn: psycopg.AsyncConnection[DictRow],
+        *,
+        stalled_after: dt.timedelta,
+        queue: str,
+        task_name: str,
     ) -> int:
         cursor = await conn.execute(
-            self.queries["fail_orphaned_runs"], {"stalled_after": stalled_after}
+            self.queries["fail_orphaned_runs"],
+            {"stalled_after": stalled_after, "queue": queue, "task_name": task_name},
+        )
+        row = await cursor.fetchone()
+        return row["count"] if row else 0
+
+    async def time_out_runs(
+        self, conn: psycopg.AsyncConnection[DictRow], *, queue: str, task_name: str
+    ) -> int:
+        cursor = await conn.execute(
+            self.queries["time_out_runs"], {"queue": queue, "task_name": task_name}
         )
         row = await cursor.fetchone()
         return row["count"] if row else 0
@@ -183,30 +215,74 @@ class Store:
         seconds: float = row[0]
         return seconds
 
-    def start_run(
-        self, *, run_id: int, job_id: int | None, worker: str, stalled_after: dt.timedelta
-    ) -> StartedRun:
-        # Any: the stubs' parameter types omit timedelta, which psycopg adapts to interval.
-        params: dict[str, Any] = {
-            "run_id": run_id,
-            "job_id": job_id,
-            "worker": worker,
-            "stalled_after": stalled_after,
-        }
+    def _call(self, query: str, params: dict[str, Any]) -> Any:
         with connections[self.database_alias].cursor() as cursor:
-            cursor.execute(self.queries["start_run"], params)
-            status, task_id, scheduled_for = cursor.fetchone()
-        return StartedRun(status=status, task_id=task_id, scheduled_for=scheduled_for)
+            cursor.execute(self.queries[query], params)
+            return cursor.fetchone()
 
-    def finish_run(self, *, run_id: int, status: str, error: str = "", traceback: str = "") -> bool:
-        """Record the outcome; False if the run was gone (its task was deleted)."""
-        with connections[self.database_alias].cursor() as cursor:
-            cursor.execute(
-                self.queries["finish_run"],
-                {"run_id": run_id, "status": status, "error": error, "traceback": traceback},
-            )
-            rowcount: int = cursor.rowcount
-            return rowcount == 1
+    def start_run(
+        self,
+        *,
+        run_id: int,
+        job_id: int | None,
+        worker: str,
+        stalled_after: dt.timedelta,
+        default_grace: dt.timedelta,
+    ) -> StartedRun:
+        status, task_id, scheduled_for, attempt = self._call(
+            "start_run",
+            {
+                "run_id": run_id,
+                "job_id": job_id,
+                "worker": worker,
+                "stalled_after": stalled_after,
+                "default_grace": default_grace,
+            },
+        )
+        return StartedRun(
+            status=status, task_id=task_id, scheduled_for=scheduled_for, attempt=attempt
+        )
+
+    def finish_run(
+        self,
+        *,
+        run_id: int,
+        status: str,
+        queue: str,
+        task_name: str,
+        error: str = "",
+        traceback: str = "",
+    ) -> bool:
+        """Record the outcome; False if the run was no longer running (timed out, or gone)."""
+        (finished,) = self._call(
+            "finish_run",
+            {
+                "run_id": run_id,
+                "status": status,
+                "error": error,
+                "traceback": traceback,
+                "queue": queue,
+                "task_name": task_name,
+            },
+        )
+        return bool(finished)
+
+    def retry_run(
+        self, *, run_id: int, error: str, traceback: str, retry_in: dt.timedelta
+    ) -> dt.datetime | None:
+        """Put a failed attempt back to wait; the instant to retry at (None: not running)."""
+        (retry_at,) = self._call(
+            "retry_run",
+            {"run_id": run_id, "error": error, "traceback": traceback, "retry_in": retry_in},
+        )
+        return retry_at  # type: ignore[no-any-return]
+
+    def break_task(self, *, run_id: int, reason: str, traceback: str) -> bool:
+        """Fail the run and mark its task broken; True if this call broke it."""
+        (broke,) = self._call(
+            "break_task", {"run_id": run_id, "reason": reason, "traceback": traceback}
+        )
+        return bool(broke)
 
 
 @cache

@@ -31,7 +31,7 @@ def make_planner(options: procrastinate_seam.WorkerOptions) -> Planner:
         default_store(),
         queue=settings.QUEUE,
         task_name=runner.RUN_TASK_NAME,
-        catchup_window=float(settings.CATCHUP_WINDOW),
+        missed_all_limit=int(settings.MISSED_ALL_LIMIT),
         lead_time=float(settings.LEAD_TIME),
         max_sleep=float(settings.PLANNER_MAX_SLEEP),
         batch_size=int(settings.CLAIM_BATCH_SIZE),

@@ -3,43 +3,47 @@
 -- Each starts with a line "-- name --"; the next comment line says what it is for.
 
 -- claim_due --
--- Fire every due task (see sisy_claim_due_v1 in schema.sql)
+-- Lock the due tasks, with what runs each has waiting or running (see sisy_claim_due_v1)
 SELECT id, schedule, timezone, start_running, end_running, iterations, fire_count,
-       wait_for_schedule, fired_for, run_id, stale, claimed_at
-  FROM sisy_claim_due_v1(%(limit)s, %(lead)s, %(catchup)s, %(queue)s, %(task_name)s);
+       wait_for_schedule, allow_overlap, options, instant, claimed_at,
+       waiting_run_id, waiting_for, waiting_count, running_run_id, running_for
+  FROM sisy_claim_due_v1(%(limit)s, %(lead)s, %(stalled_after)s);
+
+-- store_decisions --
+-- Record the runs decided and the next instants (see sisy_store_decisions_v1)
+SELECT sisy_store_decisions_v1(
+           %(queue)s, %(task_name)s,
+           %(run_task_ids)s::bigint[], %(run_instants)s::timestamptz[], %(run_statuses)s::text[],
+           %(run_errors)s::text[], %(run_details)s::jsonb[],
+           %(plan_task_ids)s::bigint[], %(plan_next_runs)s::timestamptz[],
+           %(plan_finished)s::boolean[], %(plan_errors)s::text[]
+       ) AS queued;
 
 -- tasks_to_plan --
 -- Lock tasks that a writer changed or created without next_run; "now" is the database's
 SELECT id, schedule, timezone, start_running, end_running, iterations, fire_count,
        wait_for_schedule, clock_timestamp() AS now
   FROM sisy_task
- WHERE enabled AND next_run IS NULL AND finished_at IS NULL AND schedule_error = ''
+ WHERE enabled AND next_run IS NULL AND finished_at IS NULL AND error = ''
  ORDER BY id
  LIMIT %(limit)s
    FOR NO KEY UPDATE SKIP LOCKED;
 
--- set_plans --
--- Store the planner's answers: the next instant, the end of a task, or why it cannot be planned
-UPDATE sisy_task AS t
-   SET next_run = plan.next_run,
-       enabled = t.enabled AND NOT plan.finished,
-       finished_at = CASE WHEN plan.finished THEN clock_timestamp() ELSE t.finished_at END,
-       schedule_error = plan.error
-  FROM unnest(
-           %(ids)s::bigint[], %(next_runs)s::timestamptz[],
-           %(finished)s::boolean[], %(errors)s::text[]
-       ) AS plan(id, next_run, finished, error)
- WHERE t.id = plan.id;
-
 -- planner_state --
--- Seconds until the earliest next_run (negative: overdue), and whether tasks wait to be planned
+-- Seconds until the earliest next_run (negative: overdue) and the earliest run
+-- deadline (a task's timeout), and whether tasks wait to be planned
 SELECT EXTRACT(EPOCH FROM (
            (SELECT min(next_run) FROM sisy_task WHERE enabled AND next_run IS NOT NULL)
            - clock_timestamp()
        ))::float8 AS seconds_to_next,
+       EXTRACT(EPOCH FROM (
+           (SELECT min((details ->> 'deadline')::timestamptz) FROM sisy_taskrun
+             WHERE status = 'running' AND details ? 'deadline')
+           - clock_timestamp()
+       ))::float8 AS seconds_to_deadline,
        EXISTS (
            SELECT 1 FROM sisy_task
-            WHERE enabled AND next_run IS NULL AND finished_at IS NULL AND schedule_error = ''
+            WHERE enabled AND next_run IS NULL AND finished_at IS NULL AND error = ''
        ) AS pending;
 
 -- housekeeping_due --
@@ -48,7 +52,11 @@ SELECT sisy_housekeeping_due_v1(%(every)s) AS due;
 
 -- fail_orphaned_runs --
 -- Close runs that can no longer happen (their worker or their job is gone)
-SELECT sisy_fail_orphaned_runs_v1(%(stalled_after)s) AS count;
+SELECT sisy_fail_orphaned_runs_v1(%(stalled_after)s, %(queue)s, %(task_name)s) AS count;
+
+-- time_out_runs --
+-- Close the runs past their task's timeout
+SELECT sisy_time_out_runs_v1(%(queue)s, %(task_name)s) AS count;
 
 -- prune_runs --
 -- Delete old finished runs and their jobs (SISY_RUN_RETENTION_DAYS)
@@ -59,13 +67,22 @@ SELECT sisy_prune_runs_v1(%(retention)s, %(limit)s) AS count;
 SELECT extract(epoch FROM to_timestamp(%(instant)s) - clock_timestamp())::float8;
 
 -- start_run --
--- Move a queued run to running (or skipped); see sisy_start_run_v1
-SELECT status, task_id, scheduled_for
-  FROM sisy_start_run_v1(%(run_id)s, %(job_id)s, %(worker)s, %(stalled_after)s);
+-- Move a queued run to running (or missed, or skipped); see sisy_start_run_v1
+SELECT status, task_id, scheduled_for, attempt
+  FROM sisy_start_run_v1(
+           %(run_id)s, %(job_id)s, %(worker)s, %(stalled_after)s, %(default_grace)s
+       );
 
 -- finish_run --
--- Record how a run ended
-UPDATE sisy_taskrun
-   SET status = %(status)s, finished_at = clock_timestamp(),
-       error = %(error)s, traceback = %(traceback)s
- WHERE id = %(run_id)s AND status = 'running';
+-- Record how a run ended; release the run buffered behind it
+SELECT sisy_finish_run_v1(
+           %(run_id)s, %(status)s, %(error)s, %(traceback)s, %(queue)s, %(task_name)s
+       );
+
+-- retry_run --
+-- A failed attempt to be retried after a delay: the run waits again; returns when
+SELECT sisy_retry_run_v1(%(run_id)s, %(error)s, %(traceback)s, %(retry_in)s);
+
+-- break_task --
+-- The callable cannot be resolved: fail the run, mark the task broken
+SELECT sisy_break_task_v1(%(run_id)s, %(reason)s, %(traceback)s);

@@ -57,7 +57,9 @@ CREATE TABLE sisy_task (
     last_run timestamp with time zone NULL,
     fire_count integer NOT NULL DEFAULT 0 CONSTRAINT sisy_task_fire_count_check CHECK (fire_count >= 0),
     finished_at timestamp with time zone NULL,
-    schedule_error text NOT NULL DEFAULT '',
+    -- Why the task cannot run (an unplannable schedule, a callable that cannot
+    -- be resolved): a broken task is not fired until a writer fixes the row.
+    error text NOT NULL DEFAULT '',
     created_at timestamp with time zone NOT NULL DEFAULT now(),
     modified_at timestamp with time zone NOT NULL DEFAULT now(),
     -- The last line of defence for raw SQL.
@@ -65,7 +67,31 @@ CREATE TABLE sisy_task (
         cardinality(regexp_split_to_array(btrim(schedule), '\s+')) BETWEEN 5 AND 6
     ),
     CONSTRAINT sisy_task_userdata_is_object CHECK (jsonb_typeof(userdata) = 'object'),
-    CONSTRAINT sisy_task_options_is_object CHECK (jsonb_typeof(options) = 'object'),
+    -- The per-task policies (README, "Reliability"); sisy_pg.policies checks
+    -- the same in Python with a message per key. Other keys are left to later
+    -- releases.
+    CONSTRAINT sisy_task_options_valid CHECK (
+        jsonb_typeof(options) = 'object'
+        AND coalesce(options ->> 'missed' IN ('coalesce', 'skip', 'all'), true)
+        AND coalesce(options ->> 'overlap' IN ('allow', 'skip', 'buffer_one'), true)
+        AND CASE coalesce(jsonb_typeof(options -> 'grace'), 'null')
+                WHEN 'null' THEN true
+                WHEN 'number' THEN (options ->> 'grace')::numeric >= 0
+                ELSE false END
+        AND CASE coalesce(jsonb_typeof(options -> 'timeout'), 'null')
+                WHEN 'null' THEN true
+                WHEN 'number' THEN (options ->> 'timeout')::numeric > 0
+                ELSE false END
+        AND CASE coalesce(jsonb_typeof(options -> 'retries'), 'null')
+                WHEN 'null' THEN true
+                WHEN 'number' THEN (options ->> 'retries')::numeric BETWEEN 0 AND 100
+                               AND (options ->> 'retries')::numeric % 1 = 0
+                ELSE false END
+        AND CASE coalesce(jsonb_typeof(options -> 'retry_delay'), 'null')
+                WHEN 'null' THEN true
+                WHEN 'number' THEN (options ->> 'retry_delay')::numeric > 0
+                ELSE false END
+    ),
     CONSTRAINT sisy_task_callable_has_path CHECK (
         jsonb_typeof(callable_info) = 'object'
         AND coalesce(jsonb_typeof(callable_info -> 'func_path') = 'string', false)
@@ -93,7 +119,9 @@ CREATE TABLE sisy_taskrun (
     -- of workers. Its index also serves the foreign key.
     CONSTRAINT sisy_taskrun_once_per_instant UNIQUE (task_id, scheduled_for),
     CONSTRAINT sisy_taskrun_status_known CHECK (
-        status IN ('queued', 'running', 'succeeded', 'failed', 'skipped', 'cancelled')
+        status IN (
+            'queued', 'running', 'succeeded', 'failed', 'timed_out', 'skipped', 'missed', 'cancelled'
+        )
     ),
     CONSTRAINT sisy_taskrun_details_is_object CHECK (jsonb_typeof(details) = 'object')
 );
@@ -114,11 +142,11 @@ CREATE INDEX sisy_task_due_idx
 -- Tasks waiting for the planner (new, or changed by a writer).
 CREATE INDEX sisy_task_to_plan_idx
     ON sisy_task (id)
-    WHERE enabled AND next_run IS NULL AND finished_at IS NULL AND schedule_error = '';
+    WHERE enabled AND next_run IS NULL AND finished_at IS NULL AND error = '';
 -- Finished runs by age (retention, sisy_prune_runs_v1).
 CREATE INDEX sisy_taskrun_finished_idx
     ON sisy_taskrun (finished_at)
-    WHERE status IN ('succeeded', 'failed', 'skipped', 'cancelled');
+    WHERE status IN ('succeeded', 'failed', 'timed_out', 'skipped', 'missed', 'cancelled');
 -- Queued and running runs of a task (cancellation, overlap check).
 CREATE INDEX sisy_taskrun_active_idx
     ON sisy_taskrun (task_id, status) WHERE status IN ('queued', 'running');
@@ -129,20 +157,32 @@ CREATE INDEX sisy_taskrun_active_idx
 -- seam is sisy_pg/procrastinate_seam.py; tests/test_procrastinate_seam.py
 -- fails loudly if an upgrade of procrastinate changes what this relies on.
 
--- Defers the job that executes run p_run_id at p_at; returns the job id.
-CREATE FUNCTION sisy_defer_run_job_v1(p_queue text, p_task_name text, p_run_id bigint, p_at timestamptz)
-    RETURNS bigint
+-- Defers the jobs that execute runs p_run_ids, each held by its runner
+-- until its instant p_ats[i]; returns their ids, in the same order. The job
+-- type's fields are set by name, not position.
+CREATE FUNCTION sisy_defer_run_jobs_v1(
+    p_queue text, p_task_name text, p_run_ids bigint[], p_ats timestamptz[]
+)
+    RETURNS bigint[]
     LANGUAGE plpgsql
     SET search_path FROM CURRENT
 AS $$
 DECLARE
+    jobs procrastinate_job_to_defer_v1[] := '{}';
     job procrastinate_job_to_defer_v1;
 BEGIN
-    job.queue_name := p_queue;
-    job.task_name := p_task_name;
-    job.priority := 0;
-    job.args := jsonb_build_object('run_id', p_run_id, 'at', extract(epoch FROM p_at));
-    RETURN (procrastinate_defer_jobs_v1(ARRAY[job]))[1];
+    FOR i IN 1 .. coalesce(cardinality(p_run_ids), 0) LOOP
+        job := NULL;
+        job.queue_name := p_queue;
+        job.task_name := p_task_name;
+        job.priority := 0;
+        job.args := jsonb_build_object('run_id', p_run_ids[i], 'at', extract(epoch FROM p_ats[i]));
+        jobs := jobs || job;
+    END LOOP;
+    IF cardinality(jobs) = 0 THEN
+        RETURN '{}';
+    END IF;
+    RETURN procrastinate_defer_jobs_v1(jobs);
 END;
 $$;
 
@@ -232,11 +272,15 @@ BEGIN
         IF NEW.next_run IS NOT DISTINCT FROM OLD.next_run THEN
             NEW.next_run := NULL;
         END IF;
-        NEW.schedule_error := '';
+        NEW.error := '';
         IF NEW.enabled AND NOT OLD.enabled THEN
             -- Re-enabled: the planner decides again whether it is finished.
             NEW.finished_at := NULL;
         END IF;
+    ELSIF TG_OP = 'UPDATE' AND NEW.callable_info IS DISTINCT FROM OLD.callable_info THEN
+        -- A new callable may mend a broken task: the planner plans it again
+        -- (a broken task has no next_run) and its next run tries it.
+        NEW.error := '';
     END IF;
 
     -- Raw SQL edits of the definition show in modified_at as ORM saves do.
@@ -268,7 +312,8 @@ BEGIN
     -- A user disabled the task (a finished task keeps its last queued run).
     UPDATE sisy_taskrun
        SET status = 'cancelled', finished_at = clock_timestamp(),
-           error = 'cancelled: the task was disabled before this run started'
+           error = 'cancelled: the task was disabled before this run started',
+           details = details || '{"reason": "disabled"}'::jsonb
      WHERE task_id = NEW.id AND status = 'queued';
     RETURN NULL;
 END;
@@ -373,123 +418,419 @@ CREATE TRIGGER sisy_taskrun_notify_v1
     AFTER INSERT OR UPDATE OF status ON sisy_taskrun
     FOR EACH ROW EXECUTE FUNCTION sisy_taskrun_notify_v1();
 
--- Firing: claim what is due, exactly once ------------------------------------------
+-- Firing: claim what is due, decide, record -------------------------------------------
+-- One planner transaction: sisy_claim_due_v1 locks the due tasks and tells
+-- what runs each has waiting or running; the planner applies the task's
+-- policies (sisy_pg/policies.py: missed instants, overlap, at most one run
+-- waiting) and sisy_store_decisions_v1 records every decision -- a run to
+-- execute, or a row saying why an instant is not run -- with each task's
+-- next instant. Every decision is taken on the database's clock.
 
--- Claims up to p_limit tasks due within p_lead (skipping rows another
--- planner holds), and for each inserts its run and defers the procrastinate
--- job that executes it. The job carries the instant: claimed a little
--- ahead, it is already in a worker when the instant comes, and the runner
--- starts it on the dot.
--- Instants older than p_catchup (a worker outage) are not run. Every
--- decision is taken on the database's clock, returned as claimed_at for the
--- caller to plan from. Returns the planning columns of every claimed task, for
--- the caller to compute and store next_run in the same transaction (query
--- set_plans).
-CREATE FUNCTION sisy_claim_due_v1(
-    p_limit integer,
-    p_lead interval,
-    p_catchup interval,
-    p_queue text,
-    p_task_name text
-)
+-- Locks up to p_limit tasks due within p_lead (skipping rows another planner
+-- holds). For each: its planning columns and policies, the instant due, the
+-- database's now, its waiting runs (queued, whose job may still run: the
+-- earliest and how many) and its latest run executing on a live worker (one
+-- whose heartbeat is younger than p_stalled_after).
+CREATE FUNCTION sisy_claim_due_v1(p_limit integer, p_lead interval, p_stalled_after interval)
     RETURNS TABLE (
         id bigint, schedule varchar, timezone varchar,
         start_running timestamptz, end_running timestamptz,
         iterations integer, fire_count integer, wait_for_schedule boolean,
-        fired_for timestamptz, run_id bigint, stale boolean, claimed_at timestamptz
+        allow_overlap boolean, options jsonb,
+        instant timestamptz, claimed_at timestamptz,
+        waiting_run_id bigint, waiting_for timestamptz, waiting_count integer,
+        running_run_id bigint, running_for timestamptz
     )
-    LANGUAGE plpgsql
+    LANGUAGE sql
     SET search_path FROM CURRENT
 AS $$
-DECLARE
-    -- Constants, not clock_timestamp() in the WHERE clause: a volatile call
-    -- there would make PostgreSQL read every row instead of the index range.
-    claimed_at timestamptz := clock_timestamp();
-    due_by timestamptz := claimed_at + p_lead;
-    stale_before timestamptz := claimed_at - p_catchup;
-    due record;
-    new_run bigint;
-BEGIN
-    FOR due IN
-        SELECT t.id, t.next_run, t.fire_count
+    -- The clock is read once (an InitPlan): a volatile call in the WHERE
+    -- clause would make PostgreSQL read every row instead of the index range.
+    WITH clock AS MATERIALIZED (
+        SELECT clock_timestamp() AS now
+    ), due AS (
+        SELECT t.*
           FROM sisy_task AS t
-         WHERE t.enabled AND t.next_run IS NOT NULL AND t.next_run <= due_by
+         WHERE t.enabled AND t.next_run IS NOT NULL
+           AND t.next_run <= (SELECT clock.now FROM clock) + p_lead
          ORDER BY t.next_run
          LIMIT p_limit
            FOR NO KEY UPDATE SKIP LOCKED
-    LOOP
-        new_run := NULL;
-        IF due.next_run >= stale_before THEN
-            INSERT INTO sisy_taskrun (task_id, scheduled_for, status, queued_at)
-            VALUES (due.id, due.next_run, 'queued', clock_timestamp())
-            ON CONFLICT (task_id, scheduled_for) DO NOTHING
-            RETURNING sisy_taskrun.id INTO new_run;
-        END IF;
-        IF new_run IS NOT NULL THEN
-            UPDATE sisy_taskrun
-               SET job_id = sisy_defer_run_job_v1(p_queue, p_task_name, new_run, due.next_run)
-             WHERE sisy_taskrun.id = new_run;
-            UPDATE sisy_task AS t
-               SET last_run = due.next_run, fire_count = due.fire_count + 1
-             WHERE t.id = due.id;
-        END IF;
-        RETURN QUERY
-            SELECT t.id, t.schedule, t.timezone, t.start_running, t.end_running,
-                   t.iterations, t.fire_count, t.wait_for_schedule,
-                   due.next_run, new_run, due.next_run < stale_before, claimed_at
-              FROM sisy_task AS t WHERE t.id = due.id;
-    END LOOP;
-END;
+    )
+    SELECT due.id, due.schedule, due.timezone, due.start_running, due.end_running,
+           due.iterations, due.fire_count, due.wait_for_schedule,
+           due.allow_overlap, due.options,
+           due.next_run, (SELECT clock.now FROM clock),
+           waiting.first_id, waiting.first_for, waiting.count,
+           running.id, running.scheduled_for
+      FROM due
+      LEFT JOIN LATERAL (
+          SELECT (array_agg(r.id ORDER BY r.scheduled_for))[1] AS first_id,
+                 min(r.scheduled_for) AS first_for,
+                 count(*)::integer AS count
+            FROM sisy_taskrun AS r
+           WHERE r.task_id = due.id AND r.status = 'queued'
+             -- a run buffered behind a running one has no job yet
+             AND (r.job_id IS NULL OR sisy_job_pending_v1(r.job_id, p_stalled_after))
+      ) AS waiting ON true
+      LEFT JOIN LATERAL (
+          SELECT r.id, r.scheduled_for
+            FROM sisy_taskrun AS r
+           WHERE r.task_id = due.id AND r.status = 'running'
+             AND r.job_id IS NOT NULL AND sisy_job_alive_v1(r.job_id, p_stalled_after)
+           ORDER BY r.scheduled_for DESC
+           LIMIT 1
+      ) AS running ON true
+     ORDER BY due.next_run;
 $$;
 
--- Running: start a run ------------------------------------------------------------
-
--- Moves a queued run to running, or to skipped when its task disallows
--- overlap and another run of it is still executing on a live worker (one
--- whose heartbeat is younger than p_stalled_after). Returns the run's status
--- afterwards: anything but 'running' means the caller must not run the
--- callable.
-CREATE FUNCTION sisy_start_run_v1(
-    p_run_id bigint, p_job_id bigint, p_worker text, p_stalled_after interval
+-- Records the planner's decisions for the tasks it claimed (or planned):
+--   * runs: one row per (task, instant) decided. 'queued' runs are fires:
+--     each gets its procrastinate job (unless it waits, buffered, behind a
+--     running run: details.buffered_behind) and counts in the task's
+--     fire_count and last_run. Any other status ('skipped', 'missed') is the
+--     record of an instant not run, with its reason in error and details.
+--   * plans: each task's next instant, its end, or why it cannot be planned.
+-- Returns the number of runs queued.
+CREATE FUNCTION sisy_store_decisions_v1(
+    p_queue text,
+    p_task_name text,
+    p_run_task_ids bigint[],
+    p_run_instants timestamptz[],
+    p_run_statuses text[],
+    p_run_errors text[],
+    p_run_details jsonb[],
+    p_plan_task_ids bigint[],
+    p_plan_next_runs timestamptz[],
+    p_plan_finished boolean[],
+    p_plan_errors text[]
 )
-    RETURNS TABLE (status varchar, task_id bigint, scheduled_for timestamptz)
+    RETURNS integer
     LANGUAGE plpgsql
     SET search_path FROM CURRENT
 AS $$
 DECLARE
+    to_defer bigint[];
+    instants timestamptz[];
+BEGIN
+    WITH inserted AS (
+        INSERT INTO sisy_taskrun AS r
+               (task_id, scheduled_for, status, queued_at, finished_at, error, details)
+        SELECT d.task_id, d.instant, d.status, clock_timestamp(),
+               CASE WHEN d.status = 'queued' THEN NULL ELSE clock_timestamp() END,
+               d.error, d.details
+          FROM unnest(p_run_task_ids, p_run_instants, p_run_statuses, p_run_errors, p_run_details)
+               AS d(task_id, instant, status, error, details)
+        ON CONFLICT (task_id, scheduled_for) DO NOTHING
+        RETURNING r.id, r.task_id, r.scheduled_for, r.status, r.details
+    ), fired AS (
+        UPDATE sisy_task AS t
+           SET last_run = f.last_run, fire_count = t.fire_count + f.count
+          FROM (
+              SELECT i.task_id, max(i.scheduled_for) AS last_run, count(*)::integer AS count
+                FROM inserted AS i
+               WHERE i.status = 'queued'
+               GROUP BY i.task_id
+          ) AS f
+         WHERE t.id = f.task_id
+    )
+    SELECT array_agg(i.id ORDER BY i.id), array_agg(i.scheduled_for ORDER BY i.id)
+      INTO to_defer, instants
+      FROM inserted AS i
+     WHERE i.status = 'queued' AND NOT i.details ? 'buffered_behind';
+
+    IF to_defer IS NOT NULL THEN
+        UPDATE sisy_taskrun AS r
+           SET job_id = j.job_id
+          FROM unnest(to_defer, sisy_defer_run_jobs_v1(p_queue, p_task_name, to_defer, instants))
+               AS j(run_id, job_id)
+         WHERE r.id = j.run_id;
+    END IF;
+
+    UPDATE sisy_task AS t
+       SET next_run = p.next_run,
+           enabled = t.enabled AND NOT p.finished,
+           finished_at = CASE WHEN p.finished THEN clock_timestamp() ELSE t.finished_at END,
+           error = p.error
+      FROM unnest(p_plan_task_ids, p_plan_next_runs, p_plan_finished, p_plan_errors)
+           AS p(task_id, next_run, finished, error)
+     WHERE t.id = p.task_id;
+
+    RETURN coalesce(cardinality(to_defer), 0);
+END;
+$$;
+
+-- Running: start, finish, retry, time out, break -----------------------------------
+
+-- Moves a queued run to running, unless:
+--   * it reaches a worker later than the task's grace after it was due
+--     (details.due_at -- a retry's or a released buffered run's start --
+--     or its instant): 'missed', not run late (not for the policy
+--     missed='all', which runs every instant);
+--   * the task does not allow overlap and another of its runs executes on
+--     a live worker: 'skipped', naming that run.
+-- Returns the run's status afterwards (anything but 'running' means the
+-- caller must not run the callable) and its attempt (1 for the first).
+CREATE FUNCTION sisy_start_run_v1(
+    p_run_id bigint,
+    p_job_id bigint,
+    p_worker text,
+    p_stalled_after interval,
+    p_default_grace interval
+)
+    RETURNS TABLE (status varchar, task_id bigint, scheduled_for timestamptz, attempt integer)
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    now_ timestamptz := clock_timestamp();
     run sisy_taskrun;
-    exclusive boolean;
+    task sisy_task;
+    grace interval;
+    late_by interval;
+    other_id bigint;
+    other_for timestamptz;
 BEGIN
     SELECT * INTO run FROM sisy_taskrun AS r WHERE r.id = p_run_id FOR UPDATE;
     IF NOT FOUND THEN
-        RETURN QUERY SELECT 'missing'::varchar, NULL::bigint, NULL::timestamptz;
+        RETURN QUERY SELECT 'missing'::varchar, NULL::bigint, NULL::timestamptz, NULL::integer;
         RETURN;
     END IF;
     IF run.status = 'queued' THEN
-        SELECT NOT t.allow_overlap INTO exclusive FROM sisy_task AS t WHERE t.id = run.task_id;
-        IF exclusive THEN
+        SELECT * INTO task FROM sisy_task AS t WHERE t.id = run.task_id;
+        grace := coalesce(
+            make_interval(secs => (task.options ->> 'grace')::float8), p_default_grace
+        );
+        late_by := now_ - coalesce((run.details ->> 'due_at')::timestamptz, run.scheduled_for);
+        IF coalesce(
+            task.options ->> 'overlap', CASE WHEN task.allow_overlap THEN 'allow' ELSE 'skip' END
+        )
+           IN ('skip', 'buffer_one')
+        THEN
             -- Serialise starts of this task so two workers cannot both see
             -- "nothing running" (the key space is sisy's own: 0x5153).
             PERFORM pg_advisory_xact_lock(20819, (run.task_id % 2147483647)::integer);
+            SELECT o.id, o.scheduled_for INTO other_id, other_for
+              FROM sisy_taskrun AS o
+             WHERE o.task_id = run.task_id AND o.status = 'running' AND o.id <> run.id
+               AND sisy_job_alive_v1(o.job_id, p_stalled_after)
+             ORDER BY o.scheduled_for DESC
+             LIMIT 1;
         END IF;
-        IF exclusive AND EXISTS (
-            SELECT 1
-              FROM sisy_taskrun AS other
-             WHERE other.task_id = run.task_id AND other.status = 'running'
-               AND sisy_job_alive_v1(other.job_id, p_stalled_after)
-        ) THEN
+
+        IF coalesce(task.options ->> 'missed', 'coalesce') <> 'all' AND late_by > grace THEN
             UPDATE sisy_taskrun AS r
-               SET status = 'skipped', finished_at = clock_timestamp(), worker = p_worker,
-                   error = 'skipped: the previous run is still running and the task does not allow overlap'
-             WHERE r.id = p_run_id;
+               SET status = 'missed', finished_at = now_, worker = p_worker,
+                   job_id = coalesce(r.job_id, p_job_id),
+                   error = format(
+                       'missed: reached a worker %s s after it was due, later than the '
+                       'task''s grace of %s s; not run late',
+                       round(extract(epoch FROM late_by)::numeric, 3),
+                       extract(epoch FROM grace)::float8
+                   ),
+                   details = r.details || jsonb_build_object(
+                       'reason', 'late', 'late_by', extract(epoch FROM late_by)::float8
+                   )
+             WHERE r.id = run.id;
+        ELSIF other_id IS NOT NULL THEN
+            UPDATE sisy_taskrun AS r
+               SET status = 'skipped', finished_at = now_, worker = p_worker,
+                   job_id = coalesce(r.job_id, p_job_id),
+                   error = format(
+                       'overlap: run %s (for %s) is still running and the task does not '
+                       'allow overlap', other_id, other_for
+                   ),
+                   details = r.details || jsonb_build_object(
+                       'reason', 'overlap', 'overlapped_run', other_id
+                   )
+             WHERE r.id = run.id;
         ELSE
             UPDATE sisy_taskrun AS r
-               SET status = 'running', started_at = clock_timestamp(), worker = p_worker,
-                   job_id = COALESCE(r.job_id, p_job_id)
-             WHERE r.id = p_run_id;
+               SET status = 'running', started_at = now_, finished_at = NULL, worker = p_worker,
+                   job_id = coalesce(r.job_id, p_job_id),
+                   details = r.details
+                       || jsonb_build_object(
+                              'attempt', coalesce((r.details ->> 'attempt')::integer, 0) + 1
+                          )
+                       || CASE WHEN task.options ->> 'timeout' IS NULL THEN '{}'::jsonb
+                          ELSE jsonb_build_object(
+                              'deadline',
+                              now_ + make_interval(secs => (task.options ->> 'timeout')::float8)
+                          ) END
+             WHERE r.id = run.id;
         END IF;
     END IF;
-    RETURN QUERY SELECT r.status, r.task_id, r.scheduled_for FROM sisy_taskrun AS r WHERE r.id = p_run_id;
+    RETURN QUERY
+        SELECT r.status, r.task_id, r.scheduled_for, (r.details ->> 'attempt')::integer
+          FROM sisy_taskrun AS r WHERE r.id = p_run_id;
+END;
+$$;
+
+-- Defers the job of the run of task p_task_id buffered behind a run that is
+-- no longer running (policy overlap='buffer_one'): it starts now, and its
+-- grace counts from now.
+CREATE FUNCTION sisy_release_buffered_run_v1(p_task_id bigint, p_queue text, p_task_name text)
+    RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    buffered bigint;
+    now_ timestamptz := clock_timestamp();
+BEGIN
+    SELECT r.id INTO buffered
+      FROM sisy_taskrun AS r
+     WHERE r.task_id = p_task_id AND r.status = 'queued' AND r.job_id IS NULL
+       AND r.details ? 'buffered_behind'
+       AND NOT EXISTS (
+           SELECT 1 FROM sisy_taskrun AS ahead
+            WHERE ahead.id = (r.details ->> 'buffered_behind')::bigint
+              AND ahead.status = 'running'
+       )
+     ORDER BY r.scheduled_for
+     LIMIT 1
+       FOR UPDATE SKIP LOCKED;
+    IF buffered IS NULL THEN
+        RETURN 0;
+    END IF;
+    UPDATE sisy_taskrun AS r
+       SET job_id = (sisy_defer_run_jobs_v1(p_queue, p_task_name, ARRAY[r.id], ARRAY[now_]))[1],
+           details = r.details || jsonb_build_object('due_at', now_)
+     WHERE r.id = buffered;
+    RETURN 1;
+END;
+$$;
+
+-- Records how a run ended. A run timed out meanwhile keeps its status; how
+-- its callable ended is noted in details.returned. Releases the run buffered
+-- behind it. False when the run was not running (timed out, or gone).
+CREATE FUNCTION sisy_finish_run_v1(
+    p_run_id bigint, p_status text, p_error text, p_traceback text,
+    p_queue text, p_task_name text
+)
+    RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    finished_task bigint;
+BEGIN
+    UPDATE sisy_taskrun AS r
+       SET status = p_status, finished_at = clock_timestamp(),
+           error = p_error, traceback = p_traceback
+     WHERE r.id = p_run_id AND r.status = 'running'
+    RETURNING r.task_id INTO finished_task;
+    IF finished_task IS NULL THEN
+        UPDATE sisy_taskrun AS r
+           SET details = r.details || jsonb_build_object(
+                   'returned', p_status, 'returned_at', clock_timestamp(),
+                   'returned_error', p_error
+               )
+         WHERE r.id = p_run_id AND r.status = 'timed_out';
+        RETURN false;
+    END IF;
+    PERFORM sisy_release_buffered_run_v1(finished_task, p_queue, p_task_name);
+    RETURN true;
+END;
+$$;
+
+-- A failed attempt that will be retried at p_retry_at (procrastinate retries
+-- its job): the run waits again, its attempts listed in details.attempts.
+-- Returns the retry instant, or NULL when the run was not running.
+CREATE FUNCTION sisy_retry_run_v1(
+    p_run_id bigint, p_error text, p_traceback text, p_retry_in interval
+)
+    RETURNS timestamptz
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    retry_at timestamptz := clock_timestamp() + p_retry_in;
+BEGIN
+    UPDATE sisy_taskrun AS r
+       SET status = 'queued', error = p_error, traceback = p_traceback,
+           details = r.details || jsonb_build_object(
+               'due_at', retry_at,
+               'attempts', coalesce(r.details -> 'attempts', '[]'::jsonb) || jsonb_build_array(
+                   jsonb_build_object(
+                       'attempt', coalesce((r.details ->> 'attempt')::integer, 1),
+                       'started_at', r.started_at,
+                       'failed_at', clock_timestamp(),
+                       'error', p_error
+                   )
+               )
+           )
+     WHERE r.id = p_run_id AND r.status = 'running';
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    RETURN retry_at;
+END;
+$$;
+
+-- A run whose callable cannot be resolved (missing module or attribute,
+-- deleted pk_override row, a path SISY_ALLOWED_CALLABLES refuses): the run
+-- fails, the task is marked broken with the reason (sisy_task.error) and
+-- stops firing, its other waiting runs are cancelled. A writer mends it by
+-- changing the definition or clearing the error. Returns true when this call
+-- broke the task (false: it already was, or the run was not running).
+CREATE FUNCTION sisy_break_task_v1(p_run_id bigint, p_reason text, p_traceback text)
+    RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    broken_task bigint;
+BEGIN
+    UPDATE sisy_taskrun AS r
+       SET status = 'failed', finished_at = clock_timestamp(),
+           error = 'broken: ' || p_reason, traceback = p_traceback,
+           details = r.details || '{"reason": "broken"}'::jsonb
+     WHERE r.id = p_run_id AND r.status = 'running'
+    RETURNING r.task_id INTO broken_task;
+    IF broken_task IS NULL THEN
+        RETURN false;
+    END IF;
+    UPDATE sisy_taskrun AS r
+       SET status = 'cancelled', finished_at = clock_timestamp(),
+           error = 'cancelled: the task is broken: ' || p_reason,
+           details = r.details || '{"reason": "broken"}'::jsonb
+     WHERE r.task_id = broken_task AND r.status = 'queued';
+    UPDATE sisy_task AS t
+       SET error = p_reason, next_run = NULL
+     WHERE t.id = broken_task AND t.error = '';
+    RETURN FOUND;
+END;
+$$;
+
+-- Runs past their task's timeout (details.deadline) become 'timed_out': they
+-- no longer count as running for the overlap policy, and the run buffered
+-- behind each is released. Their worker thread cannot be stopped; how the
+-- callable eventually ended is noted by sisy_finish_run_v1.
+CREATE FUNCTION sisy_time_out_runs_v1(p_queue text, p_task_name text) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    timed_out_tasks bigint[];
+BEGIN
+    WITH timed_out AS (
+        UPDATE sisy_taskrun AS r
+           SET status = 'timed_out', finished_at = clock_timestamp(),
+               error = format(
+                   'timed out: still running %s s after it started (the task''s timeout)',
+                   round(extract(epoch FROM (r.details ->> 'deadline')::timestamptz
+                                            - r.started_at)::numeric, 3)
+               ),
+               details = r.details || '{"reason": "timed_out"}'::jsonb
+         WHERE r.status = 'running' AND r.details ? 'deadline'
+           AND (r.details ->> 'deadline')::timestamptz <= clock_timestamp()
+        RETURNING r.task_id
+    )
+    SELECT array_agg(timed_out.task_id) INTO timed_out_tasks FROM timed_out;
+    PERFORM sisy_release_buffered_run_v1(t, p_queue, p_task_name)
+       FROM unnest(coalesce(timed_out_tasks, '{}')) AS t;
+    RETURN coalesce(cardinality(timed_out_tasks), 0);
 END;
 $$;
 
@@ -512,11 +853,18 @@ $$;
 -- Closes the runs that can no longer happen: a run left 'running' by a
 -- worker that died (its job is no longer executed by a live worker), and a
 -- run still 'queued' whose job ended, vanished or lost its worker before the
--- run began (a runner error before sisy_start_run_v1, a killed worker).
-CREATE FUNCTION sisy_fail_orphaned_runs_v1(p_stalled_after interval) RETURNS integer
-    LANGUAGE sql
+-- run began (a runner error before sisy_start_run_v1, a killed worker). Then
+-- releases the runs buffered behind runs that ended.
+CREATE FUNCTION sisy_fail_orphaned_runs_v1(
+    p_stalled_after interval, p_queue text, p_task_name text
+)
+    RETURNS integer
+    LANGUAGE plpgsql
     SET search_path FROM CURRENT
 AS $$
+DECLARE
+    closed integer;
+BEGIN
     WITH orphaned AS (
         UPDATE sisy_taskrun AS r
            SET status = 'failed', finished_at = clock_timestamp(),
@@ -525,17 +873,28 @@ AS $$
                        'worker lost: the worker running this run stopped without reporting'
                    ELSE
                        'not started: its job ended, vanished or lost its worker before the run began'
-               END
+               END,
+               details = r.details || jsonb_build_object(
+                   'reason', CASE r.status WHEN 'running' THEN 'worker_lost' ELSE 'not_started' END
+               )
          WHERE r.status IN ('queued', 'running')
            AND CASE r.status
                    WHEN 'running' THEN
                        r.job_id IS NOT NULL AND NOT sisy_job_alive_v1(r.job_id, p_stalled_after)
                    ELSE
-                       r.job_id IS NULL OR NOT sisy_job_pending_v1(r.job_id, p_stalled_after)
+                       CASE WHEN r.job_id IS NULL THEN NOT r.details ? 'buffered_behind'
+                            ELSE NOT sisy_job_pending_v1(r.job_id, p_stalled_after) END
                END
         RETURNING r.id
     )
-    SELECT count(*)::integer FROM orphaned;
+    SELECT count(*)::integer INTO closed FROM orphaned;
+    PERFORM sisy_release_buffered_run_v1(buffered.task_id, p_queue, p_task_name)
+       FROM (
+           SELECT DISTINCT r.task_id FROM sisy_taskrun AS r
+            WHERE r.status = 'queued' AND r.job_id IS NULL
+       ) AS buffered;
+    RETURN closed;
+END;
 $$;
 
 -- Retention: deletes up to p_limit runs that finished longer than p_retention
@@ -550,7 +909,7 @@ DECLARE
 BEGIN
     WITH old AS (
         SELECT r.id FROM sisy_taskrun AS r
-         WHERE r.status IN ('succeeded', 'failed', 'skipped', 'cancelled')
+         WHERE r.status IN ('succeeded', 'failed', 'timed_out', 'skipped', 'missed', 'cancelled')
            AND r.finished_at < now() - p_retention
          ORDER BY r.finished_at
          LIMIT p_limit
@@ -567,29 +926,49 @@ $$;
 
 -- Views for people with psql ----------------------------------------------------------
 
+-- One row per task: its state (broken, finished, paused, running, failing,
+-- scheduled), why it is broken, and its latest outcome.
 CREATE VIEW sisy_task_status AS
 SELECT t.id, t.label, t.schedule, t.timezone, t.enabled,
-       t.next_run, t.last_run, t.fire_count, t.iterations, t.finished_at, t.schedule_error,
-       EXISTS (
-           SELECT 1 FROM sisy_taskrun AS r WHERE r.task_id = t.id AND r.status = 'running'
-       ) AS running,
+       CASE
+           WHEN t.error <> '' THEN 'broken'
+           WHEN t.finished_at IS NOT NULL THEN 'finished'
+           WHEN NOT t.enabled THEN 'paused'
+           WHEN running.id IS NOT NULL THEN 'running'
+           WHEN last.status IN ('failed', 'timed_out') THEN 'failing'
+           ELSE 'scheduled'
+       END AS state,
+       t.error,
+       t.next_run, t.last_run, t.fire_count, t.iterations, t.finished_at,
+       running.id IS NOT NULL AS running,
        last.status AS last_status,
        last.started_at AS last_started_at,
        last.finished_at AS last_finished_at,
        last.error AS last_error
   FROM sisy_task AS t
   LEFT JOIN LATERAL (
+      SELECT r.id FROM sisy_taskrun AS r
+       WHERE r.task_id = t.id AND r.status = 'running'
+       LIMIT 1
+  ) AS running ON true
+  LEFT JOIN LATERAL (
       SELECT r.status, r.started_at, r.finished_at, r.error
         FROM sisy_taskrun AS r
-       WHERE r.task_id = t.id AND r.status IN ('succeeded', 'failed', 'skipped', 'cancelled')
+       WHERE r.task_id = t.id
+         AND r.status IN ('succeeded', 'failed', 'timed_out', 'skipped', 'missed', 'cancelled')
        ORDER BY r.scheduled_for DESC
        LIMIT 1
   ) AS last ON true;
 
+-- One row per run or recorded decision not to run, with why (reason: late,
+-- missed, coalesced, overlap, backlog, broken, timed_out, worker_lost,
+-- not_started, disabled) and which attempt ran last.
 CREATE VIEW sisy_run_history AS
 SELECT r.id, r.task_id, t.label, r.scheduled_for, r.status,
+       r.details ->> 'reason' AS reason,
        r.started_at - r.scheduled_for AS lag,
        r.finished_at - r.started_at AS duration,
+       (r.details ->> 'attempt')::integer AS attempt,
        r.queued_at, r.started_at, r.finished_at, r.worker, r.job_id, r.error
   FROM sisy_taskrun AS r
   JOIN sisy_task AS t ON t.id = r.task_id;

@@ -45,10 +45,12 @@ def test_seed_migrations_apply_and_unapply(fresh_url):
 
     # A pending fire of the instance-method task, as a planner leaves it
     # between claiming the instant and a worker starting the run.
-    query(fresh_url, "UPDATE sisy_task SET next_run = now() WHERE label = %s", [INSTANCE_TASK])
     query(
         fresh_url,
-        "SELECT * FROM sisy_claim_due_v1(10, '0', '1 minute', 'sisy', 'sisy.run')",
+        "SELECT sisy_store_decisions_v1('sisy', 'sisy.run', ARRAY[id], ARRAY[now()], "
+        "ARRAY['queued'], ARRAY[''], ARRAY['{}'::jsonb], '{}', '{}', '{}', '{}') "
+        "FROM sisy_task WHERE label = %s",
+        [INSTANCE_TASK],
     )
     ((job_id,),) = query(
         fresh_url,

@@ -60,7 +60,7 @@ def test_options_must_be_a_dict_in_python_and_in_the_database():
         task.save()
     task.options = {}
     task.save()
-    with pytest.raises(IntegrityError, match="sisy_task_options_is_object"), transaction.atomic():
+    with pytest.raises(IntegrityError, match="sisy_task_options_valid"), transaction.atomic():
         Task.objects.filter(pk=task.pk).update(options=["raw", "update"])
 
 

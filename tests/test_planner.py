@@ -80,8 +80,13 @@ def test_iterations_used_up_finish_the_task_but_keep_row_and_history():
 
 
 def test_end_running_passed_finishes_the_task():
-    task = make_task("* * * * * *", end_running=timezone.now() + dt.timedelta(milliseconds=10))
-    sql("UPDATE sisy_task SET next_run = now() WHERE id = %s", [task.pk])
+    task = make_task("* * * * * *", end_running=timezone.now() + dt.timedelta(hours=1))
+    # Its last instant is due now (a writer that sets next_run is obeyed).
+    sql(
+        "UPDATE sisy_task SET end_running = now() + interval '10 ms', next_run = now() "
+        "WHERE id = %s",
+        [task.pk],
+    )
     run_planner("fire_due")
     task.refresh_from_db()
     assert task.finished and not task.enabled and Task.objects.filter(pk=task.pk).exists()
@@ -97,11 +102,11 @@ def test_a_bad_row_does_not_stop_the_others():
     good.refresh_from_db()
     bad.refresh_from_db()
     assert good.next_run is not None
-    assert bad.next_run is None and "is not valid cron" in bad.schedule_error
+    assert bad.next_run is None and "is not valid cron" in bad.error
     assert run_planner("plan_pending") == 0  # not retried until the schedule changes
     Task.objects.filter(pk=bad.pk).update(schedule="* * * * *")
     bad.refresh_from_db()
-    assert bad.schedule_error == ""
+    assert bad.error == ""
     assert run_planner("plan_pending") == 1
 
 
@@ -113,14 +118,18 @@ def test_tick_sleeps_until_the_earliest_next_run():
     assert 0 < delay <= 2
 
 
-def test_stale_instant_is_skipped_and_replanned_from_now():
+def test_an_hour_missed_is_one_row_and_one_run_then_the_schedule():
     task = make_task("* * * * * *")
     sql("UPDATE sisy_task SET next_run = now() - interval '1 hour' WHERE id = %s", [task.pk])
     run_planner("fire_due")
     task.refresh_from_db()
-    assert not TaskRun.objects.exists()
+    missed, fired = TaskRun.objects.filter(task=task).order_by("scheduled_for")
+    assert (missed.status, missed.details["reason"], fired.status) == ("missed", "missed", "queued")
+    assert dt.datetime.fromisoformat(
+        missed.details["through"]
+    ) == fired.scheduled_for - dt.timedelta(seconds=1)
+    assert task.fire_count == 1 and task.next_run == fired.scheduled_for + dt.timedelta(seconds=1)
     assert task.next_run > timezone.now() - dt.timedelta(seconds=1)
-    assert task.fire_count == 0
 
 
 @pytest.mark.parametrize(

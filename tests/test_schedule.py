@@ -86,7 +86,6 @@ def test_next_after_refuses_naive_datetimes():
 
 
 NOW = at(2026, 5, 5, 10, 0, 0, 250000)
-WINDOW = dt.timedelta(seconds=60)
 
 
 def test_plan_from_now_waits_for_the_schedule():
@@ -120,25 +119,36 @@ def test_end_running_finishes_the_task():
 
 def test_iterations_used_up_finish_the_task():
     task = PlanInput("* * * * * *", "UTC", iterations=3, fire_count=3)
-    assert schedule.plan_after_fire(task, NOW, NOW, WINDOW).finished
+    assert schedule.plan_after(task, NOW).finished
     assert schedule.plan_from_now(task, NOW).finished
-    assert not schedule.plan_after_fire(
-        PlanInput("* * * * * *", "UTC", iterations=3, fire_count=2), NOW, NOW, WINDOW
+    assert not schedule.plan_after(
+        PlanInput("* * * * * *", "UTC", iterations=3, fire_count=2), NOW
     ).finished
 
 
-def test_plan_after_fire_follows_the_fired_instant_not_the_clock():
-    # The planner woke 2.5 s late: no instant of an every-second task is skipped.
+def test_plan_after_follows_the_instant_not_the_clock():
+    # Whenever the planner wakes, no instant of an every-second task is skipped
+    # here: what is late is the policies' business (tests/test_policies.py).
     fired = at(2026, 5, 5, 10, 0, 0)
-    late_now = fired + dt.timedelta(seconds=2.5)
-    plan = schedule.plan_after_fire(PlanInput("* * * * * *", "UTC"), fired, late_now, WINDOW)
+    plan = schedule.plan_after(PlanInput("* * * * * *", "UTC"), fired)
     assert plan == Plan(next_run=at(2026, 5, 5, 10, 0, 1))
 
 
-def test_plan_after_fire_skips_instants_older_than_the_catchup_window():
-    fired = at(2026, 5, 5, 9, 0, 0)
-    plan = schedule.plan_after_fire(PlanInput("* * * * *", "UTC"), fired, NOW, WINDOW)
-    assert plan == Plan(next_run=at(2026, 5, 5, 10, 1), skipped_instants=True)
+@pytest.mark.parametrize(
+    ("expression", "before", "not_before", "expected"),
+    [
+        # every second, a week back: found by bisection, not by walking
+        ("* * * * * *", at(2026, 5, 12, 10, 0, 0, 5), at(2026, 5, 5), at(2026, 5, 12, 10)),
+        ("* * * * * *", at(2026, 5, 5, 10), at(2026, 5, 5, 10), None),
+        ("*/15 * * * *", at(2026, 5, 5, 10, 14), at(2026, 5, 5), at(2026, 5, 5, 10, 0)),
+        # every second of the 1st day of the month, asked on the 15th
+        ("* * 1 * * *", at(2026, 5, 15), at(2026, 4, 1), at(2026, 5, 1, 23, 59, 59)),
+        ("0 0 29 2 *", at(2026, 5, 5), at(2000, 1, 1), at(2024, 2, 29)),
+        ("0 0 29 2 *", at(2026, 5, 5), at(2024, 3, 1), None),
+    ],
+)
+def test_last_before(expression, before, not_before, expected):
+    assert schedule.last_before(expression, "UTC", before, not_before) == expected
 
 
 # --- Daylight saving -------------------------------------------------------
@@ -685,40 +695,24 @@ def test_next_after_agrees_with_the_rule_walked_minute_by_minute(zone, day, hour
         after += dt.timedelta(minutes=13, seconds=7)
 
 
-def test_plan_after_fire_across_the_gap_is_one_minute_late_not_sixty_one():
-    # New York: fired for 01:59 EST; the planner runs at 03:00:30 EDT.
+def test_plan_after_across_the_gap_is_one_minute_late_not_sixty_one():
+    # New York: fired for 01:59 EST; the next minute is 03:00 EDT.
     task = PlanInput("* * * * *", "America/New_York")
-    plan = schedule.plan_after_fire(task, utc("03-08 06:59"), utc("03-08 07:00:30"), WINDOW)
+    plan = schedule.plan_after(task, utc("03-08 06:59"))
     assert plan == Plan(next_run=utc("03-08 07:00"))
 
 
-def test_plan_after_fire_from_the_first_pass_into_the_second():
+def test_plan_after_from_the_first_pass_into_the_second():
     # Berlin: fired for 02:59:59 CEST; the next second is 02:00:00 CET, not 03:00:00.
     task = PlanInput("* * * * * *", "Europe/Berlin")
-    plan = schedule.plan_after_fire(
-        task, utc("10-25 00:59:59"), utc("10-25 01:00:00.300000"), WINDOW
-    )
+    plan = schedule.plan_after(task, utc("10-25 00:59:59"))
     assert plan == Plan(next_run=utc("10-25 01:00:00"))
 
 
-def test_plan_after_fire_across_a_change_still_honours_the_catchup_window():
-    # Lord Howe: fired for 01:45 LHDT, planner back 35 minutes later at 01:50 LHST.
-    task = PlanInput("*/15 * * * *", "Australia/Lord_Howe")
-    fired, now = utc("04-04 14:45"), utc("04-04 15:20")
-    # The missed 01:30 LHST (15:00Z) is older than a 60 s window: skipped.
-    assert schedule.plan_after_fire(task, fired, now, WINDOW) == Plan(
-        next_run=utc("04-04 15:30"), skipped_instants=True
-    )
-    # Within a one-hour window it is caught up.
-    assert schedule.plan_after_fire(task, fired, now, dt.timedelta(hours=1)) == Plan(
-        next_run=utc("04-04 15:00")
-    )
-
-
-def test_plan_after_fire_fixed_time_in_the_gap_runs_at_the_gap():
+def test_plan_after_fixed_time_in_the_gap_runs_at_the_gap():
     # Berlin: a daily 02:30 fired on 28 March runs at 03:00 CEST on the 29th.
     task = PlanInput("30 2 * * *", "Europe/Berlin")
-    plan = schedule.plan_after_fire(task, utc("03-28 01:30"), utc("03-29 01:00:00.200000"), WINDOW)
+    plan = schedule.plan_after(task, utc("03-28 01:30"))
     assert plan == Plan(next_run=utc("03-29 01:00"))
 
 

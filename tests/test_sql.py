@@ -1,16 +1,21 @@
 """The triggers and functions of sql/schema.sql, driven by every kind of writer."""
 
+import datetime as dt
 import itertools
+import json
 
 import psycopg
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.utils import DataError, InternalError
 
+from sisy_pg import policies, sql_files, store
 from sisy_pg.models import Task, TaskRun, task_with_callable
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db
+
+QUERIES = sql_files.queries()
 
 
 def sql(query, params=None):
@@ -37,10 +42,43 @@ def next_run(task):
     return sql("SELECT next_run FROM sisy_task WHERE id = %s", [task.pk])[0][0]
 
 
-def claim():
+def claim(lead=dt.timedelta(0)):
+    """One planner step on Django's connection: claim, decide, record (as Planner.fire_due)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            QUERIES["claim_due"],
+            {"limit": 100, "lead": lead, "stalled_after": dt.timedelta(seconds=30)},
+        )
+        columns = [column.name for column in cursor.description]
+        rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        # Django's connection leaves jsonb as text; the planner's psycopg one loads it.
+        claimed = [store.due_from_row({**r, "options": json.loads(r["options"])}) for r in rows]
+        decisions = [policies.decide(due, lead=lead, all_limit=100) for due in claimed]
+        records = [
+            (d.task_id, r) for d, dec in zip(claimed, decisions, strict=True) for r in dec.records
+        ]
+        plans = {d.task_id: dec.plan for d, dec in zip(claimed, decisions, strict=True)}
+        cursor.execute(
+            QUERIES["store_decisions"], store.decision_params("sisy", "sisy.run", records, plans)
+        )
+    fired = []
+    for due, decision in zip(claimed, decisions, strict=True):
+        run = decision.fired
+        run_id = None
+        if run is not None:
+            run_id = sql(
+                "SELECT id FROM sisy_taskrun WHERE task_id = %s AND scheduled_for = %s",
+                [due.task_id, run.instant],
+            )[0][0]
+        fired.append((due.task_id, run_id, run.instant if run else due.instant))
+    return fired
+
+
+def start_run(run_id, worker="w1"):
     return sql(
-        "SELECT id, run_id, fired_for FROM sisy_claim_due_v1(100, '0', '1 minute', 'sisy', 'sisy.run')"
-    )
+        "SELECT status FROM sisy_start_run_v1(%s, NULL, %s, '30 seconds', '60 seconds')",
+        [run_id, worker],
+    )[0][0]
 
 
 def make_due(task):
@@ -151,7 +189,7 @@ def test_database_refuses_what_python_would_refuse(column, value, error):
 
 
 def test_claim_inserts_one_run_and_one_job_and_never_twice():
-    task = make_task()
+    task = make_task(options={"missed": "all"})  # no coalescing: the constraint decides
     make_due(task)
     ((_task_id, run_id, fired_for),) = claim()
     run = TaskRun.objects.get(pk=run_id)
@@ -163,9 +201,10 @@ def test_claim_inserts_one_run_and_one_job_and_never_twice():
     )[0] == (str(run_id), "sisy.run", "sisy")
     task.refresh_from_db()
     assert (task.fire_count, task.last_run) == (1, fired_for)
-    # The same instant claimed again (a second planner, a retry): no second run.
+    # The same instant claimed again (next_run set back to it): no second run.
+    sql("UPDATE sisy_task SET next_run = %s WHERE id = %s", [fired_for, task.pk])
     ((_, again, _),) = claim()
-    assert again is None
+    assert again == run_id
     assert TaskRun.objects.count() == 1
     task.refresh_from_db()
     assert task.fire_count == 1
@@ -182,14 +221,85 @@ def test_unique_constraint_guards_the_history_directly():
         TaskRun.objects.create(task=task, scheduled_for=fired_for)
 
 
-def test_stale_instant_is_not_run():
-    task = make_task()
-    sql("UPDATE sisy_task SET next_run = now() - interval '1 hour' WHERE id = %s", [task.pk])
-    rows = sql(
-        "SELECT id, run_id, stale FROM sisy_claim_due_v1(100, '0', '1 minute', 'sisy', 'sisy.run')"
+def test_instants_missed_by_an_outage_are_recorded_and_the_latest_caught_up():
+    # Daily at midnight, a grace of 1 s, and the workers down for three days.
+    task = make_task(schedule="0 0 * * *", timezone="UTC", options={"grace": 1})
+    sql(
+        "UPDATE sisy_task SET next_run = date_trunc('day', now()) - interval '3 days' "
+        "WHERE id = %s",
+        [task.pk],
     )
-    assert rows == [(task.pk, None, True)]
-    assert not TaskRun.objects.exists()
+    ((_, run_id, instant),) = claim()
+    runs = {r.status: r for r in TaskRun.objects.filter(task=task)}
+    assert set(runs) == {"missed", "queued"}
+    missed, catch_up = runs["missed"], runs["queued"]
+    # The latest missed instant (last midnight) runs once, as a catch-up...
+    assert catch_up.pk == run_id and catch_up.details["catch_up"] is True
+    assert instant == sql("SELECT date_trunc('day', now())")[0][0]
+    # ...and one row records the others, each covered by the range it names.
+    assert missed.scheduled_for == instant - dt.timedelta(days=3)
+    assert missed.details == {
+        "reason": "missed",
+        "through": (instant - dt.timedelta(days=1)).isoformat(),
+        "policy": "coalesce",
+    }
+    assert missed.error.startswith("missed: ") and "only the latest, " in missed.error
+    task.refresh_from_db()
+    assert (task.fire_count, task.last_run) == (1, instant)
+    assert task.next_run == instant + dt.timedelta(days=1)
+
+
+@pytest.mark.parametrize("policy", ["skip", "coalesce"])
+def test_after_an_outage_the_latest_instant_runs_on_time_and_one_row_records_the_rest(policy):
+    task = make_task(options={"missed": policy})  # every minute, grace 60 s
+    sql(
+        "UPDATE sisy_task SET next_run = date_trunc('minute', now()) - interval '1 hour' "
+        "WHERE id = %s",
+        [task.pk],
+    )
+    ((_, run_id, instant),) = claim()
+    now = sql("SELECT now()")[0][0]
+    # The latest instant is within its grace: it runs as any fire would.
+    assert now - dt.timedelta(minutes=1) < instant <= now
+    run = TaskRun.objects.get(pk=run_id)
+    assert run.status == "queued" and "catch_up" not in run.details
+    missed = TaskRun.objects.get(task=task, status="missed")
+    assert missed.scheduled_for == instant - dt.timedelta(hours=1)
+    assert missed.details["through"] == (instant - dt.timedelta(minutes=1)).isoformat()
+    task.refresh_from_db()
+    assert task.next_run == instant + dt.timedelta(minutes=1)
+
+
+def test_skip_runs_no_instant_past_its_grace():
+    task = make_task(schedule="0 0 * * *", timezone="UTC", options={"grace": 1, "missed": "skip"})
+    sql(
+        "UPDATE sisy_task SET next_run = date_trunc('day', now()) - interval '3 days' "
+        "WHERE id = %s",
+        [task.pk],
+    )
+    ((_, run_id, _),) = claim()
+    assert run_id is None
+    (missed,) = TaskRun.objects.filter(task=task)
+    assert missed.status == "missed" and "policy skip: none is run" in missed.error
+    today = sql("SELECT date_trunc('day', now())")[0][0]
+    assert missed.details["through"] == today.isoformat()
+    task.refresh_from_db()
+    assert task.next_run == today + dt.timedelta(days=1) and task.fire_count == 0
+
+
+@pytest.mark.parametrize("policy", ["skip", "coalesce"])
+def test_a_fire_never_queues_behind_a_waiting_run(policy):
+    task = make_task(options={"missed": policy})
+    make_due(task)
+    ((_, first, _),) = claim()
+    make_due(task)
+    ((_, second, instant),) = claim()
+    assert second is None
+    skipped = TaskRun.objects.get(task=task, scheduled_for=instant)
+    assert skipped.status == "skipped"
+    assert skipped.details == {"reason": "coalesced", "into_run": first}
+    assert skipped.error.startswith(f"coalesced: run {first} ")
+    assert TaskRun.objects.filter(task=task, status="queued").count() == 1
 
 
 @pytest.mark.parametrize("how", ["raw", "orm", "queryset"])
@@ -243,53 +353,68 @@ def test_re_enabling_a_finished_task_lets_the_planner_decide_again():
     )
 
 
-def test_start_run_then_overlap_is_skipped_when_not_allowed():
-    task = make_task(allow_overlap=False)
-    make_due(task)
-    ((_, first, _),) = claim()
+def _doing(run_id):
+    """Its job is being executed by a live worker, as procrastinate would record it."""
     ((worker_id,),) = sql("SELECT procrastinate_register_worker_v1()")
     sql(
         "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s "
         "WHERE id = (SELECT job_id FROM sisy_taskrun WHERE id = %s)",
-        [worker_id, first],
+        [worker_id, run_id],
     )
-    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w1', '30 seconds')", [first]) == [
-        ("running",)
-    ]
+
+
+def test_a_fire_that_would_overlap_is_skipped_at_claim_naming_the_running_run():
+    task = make_task(allow_overlap=False)
+    make_due(task)
+    ((_, first, _),) = claim()
+    _doing(first)
+    assert start_run(first, "w1") == "running"
+    make_due(task)
+    ((_, second, instant),) = claim()
+    assert second is None
+    skipped = TaskRun.objects.get(task=task, scheduled_for=instant)
+    assert (skipped.status, skipped.details) == (
+        "skipped",
+        {"reason": "overlap", "overlapped_run": first},
+    )
+    assert skipped.error.startswith(f"overlap: run {first} (for ")
+
+
+def test_start_run_then_overlap_is_skipped_when_not_allowed():
+    task = make_task(options={"missed": "all"})  # two runs may wait
+    make_due(task)
+    ((_, first, _),) = claim()
     make_due(task)
     ((_, second, _),) = claim()
-    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w2', '30 seconds')", [second]) == [
-        ("skipped",)
-    ]
+    _doing(first)
+    # Overlap forbidden after both were queued: the start decides again.
+    Task.objects.filter(pk=task.pk).update(allow_overlap=False)
+    assert start_run(first, "w1") == "running"
+    assert start_run(second, "w2") == "skipped"
+    assert TaskRun.objects.get(pk=second).details["overlapped_run"] == first
     assert "does not allow overlap" in TaskRun.objects.get(pk=second).error
     # A run that is not queued any more is never started again.
-    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w3', '30 seconds')", [second]) == [
-        ("skipped",)
-    ]
-    assert sql("SELECT status FROM sisy_start_run_v1(-1, NULL, 'w3', '30 seconds')") == [
-        ("missing",)
-    ]
+    assert start_run(second, "w3") == "skipped"
+    assert start_run(-1, "w3") == "missing"
 
 
 def test_overlap_allowed_runs_concurrently():
     task = make_task(allow_overlap=True)
     make_due(task)
     ((_, first, _),) = claim()
-    sql("SELECT sisy_start_run_v1(%s, NULL, 'w1', '30 seconds')", [first])
+    start_run(first, "w1")
     make_due(task)
     ((_, second, _),) = claim()
-    assert sql("SELECT status FROM sisy_start_run_v1(%s, NULL, 'w2', '30 seconds')", [second]) == [
-        ("running",)
-    ]
+    assert start_run(second, "w2") == "running"
 
 
 def test_orphaned_runs_are_failed():
     task = make_task()
     make_due(task)
     ((_, run_id, _),) = claim()
-    sql("SELECT sisy_start_run_v1(%s, NULL, 'w1', '30 seconds')", [run_id])
+    start_run(run_id, "w1")
     # Its job never reached a worker (worker_id NULL): nobody is running it.
-    assert sql("SELECT sisy_fail_orphaned_runs_v1('30 seconds')") == [(1,)]
+    assert sql("SELECT sisy_fail_orphaned_runs_v1('30 seconds', 'sisy', 'sisy.run')") == [(1,)]
     assert "worker lost" in TaskRun.objects.get(pk=run_id).error
 
 
@@ -327,7 +452,9 @@ def test_queued_runs_whose_job_cannot_run_them_are_closed(job_change, closed):
     )
     if job_change:
         sql(job_change.format(live=live, stale=stale, job=_job_of(run_id)))
-    assert sql("SELECT sisy_fail_orphaned_runs_v1('30 seconds')") == [(int(closed),)]
+    assert sql("SELECT sisy_fail_orphaned_runs_v1('30 seconds', 'sisy', 'sisy.run')") == [
+        (int(closed),)
+    ]
     run = TaskRun.objects.get(pk=run_id)
     if closed:
         assert run.status == "failed" and run.error.startswith("not started:"), run.error
@@ -378,7 +505,7 @@ def test_every_committed_change_notifies_the_workers():
 
 
 def test_prune_runs_deletes_old_finished_runs_and_their_jobs():
-    task = make_task()
+    task = make_task(options={"missed": "all"})  # runs may wait behind each other
     make_due(task)
     ((_, old, _),) = claim()
     make_due(task)

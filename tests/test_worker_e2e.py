@@ -230,7 +230,11 @@ def test_a_callable_outside_the_allowlist_is_refused_at_run_time(
         timeout=15,
     )
     for run in refused:
-        assert run.error.startswith("refused: ") and "SISY_ALLOWED_CALLABLES" in run.error
+        # The task is broken with the reason: it stops firing until fixed.
+        assert run.error.startswith("broken: refused: ") and "SISY_ALLOWED_CALLABLES" in run.error
+        assert run.details["reason"] == "broken"
+        assert run.task.error.startswith("refused: ") and run.task.next_run is None
+    assert refused.count() == 2  # one run each, not one per instant
     assert not TaskRun.objects.filter(task__label__in=["forbidden", "os"], status="succeeded")
     assert not marker.exists()  # the worker never imported the module
     assert worker.process.poll() is None

@@ -125,8 +125,14 @@ class Migration(migrations.Migration):
                             models.DateTimeField(blank=True, editable=False, null=True),
                         ),
                         (
-                            "schedule_error",
-                            models.TextField(blank=True, default="", editable=False),
+                            "error",
+                            models.TextField(
+                                blank=True,
+                                default="",
+                                editable=False,
+                                help_text="Why the task cannot run (it is broken); "
+                                "cleared when its definition changes.",
+                            ),
                         ),
                         ("created_at", models.DateTimeField(auto_now_add=True)),
                         ("modified_at", models.DateTimeField(auto_now=True)),
@@ -159,7 +165,9 @@ class Migration(migrations.Migration):
                                     ("running", "Running"),
                                     ("succeeded", "Succeeded"),
                                     ("failed", "Failed"),
+                                    ("timed_out", "Timed out"),
                                     ("skipped", "Skipped"),
+                                    ("missed", "Missed"),
                                     ("cancelled", "Cancelled"),
                                 ],
                                 default="queued",

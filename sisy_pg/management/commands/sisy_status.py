@@ -29,7 +29,7 @@ class Command(BaseCommand):
                 state = "finished"
             elif not task.enabled:
                 state = "disabled"
-            elif task.schedule_error:
+            elif task.error:
                 state = "invalid"
             else:
                 state = "running" if task.running else "enabled"
@@ -37,5 +37,5 @@ class Command(BaseCommand):
                 f"{task.pk:>5}  {task.label[:36]:<36} {task.schedule:<16} {task.timezone:<16} "
                 f"{state:<9} {_when(task.next_run):<29} {task.last_outcome or '-':<10}"
             )
-            if task.schedule_error:
-                self.stdout.write(f"       ! {task.schedule_error}")
+            if task.error:
+                self.stdout.write(f"       ! {task.error}")

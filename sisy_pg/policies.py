@@ -1,0 +1,288 @@
+"""What happens to a due instant: the per-task policies, and the decision they make.
+
+Pure logic, no database. The planner claims the due tasks
+(``sisy_claim_due_v1``), asks :func:`decide` what to do with each one's
+instant, and records every decision (``sisy_store_decisions_v1``): a run to
+execute, or a row saying why an instant is not run. The same policies are
+applied again when a queued run reaches a worker (``sisy_start_run_v1``).
+
+The policies live in ``Task.options`` (README, "Reliability"):
+
+- ``missed``: what to do with instants that could not start within
+  ``grace`` seconds (workers stopped or busy, long runs). ``coalesce``
+  (default): one catch-up run for the latest, then on schedule; at most one
+  run waits to start, and a fire that finds one waiting is recorded as
+  coalesced into it. ``skip``: none is caught up, and at most one waits too.
+  ``all``: every one runs, the latest SISY_MISSED_ALL_LIMIT at most.
+- ``overlap``: ``allow`` (default), ``skip`` (Sisy's ``allow_overlap=False``),
+  ``buffer_one`` (one run waits and starts when the running one ends).
+- ``timeout``, ``retries`` and ``retry_delay`` (applied by the runner).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import math
+from typing import Any
+
+from . import conf, schedule
+
+MISSED_POLICIES = ("coalesce", "skip", "all")
+OVERLAP_POLICIES = ("allow", "skip", "buffer_one")
+# The keys of Task.options, with what each must be.
+OPTIONS = {
+    "missed": f"one of {', '.join(MISSED_POLICIES)}",
+    "overlap": f"one of {', '.join(OVERLAP_POLICIES)}",
+    "grace": "a number of seconds, 0 or more",
+    "timeout": "a number of seconds, more than 0",
+    "retries": "a whole number from 0 to 100",
+    "retry_delay": "a number of seconds, more than 0",
+}
+MAX_RETRIES = 100
+DEFAULT_RETRY_DELAY = 10.0
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _option_ok(key: str, value: Any) -> bool:
+    if value is None:  # the default, as in SQL (sisy_task_options_valid)
+        return True
+    if key == "missed":
+        return value in MISSED_POLICIES
+    if key == "overlap":
+        return value in OVERLAP_POLICIES
+    if not _is_number(value):
+        return False
+    if key == "grace":
+        return bool(value >= 0)
+    if key == "retries":
+        return bool(value == int(value) and 0 <= value <= MAX_RETRIES)
+    return bool(value > 0)  # timeout, retry_delay
+
+
+def options_errors(options: Any) -> list[str]:
+    """What is wrong with a value of ``Task.options``, one message per key."""
+    if not isinstance(options, dict):
+        return [f"options must be a dict, not {type(options).__name__}"]
+    errors = []
+    for key, value in options.items():
+        if key not in OPTIONS:
+            errors.append(f"options: unknown key {key!r} (known: {', '.join(OPTIONS)})")
+        elif not _option_ok(key, value):
+            errors.append(f"options[{key!r}] must be {OPTIONS[key]}, not {value!r}")
+    return errors
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """A task's policies, defaults filled in."""
+
+    missed: str = "coalesce"
+    overlap: str = "allow"
+    grace: dt.timedelta = dt.timedelta(seconds=60)
+    timeout: float | None = None
+    retries: int = 0
+    retry_delay: float = DEFAULT_RETRY_DELAY
+
+    @classmethod
+    def of(cls, options: dict[str, Any], allow_overlap: bool) -> Policy:
+        """The policy of a task row; an ``overlap`` option wins over ``allow_overlap``."""
+        grace = options.get("grace")
+        return cls(
+            missed=options.get("missed") or "coalesce",
+            overlap=options.get("overlap") or ("allow" if allow_overlap else "skip"),
+            grace=dt.timedelta(seconds=conf.settings.GRACE if grace is None else grace),
+            timeout=options.get("timeout"),
+            retries=int(options.get("retries") or 0),
+            retry_delay=float(options.get("retry_delay") or DEFAULT_RETRY_DELAY),
+        )
+
+    def retry_in(self, attempt: int) -> float | None:
+        """Seconds to wait before retrying failed attempt ``attempt`` (1 for the first), or None.
+
+        Exponential backoff: ``retry_delay``, then twice that, four times...
+        """
+        if attempt > self.retries:
+            return None
+        return float(self.retry_delay * 2 ** (attempt - 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class OtherRun:
+    """A run of the same task that a fire may have to make way for."""
+
+    run_id: int
+    instant: dt.datetime
+    count: int = 1  # waiting runs: how many there are
+
+
+@dataclasses.dataclass(frozen=True)
+class Due:
+    """A claimed task and its instant due, as sisy_claim_due_v1 returns it."""
+
+    task_id: int
+    plan_input: schedule.PlanInput
+    policy: Policy
+    instant: dt.datetime
+    claimed_at: dt.datetime  # the database's clock
+    waiting: OtherRun | None = None  # its earliest run waiting to start
+    running: OtherRun | None = None  # its latest run executing on a live worker
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """A row of the run history: a run to execute ('queued') or an instant not run."""
+
+    instant: dt.datetime
+    status: str  # queued, skipped or missed
+    error: str = ""
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    records: list[Record]
+    plan: schedule.Plan
+
+    @property
+    def fired(self) -> Record | None:
+        return next((r for r in self.records if r.status == "queued"), None)
+
+
+def _at(instant: dt.datetime) -> str:
+    return instant.isoformat()
+
+
+def decide(due: Due, *, lead: dt.timedelta, all_limit: int) -> Decision:
+    """What to do with ``due.instant``; may raise ScheduleError for a task that cannot be planned.
+
+    ``lead`` is how far ahead the planner claims: an instant due within it
+    counts as due now. ``all_limit`` caps the catch-up of missed='all'.
+    """
+    policy, task = due.policy, due.plan_input
+    records: list[Record] = []
+    fire: dt.datetime | None = due.instant
+    details: dict[str, Any] = {}
+    last_dealt_with = due.instant
+    if due.instant < due.claimed_at - policy.grace:
+        # Late beyond its grace: the workers were stopped or too busy. The
+        # policy deals with every instant up to now at once.
+        now = due.claimed_at + lead
+        latest = _last_up_to(task, now, due.instant)
+        if policy.missed == "all":
+            fire = _first_of_latest(task, due.instant, now, all_limit)
+            details = {"catch_up": True, "due_at": _at(due.claimed_at)}
+        elif latest >= due.claimed_at - policy.grace:
+            fire = latest  # the latest is on time: it runs, as any fire
+        elif policy.missed == "coalesce":
+            fire = latest
+            details = {"catch_up": True, "due_at": _at(due.claimed_at)}
+        else:
+            fire = None
+        through = latest if fire is None else _previous(task, fire, due.instant)
+        if through is not None:
+            records.append(_missed(due, through, fire))
+        last_dealt_with = latest if fire is None else fire
+
+    fired = False
+    if fire is not None:
+        record = _make_way(due, fire, details, all_limit)
+        records.append(record)
+        fired = record.status == "queued"
+    if fired:
+        task = dataclasses.replace(task, fire_count=task.fire_count + 1)
+    return Decision(records=records, plan=schedule.plan_after(task, last_dealt_with))
+
+
+def _last_up_to(
+    task: schedule.PlanInput, until: dt.datetime, not_before: dt.datetime
+) -> dt.datetime:
+    """The latest instant in ``[not_before, until]`` and not past ``end_running``."""
+    if task.end_running is not None:
+        until = min(until, task.end_running)
+    latest = schedule.last_before(
+        task.schedule, task.timezone, until + dt.timedelta(microseconds=1), not_before=not_before
+    )
+    return latest or not_before
+
+
+def _previous(
+    task: schedule.PlanInput, instant: dt.datetime, not_before: dt.datetime
+) -> dt.datetime | None:
+    return schedule.last_before(task.schedule, task.timezone, instant, not_before=not_before)
+
+
+def _first_of_latest(
+    task: schedule.PlanInput, first: dt.datetime, until: dt.datetime, limit: int
+) -> dt.datetime:
+    """The earliest of the ``limit`` latest instants in ``[first, until]``."""
+    instant = first
+    for _ in range(limit):  # usually fewer: the latest are all there is
+        instant = schedule.next_after(task.schedule, task.timezone, instant)
+        if instant > until:
+            return first
+    earliest = until + dt.timedelta(microseconds=1)
+    for _ in range(limit):
+        previous = _previous(task, earliest, first)
+        if previous is None:
+            break
+        earliest = previous
+    return earliest
+
+
+def _missed(due: Due, through: dt.datetime, fire: dt.datetime | None) -> Record:
+    grace = due.policy.grace.total_seconds()
+    if fire is None:
+        outcome = "none is run"
+    elif due.policy.missed == "all":
+        outcome = f"catching up from {_at(fire)} (the latest SISY_MISSED_ALL_LIMIT at most)"
+    else:
+        outcome = f"only the latest, {_at(fire)}, runs"
+    span = _at(due.instant) if through == due.instant else f"{_at(due.instant)} to {_at(through)}"
+    return Record(
+        instant=due.instant,
+        status="missed",
+        error=(
+            f"missed: {span} could not start within the grace of {grace:g} s "
+            f"(workers stopped or busy); policy {due.policy.missed}: {outcome}"
+        ),
+        details={"reason": "missed", "through": _at(through), "policy": due.policy.missed},
+    )
+
+
+def _make_way(due: Due, fire: dt.datetime, details: dict[str, Any], all_limit: int) -> Record:
+    """The run for ``fire``, or why it is not run: a run waiting or running before it."""
+    policy, waiting, running = due.policy, due.waiting, due.running
+    if policy.overlap == "skip" and (running or waiting):
+        other = running or waiting
+        assert other is not None
+        state = "running" if running else "waiting to start"
+        return Record(
+            fire,
+            "skipped",
+            f"overlap: run {other.run_id} (for {_at(other.instant)}) is still {state} "
+            "and the task does not allow overlap",
+            {"reason": "overlap", "overlapped_run": other.run_id},
+        )
+    if policy.overlap == "buffer_one" and running and not waiting:
+        return Record(fire, "queued", details={**details, "buffered_behind": running.run_id})
+    if waiting and (policy.missed != "all" or policy.overlap == "buffer_one"):
+        return Record(
+            fire,
+            "skipped",
+            f"coalesced: run {waiting.run_id} (for {_at(waiting.instant)}) is still waiting "
+            "to start",
+            {"reason": "coalesced", "into_run": waiting.run_id},
+        )
+    if waiting and waiting.count >= all_limit:
+        return Record(
+            fire,
+            "skipped",
+            f"backlog: {waiting.count} runs of this task are waiting to start "
+            f"(SISY_MISSED_ALL_LIMIT is {all_limit})",
+            {"reason": "backlog", "waiting": waiting.count},
+        )
+    return Record(fire, "queued", details=details)

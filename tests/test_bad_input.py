@@ -72,7 +72,7 @@ BAD_INPUTS = [
         form={"schedule": "0 0 31 2 *"},
         form_message="has no instant",
         sql=("schedule", "'0 0 31 2 *'"),
-        sql_message=None,  # the planner records it in schedule_error
+        sql_message=None,  # the planner records it in error
     ),
     BadInput(
         name="end_running in the past",
@@ -262,6 +262,6 @@ def test_the_planner_flags_a_raw_schedule_with_no_instant_and_finishes_a_raw_pas
                     'UTC', '* * * * *', '2020-01-01T00:00:00Z')""")
     run_planner("plan_pending")
     never = Task.objects.get(label="never")
-    assert never.next_run is None and "has no instant" in never.schedule_error
+    assert never.next_run is None and "has no instant" in never.error
     ended = Task.objects.get(label="ended")
     assert ended.next_run is None and ended.finished and not ended.runs.exists()

@@ -37,9 +37,9 @@ class TaskAdmin(_TaskAdminBase):
         "schedule",
         "timezone",
         "enabled",
+        "state_display",
         "next_run",
         "last_run",
-        "is_running",
         "last_outcome_display",
         "fire_count",
     )
@@ -69,6 +69,7 @@ class TaskAdmin(_TaskAdminBase):
                     "iterations",
                     "wait_for_schedule",
                     "allow_overlap",
+                    "options",
                 )
             },
         ),
@@ -94,9 +95,12 @@ class TaskAdmin(_TaskAdminBase):
         # Task's default manager is TaskQuerySet.as_manager(): its querysets are TaskQuerySets.
         return cast(TaskQuerySet, super().get_queryset(request)).with_status()
 
-    @admin.display(boolean=True, description="running")
-    def is_running(self, task: Task) -> bool:
-        return task.running
+    @admin.display(description="state")
+    def state_display(self, task: Task) -> str:
+        if task.broken:
+            # Why it cannot run, where the list shows it (the full text is on its page).
+            return f"broken: {task.error[:80]}"
+        return task.state
 
     @admin.display(description="last outcome", ordering="last_status")
     def last_outcome_display(self, task: Task) -> str:

@@ -41,6 +41,7 @@ class TaskForm(_TaskFormBase):
             "iterations",
             "wait_for_schedule",
             "allow_overlap",
+            "options",
             "userdata",
         ]
 

@@ -184,7 +184,14 @@ class Task(models.Model):
     # retries, retry_delay), and the options of later releases: the columns
     # this model maps are frozen since sisy.0001_initial (see "Upgrades" in
     # the README), so options are keys here, checked by Python and by SQL.
-    options = models.JSONField(default=dict, blank=True, editable=False)
+    options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text=(
+            'Policies, e.g. {"missed": "skip", "grace": 30, "overlap": "buffer_one", '
+            '"timeout": 600, "retries": 3, "retry_delay": 10}.'
+        ),
+    )
 
     # Kept by the planner and the triggers; see sql/schema.sql.
     next_run = models.DateTimeField(null=True, blank=True, editable=False)
@@ -386,6 +393,21 @@ class Task(models.Model):
     def broken(self) -> bool:
         """Whether the task cannot run (``error`` says why) until its row is fixed."""
         return bool(self.error)
+
+    @property
+    def state(self) -> str:
+        """broken, finished, paused, running, failing or scheduled (as view sisy_task_status)."""
+        if self.broken:
+            return "broken"
+        if self.finished:
+            return "finished"
+        if not self.enabled:
+            return "paused"
+        if self.running:
+            return "running"
+        if self.last_outcome in (TaskRun.Status.FAILED, TaskRun.Status.TIMED_OUT):
+            return "failing"
+        return "scheduled"
 
     @property
     def finished(self) -> bool:

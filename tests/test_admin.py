@@ -24,6 +24,7 @@ def form_data(**overrides):
         "callable_path": "tests.testapp.jobs.record",
         "pk_override": "",
         "userdata": "{}",
+        "options": "{}",
         "schedule": "* * * * *",
         "timezone": "UTC",
         "enabled": "on",

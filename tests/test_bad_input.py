@@ -16,6 +16,7 @@ Each time, nothing is saved.
 
 import dataclasses
 import datetime as dt
+import json
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -265,3 +266,53 @@ def test_the_planner_flags_a_raw_schedule_with_no_instant_and_finishes_a_raw_pas
     assert never.next_run is None and "has no instant" in never.error
     ended = Task.objects.get(label="ended")
     assert ended.next_run is None and ended.finished and not ended.runs.exists()
+
+
+# --- The policies in Task.options, at the three layers ------------------------------------
+
+BAD_OPTIONS = [
+    ({"missed": "sometimes"}, "options['missed'] must be one of coalesce, skip, all"),
+    ({"overlap": "queue"}, "options['overlap'] must be one of allow, skip, buffer_one"),
+    ({"grace": -1}, "options['grace'] must be a number of seconds, 0 or more"),
+    ({"timeout": "1h"}, "options['timeout'] must be a number of seconds, more than 0"),
+    ({"retries": 2.5}, "options['retries'] must be a whole number from 0 to 100"),
+    ({"retry_delay": 0}, "options['retry_delay'] must be a number of seconds, more than 0"),
+    ({"retrys": 3}, "options: unknown key 'retrys'"),
+]
+
+
+@pytest.mark.parametrize(("options", "message"), BAD_OPTIONS)
+def test_bad_options_are_refused_by_save_naming_the_key(options, message):
+    task = task_with_callable(jobs.record)
+    task.options = options
+    with pytest.raises(TaskDefinitionError) as info:
+        task.save()
+    assert message in " ".join(info.value.message_dict["options"])
+    assert_nothing_saved()
+
+
+@pytest.mark.parametrize(("options", "message"), BAD_OPTIONS)
+def test_bad_options_are_a_form_error_on_the_field(admin_client, options, message):
+    response = admin_client.post(
+        reverse("admin:sisy_task_add"), form_data(options=json.dumps(options))
+    )
+    assert response.status_code == 200
+    assert message in " ".join(response.context["adminform"].form.errors["options"])
+    assert_nothing_saved()
+
+
+@pytest.mark.parametrize(("options", "message"), BAD_OPTIONS[:-1])  # SQL leaves unknown keys
+def test_bad_options_are_refused_by_the_database(options, message):
+    with (
+        pytest.raises(IntegrityError, match="sisy_task_options_valid"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(
+            "INSERT INTO sisy_task (callable_info, options) VALUES (%s, %s)",
+            [
+                json.dumps({"func_type": "function", "func_path": "tests.testapp.jobs.record"}),
+                json.dumps(options),
+            ],
+        )
+    assert_nothing_saved()

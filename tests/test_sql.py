@@ -557,3 +557,165 @@ def test_triggers_use_sisy_tables_whatever_the_writers_search_path():
     finally:
         sql("SET LOCAL search_path TO public")
     assert TaskRun.objects.get(pk=run_id).status == "cancelled"
+
+
+# --- Runs: late, buffered, retried, timed out, broken -------------------------------------
+
+
+def _run(run_id):
+    return TaskRun.objects.get(pk=run_id)
+
+
+def test_a_run_reaching_a_worker_past_its_grace_is_missed_not_run_late():
+    task = make_task(options={"grace": 5})
+    sql(
+        "UPDATE sisy_task SET next_run = clock_timestamp() - interval '4 seconds' WHERE id = %s",
+        [task.pk],
+    )
+    ((_, run_id, _),) = claim()  # 4 s late: within the grace, queued
+    assert _run(run_id).status == "queued"
+    sql(
+        "UPDATE sisy_taskrun SET scheduled_for = scheduled_for - interval '2 seconds' "
+        "WHERE id = %s",
+        [run_id],
+    )  # as if it had waited 2 s more for a worker
+    assert start_run(run_id) == "missed"
+    run = _run(run_id)
+    assert run.details["reason"] == "late" and run.details["late_by"] > 5
+    assert run.error.startswith("missed: reached a worker ") and "grace of 5 s" in run.error
+    assert run.started_at is None
+
+
+def test_a_run_of_a_task_that_runs_every_instant_is_never_late():
+    task = make_task(options={"missed": "all", "grace": 0})
+    make_due(task)
+    ((_, run_id, _),) = claim()
+    assert start_run(run_id) == "running"
+
+
+def test_a_buffered_run_starts_when_the_running_one_finishes():
+    task = make_task(options={"overlap": "buffer_one"})
+    make_due(task)
+    ((_, first, _),) = claim()
+    _doing(first)
+    assert start_run(first) == "running"
+    make_due(task)
+    ((_, buffered, _),) = claim()
+    run = _run(buffered)
+    assert (run.status, run.job_id, run.details) == ("queued", None, {"buffered_behind": first})
+    make_due(task)
+    ((_, third, instant),) = claim()  # the buffer holds one: coalesced into it
+    assert third is None
+    assert TaskRun.objects.get(task=task, scheduled_for=instant).details["into_run"] == buffered
+    # Housekeeping leaves a buffered run alone while its predecessor runs.
+    assert sql("SELECT sisy_fail_orphaned_runs_v1('30 seconds', 'sisy', 'sisy.run')") == [(0,)]
+    assert sql(
+        "SELECT sisy_finish_run_v1(%s, 'succeeded', '', '', 'sisy', 'sisy.run')", [first]
+    ) == [(True,)]
+    run = _run(buffered)
+    assert run.job_id is not None and job_status(run.job_id) == "todo"
+    assert "due_at" in run.details
+    assert start_run(buffered) == "running"
+
+
+def test_a_failed_attempt_waits_again_for_its_retry_with_its_history():
+    task = make_task()
+    make_due(task)
+    ((_, run_id, _),) = claim()
+    assert start_run(run_id) == "running"
+    ((retry_at,),) = sql(
+        "SELECT sisy_retry_run_v1(%s, 'ValueError: boom', 'Traceback...', '10 seconds')",
+        [run_id],
+    )
+    run = _run(run_id)
+    assert run.status == "queued" and run.error == "ValueError: boom"
+    assert dt.datetime.fromisoformat(run.details["due_at"]) == retry_at
+    assert [a["attempt"] for a in run.details["attempts"]] == [1]
+    assert run.details["attempts"][0]["error"] == "ValueError: boom"
+    # The retry is due later than the instant: its grace counts from then.
+    assert start_run(run_id) == "running"
+    assert _run(run_id).details["attempt"] == 2
+
+
+def test_a_run_past_its_timeout_is_timed_out_and_its_late_outcome_noted():
+    task = make_task(options={"timeout": 0.001})
+    make_due(task)
+    ((_, run_id, _),) = claim()
+    assert start_run(run_id) == "running"
+    assert "deadline" in _run(run_id).details
+    sql("SELECT pg_sleep(0.01)")
+    assert sql("SELECT sisy_time_out_runs_v1('sisy', 'sisy.run')") == [(1,)]
+    run = _run(run_id)
+    assert (run.status, run.details["reason"]) == ("timed_out", "timed_out")
+    assert run.error.startswith("timed out: still running ")
+    # The thread carries on; when it returns, its outcome is noted, not applied.
+    assert sql(
+        "SELECT sisy_finish_run_v1(%s, 'succeeded', '', '', 'sisy', 'sisy.run')", [run_id]
+    ) == [(False,)]
+    run = _run(run_id)
+    assert run.status == "timed_out" and run.details["returned"] == "succeeded"
+
+
+def test_a_broken_task_stops_firing_until_its_row_is_fixed():
+    task = make_task(options={"missed": "all"})
+    make_due(task)
+    ((_, broken_run, _),) = claim()
+    make_due(task)
+    ((_, waiting, _),) = claim()
+    assert start_run(broken_run) == "running"
+    assert sql(
+        "SELECT sisy_break_task_v1(%s, 'unknown module: no prefix of ''x.y'' can be imported', '')",
+        [broken_run],
+    ) == [(True,)]
+    task.refresh_from_db()
+    assert task.broken and task.error.startswith("unknown module") and task.next_run is None
+    assert _run(broken_run).error.startswith("broken: unknown module")
+    assert _run(waiting).status == "cancelled"
+    assert sql("SELECT state, error FROM sisy_task_status WHERE id = %s", [task.pk]) == [
+        ("broken", task.error)
+    ]
+    # Not planned again while broken...
+    assert not sql("SELECT 1 FROM sisy_task WHERE id = %s AND next_run IS NOT NULL", [task.pk])
+    # ...until a writer changes its callable (or clears the error).
+    sql(
+        "UPDATE sisy_task SET callable_info = callable_info || '{\"note\": 1}' WHERE id = %s",
+        [task.pk],
+    )
+    task.refresh_from_db()
+    assert task.error == "" and not task.broken
+
+
+def test_clearing_the_error_lets_the_planner_plan_the_task_again():
+    task = make_task()
+    sql("UPDATE sisy_task SET error = 'refused: x', next_run = NULL WHERE id = %s", [task.pk])
+    assert not sql(QUERIES["tasks_to_plan"], {"limit": 10})
+    sql("UPDATE sisy_task SET error = '' WHERE id = %s", [task.pk])
+    assert [row[0] for row in sql(QUERIES["tasks_to_plan"], {"limit": 10})] == [task.pk]
+
+
+@pytest.mark.parametrize(
+    ("options", "valid"),
+    [
+        ('{"missed": "skip", "overlap": "buffer_one", "grace": 0}', True),
+        ('{"timeout": 0.5, "retries": 3, "retry_delay": 1.5, "grace": null}', True),
+        ('{"later_release_option": true}', True),  # keys of later releases
+        ('{"missed": "sometimes"}', False),
+        ('{"missed": 1}', False),
+        ('{"overlap": "queue"}', False),
+        ('{"grace": -1}', False),
+        ('{"grace": "60"}', False),
+        ('{"timeout": 0}', False),
+        ('{"retries": 1.5}', False),
+        ('{"retries": 101}', False),
+        ('{"retry_delay": 0}', False),
+        ("[]", False),
+    ],
+)
+def test_the_database_checks_the_policies_in_options(options, valid):
+    task = make_task()
+    change = "UPDATE sisy_task SET options = %s::jsonb WHERE id = %s"
+    if valid:
+        sql(change, [options, task.pk])
+    else:
+        with pytest.raises(IntegrityError, match="sisy_task_options_valid"), transaction.atomic():
+            sql(change, [options, task.pk])

@@ -108,7 +108,16 @@ class Migration(migrations.Migration):
                             ),
                         ),
                         ("userdata", models.JSONField(blank=True, default=dict)),
-                        ("options", models.JSONField(blank=True, default=dict, editable=False)),
+                        (
+                            "options",
+                            models.JSONField(
+                                blank=True,
+                                default=dict,
+                                help_text='Policies, e.g. {"missed": "skip", "grace": 30, '
+                                '"overlap": "buffer_one", "timeout": 600, "retries": 3, '
+                                '"retry_delay": 10}.',
+                            ),
+                        ),
                         ("next_run", models.DateTimeField(blank=True, editable=False, null=True)),
                         (
                             "last_run",

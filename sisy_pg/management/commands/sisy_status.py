@@ -25,14 +25,7 @@ class Command(BaseCommand):
         header = f"{'id':>5}  {'label':<36} {'schedule':<16} {'timezone':<16} {'state':<9} {'next run':<29} {'last':<10}"
         self.stdout.write(header)
         for task in tasks:
-            if task.finished:
-                state = "finished"
-            elif not task.enabled:
-                state = "disabled"
-            elif task.error:
-                state = "invalid"
-            else:
-                state = "running" if task.running else "enabled"
+            state = task.state
             self.stdout.write(
                 f"{task.pk:>5}  {task.label[:36]:<36} {task.schedule:<16} {task.timezone:<16} "
                 f"{state:<9} {_when(task.next_run):<29} {task.last_outcome or '-':<10}"

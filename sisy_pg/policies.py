@@ -34,17 +34,21 @@ OVERLAP_POLICIES = ("allow", "skip", "buffer_one")
 OPTIONS = {
     "missed": f"one of {', '.join(MISSED_POLICIES)}",
     "overlap": f"one of {', '.join(OVERLAP_POLICIES)}",
-    "grace": "a number of seconds, 0 or more",
-    "timeout": "a number of seconds, more than 0",
+    "grace": "a number of seconds, from 0 to 315360000 (ten years)",
+    "timeout": "a number of seconds, more than 0 and at most 315360000 (ten years)",
     "retries": "a whole number from 0 to 100",
-    "retry_delay": "a number of seconds, more than 0",
+    "retry_delay": "a number of seconds, more than 0 and at most 315360000 (ten years)",
 }
 MAX_RETRIES = 100
+MAX_SECONDS = 315_360_000  # ten years: beyond, a setting is a mistake (and overflows dates)
 DEFAULT_RETRY_DELAY = 10.0
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _is_seconds(value: Any) -> bool:
+    """A JSON number of seconds that a timedelta can hold (ints may be huge, floats NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return (isinstance(value, int) or math.isfinite(value)) and abs(value) <= MAX_SECONDS
 
 
 def _option_ok(key: str, value: Any) -> bool:
@@ -54,7 +58,7 @@ def _option_ok(key: str, value: Any) -> bool:
         return value in MISSED_POLICIES
     if key == "overlap":
         return value in OVERLAP_POLICIES
-    if not _is_number(value):
+    if not _is_seconds(value):
         return False
     if key == "grace":
         return bool(value >= 0)
@@ -171,6 +175,8 @@ def decide(due: Due, *, lead: dt.timedelta, all_limit: int) -> Decision:
         # Late beyond its grace: the workers were stopped or too busy. The
         # policy deals with every instant up to now at once.
         now = due.claimed_at + lead
+        if task.end_running is not None:
+            now = min(now, task.end_running)
         latest = _last_up_to(task, now, due.instant)
         if policy.missed == "all":
             fire = _first_of_latest(task, due.instant, now, all_limit)
@@ -200,9 +206,7 @@ def decide(due: Due, *, lead: dt.timedelta, all_limit: int) -> Decision:
 def _last_up_to(
     task: schedule.PlanInput, until: dt.datetime, not_before: dt.datetime
 ) -> dt.datetime:
-    """The latest instant in ``[not_before, until]`` and not past ``end_running``."""
-    if task.end_running is not None:
-        until = min(until, task.end_running)
+    """The latest instant in ``[not_before, until]``."""
     latest = schedule.last_before(
         task.schedule, task.timezone, until + dt.timedelta(microseconds=1), not_before=not_before
     )

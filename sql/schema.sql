@@ -76,11 +76,12 @@ CREATE TABLE sisy_task (
         AND coalesce(options ->> 'overlap' IN ('allow', 'skip', 'buffer_one'), true)
         AND CASE coalesce(jsonb_typeof(options -> 'grace'), 'null')
                 WHEN 'null' THEN true
-                WHEN 'number' THEN (options ->> 'grace')::numeric >= 0
+                WHEN 'number' THEN (options ->> 'grace')::numeric BETWEEN 0 AND 315360000
                 ELSE false END
         AND CASE coalesce(jsonb_typeof(options -> 'timeout'), 'null')
                 WHEN 'null' THEN true
                 WHEN 'number' THEN (options ->> 'timeout')::numeric > 0
+                               AND (options ->> 'timeout')::numeric <= 315360000
                 ELSE false END
         AND CASE coalesce(jsonb_typeof(options -> 'retries'), 'null')
                 WHEN 'null' THEN true
@@ -90,6 +91,7 @@ CREATE TABLE sisy_task (
         AND CASE coalesce(jsonb_typeof(options -> 'retry_delay'), 'null')
                 WHEN 'null' THEN true
                 WHEN 'number' THEN (options ->> 'retry_delay')::numeric > 0
+                               AND (options ->> 'retry_delay')::numeric <= 315360000
                 ELSE false END
     ),
     CONSTRAINT sisy_task_callable_has_path CHECK (

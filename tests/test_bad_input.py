@@ -273,7 +273,8 @@ def test_the_planner_flags_a_raw_schedule_with_no_instant_and_finishes_a_raw_pas
 BAD_OPTIONS = [
     ({"missed": "sometimes"}, "options['missed'] must be one of coalesce, skip, all"),
     ({"overlap": "queue"}, "options['overlap'] must be one of allow, skip, buffer_one"),
-    ({"grace": -1}, "options['grace'] must be a number of seconds, 0 or more"),
+    ({"grace": -1}, "options['grace'] must be a number of seconds, from 0 to 315360000"),
+    ({"grace": 10**400}, "options['grace'] must be a number of seconds, from 0 to 315360000"),
     ({"timeout": "1h"}, "options['timeout'] must be a number of seconds, more than 0"),
     ({"retries": 2.5}, "options['retries'] must be a whole number from 0 to 100"),
     ({"retry_delay": 0}, "options['retry_delay'] must be a number of seconds, more than 0"),

@@ -704,6 +704,7 @@ def test_clearing_the_error_lets_the_planner_plan_the_task_again():
         ('{"overlap": "queue"}', False),
         ('{"grace": -1}', False),
         ('{"grace": "60"}', False),
+        ('{"grace": 1e400}', False),
         ('{"timeout": 0}', False),
         ('{"retries": 1.5}', False),
         ('{"retries": 101}', False),

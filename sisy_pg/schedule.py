@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import threading
 import zoneinfo
 from functools import lru_cache
 
@@ -37,6 +38,12 @@ def validate_schedule(expression: str) -> str:
     """Return ``expression`` normalised (blanks collapsed), or raise ScheduleError."""
     if not isinstance(expression, str):
         raise ScheduleError(f"schedule must be a cron string, not {type(expression).__name__}")
+    return _validated(expression)
+
+
+@lru_cache(maxsize=4096)
+def _validated(expression: str) -> str:
+    """validate_schedule for a string: parsing is the costly part of the planner's arithmetic."""
     fields = expression.split()
     if len(fields) not in (5, 6):
         raise ScheduleError(
@@ -134,9 +141,32 @@ def _wall_span(zone: zoneinfo.ZoneInfo, change: dt.datetime) -> tuple[dt.datetim
     return walls[0], walls[1]
 
 
+_iterators = threading.local()
+
+
+def _iterator(expression: str, start: dt.datetime) -> croniter:
+    """A croniter for ``expression`` set to ``start``, parsed once per thread.
+
+    Parsing the expression costs more than finding the next match: the
+    planner reuses one iterator per expression (each thread its own: they
+    are stateful).
+    """
+    cache: dict[str, croniter] | None = getattr(_iterators, "cache", None)
+    if cache is None:
+        cache = _iterators.cache = {}
+    iterator = cache.get(expression)
+    if iterator is None:
+        if len(cache) >= 4096:
+            cache.clear()
+        iterator = cache[expression] = croniter(expression, start)
+    else:
+        iterator.set_current(start, force=True)
+    return iterator
+
+
 def _next_local(expression: str, after: dt.datetime) -> dt.datetime:
     """First local time (naive) matching ``expression`` strictly after ``after`` (naive)."""
-    iterator = croniter(expression, after)
+    iterator = _iterator(expression, after)
     while True:
         local: dt.datetime = iterator.get_next(dt.datetime)
         if local > after:

@@ -17,6 +17,7 @@ indexes: the cost follows what is due, not how many tasks are defined.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import logging
 from typing import Any
@@ -63,6 +64,9 @@ class Planner:
         self.retention = dt.timedelta(days=retention_days) if retention_days else None
         self.stalled_after = dt.timedelta(seconds=stalled_worker_timeout)
         self._wake = asyncio.Event()
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="sisy-planner"
+        )
         self._housekeeping_at = float("-inf")
         self._failures = 0
 
@@ -73,6 +77,7 @@ class Planner:
             try:
                 await self._serve()
             except asyncio.CancelledError:
+                self._executor.shutdown(wait=False)
                 logger.info("sisy planner stopped", extra={"action": "planner_stop"})
                 raise
             except Exception as exc:
@@ -194,8 +199,12 @@ class Planner:
             )
             if not claimed:
                 return 0
-            # Cron arithmetic is CPU work: off the worker's event loop.
-            decisions = await asyncio.to_thread(self._decide_all, claimed)
+            # Cron arithmetic is CPU work: off the worker's event loop, in a
+            # thread of its own (the loop's default pool runs the sync jobs,
+            # and a planner waiting behind them would fire late).
+            decisions = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._decide_all, claimed
+            )
             records = [
                 (due.task_id, record)
                 for due, decision in zip(claimed, decisions, strict=True)

@@ -12,7 +12,7 @@ import pytest
 
 from bench.soak import soak
 
-pytestmark = [pytest.mark.e2e, pytest.mark.soak]
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 
 def test_a_minute_of_overload_and_a_killed_worker_runs_nothing_twice_and_records_the_rest(

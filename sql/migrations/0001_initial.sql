@@ -563,9 +563,9 @@ $$;
 
 -- Moves a queued run to running, unless:
 --   * it reaches a worker later than the task's grace after it was due
---     (details.due_at -- a retry's or a released buffered run's start --
---     or its instant): 'missed', not run late (not for the policy
---     missed='all', which runs every instant);
+--     (details.due_at -- a catch-up's claim or a released buffered run's
+--     start -- or its instant): 'missed', not run late (not for the policy
+--     missed='all', which runs every instant, nor for a retry);
 --   * the task does not allow overlap and another of its runs executes on
 --     a live worker: 'skipped', naming that run.
 -- Returns the run's status afterwards (anything but 'running' means the
@@ -617,7 +617,11 @@ BEGIN
              LIMIT 1;
         END IF;
 
-        IF coalesce(task.options ->> 'missed', 'coalesce') <> 'all' AND late_by > grace THEN
+        IF coalesce(task.options ->> 'missed', 'coalesce') <> 'all' AND late_by > grace
+           -- A retry continues a run that started in time: it runs when a
+           -- worker fetches it (procrastinate's next poll at worst).
+           AND NOT run.details ? 'attempts'
+        THEN
             UPDATE sisy_taskrun AS r
                SET status = 'missed', finished_at = now_, worker = p_worker,
                    job_id = coalesce(r.job_id, p_job_id),
@@ -657,6 +661,10 @@ BEGIN
                               now_ + make_interval(secs => (task.options ->> 'timeout')::float8)
                           ) END
              WHERE r.id = run.id;
+            IF task.options ->> 'timeout' IS NOT NULL THEN
+                -- The planners time runs out: wake them to note this deadline.
+                PERFORM pg_notify('sisy_task_changed', '');
+            END IF;
         END IF;
     END IF;
     RETURN QUERY

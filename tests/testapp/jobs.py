@@ -64,3 +64,17 @@ class Things:
 
     def plain_instance_job(self, message):  # not a Django model: refused
         pass
+
+
+def flaky(message):
+    """Fails the first two calls for a run, succeeds from the third (counted by its Hit rows)."""
+    _hit("flaky", message)
+    calls = Hit.objects.filter(name="flaky", run_id=message["message"]["run_id"]).count()
+    if calls <= 2:
+        raise RuntimeError(f"flaky call {calls} fails")
+
+
+def fail_counted(message):
+    """Always fails, after recording the call (so the attempts can be counted)."""
+    _hit("fail_counted", message)
+    raise RuntimeError("always fails")

@@ -14,6 +14,7 @@ import math
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.utils.dateparse import parse_datetime
 
 from sisy_pg import conf, policies, schedule
 from sisy_pg.policies import Due, OtherRun, Policy
@@ -32,7 +33,7 @@ def at(*args, tz=UTC):
 def utc(text):
     if text.count("-") == 1:
         text = f"2026-{text}"
-    return dt.datetime.fromisoformat(text).replace(tzinfo=UTC)
+    return parse_datetime(text).replace(tzinfo=UTC)
 
 
 def policy(grace=60, **options):

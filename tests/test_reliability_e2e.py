@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from django.db import connection
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from sisy_pg import callables
 from sisy_pg.models import Task, TaskRun, task_with_callable
@@ -259,7 +260,7 @@ def test_retries_run_again_until_success_or_the_last_attempt(start_worker):
         "RuntimeError: flaky call 2 fails",
     ], dump
     # Backoff: each retry starts after its delay (0.5 s, then 1 s).
-    assert secs(run.started_at - dt.datetime.fromisoformat(attempts[1]["failed_at"])) >= 0.9, dump
+    assert secs(run.started_at - parse_datetime(attempts[1]["failed_at"])) >= 0.9, dump
 
     run = runs(failing).get()
     assert run.status == "failed", dump
@@ -329,7 +330,7 @@ def test_timeout_closes_a_one_off_run_before_its_callable_returns(start_worker):
         lambda: runs(task, details__returned="succeeded").first(), timeout=10, interval=0.1
     )
     assert run.status == "timed_out", history(task)
-    returned_at = dt.datetime.fromisoformat(run.details["returned_at"])
+    returned_at = parse_datetime(run.details["returned_at"])
     assert secs(returned_at - run.started_at) >= 2.9, history(task)
 
 
@@ -349,7 +350,7 @@ def test_a_timed_out_run_no_longer_blocks_overlap_skip(start_worker):
 
     def started_beside_a_timed_out_run():
         for first in runs(task, status="timed_out").exclude(details__returned_at=None):
-            returned_at = dt.datetime.fromisoformat(first.details["returned_at"])
+            returned_at = parse_datetime(first.details["returned_at"])
             later = runs(task, started_at__gt=first.finished_at, started_at__lt=returned_at)
             if later.exists():
                 return first, later.first()
@@ -487,7 +488,7 @@ def test_outage_is_one_missed_range_then_the_schedule_resumes(start_worker):
     missed = [r for r in rows if reason(r) == "missed"]
     assert len(missed) == 1, dump
     gap = missed[0]
-    through = dt.datetime.fromisoformat(gap.details["through"])
+    through = parse_datetime(gap.details["through"])
     assert gap.status == "missed" and "within the grace of 2 s" in gap.error, dump
     # The range lies in the outage (and the startup of the second worker)...
     assert stopped_at - 2 * SECOND <= gap.scheduled_for <= stopped_at + 2 * SECOND, dump

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from django.db import IntegrityError, connection, transaction
 from django.db.utils import DataError, InternalError
+from django.utils.dateparse import parse_datetime
 
 from sisy_pg import policies, sql_files, store
 from sisy_pg.models import Task, TaskRun, task_with_callable
@@ -629,7 +630,7 @@ def test_a_failed_attempt_waits_again_for_its_retry_with_its_history():
     )
     run = _run(run_id)
     assert run.status == "queued" and run.error == "ValueError: boom"
-    assert dt.datetime.fromisoformat(run.details["due_at"]) == retry_at
+    assert parse_datetime(run.details["due_at"]) == retry_at
     assert [a["attempt"] for a in run.details["attempts"]] == [1]
     assert run.details["attempts"][0]["error"] == "ValueError: boom"
     # The retry is due later than the instant: its grace counts from then.

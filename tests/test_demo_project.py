@@ -91,8 +91,12 @@ def test_demo_runs_a_worker_and_prints_a_line_per_fire(fresh_url):
         for line in output.splitlines()
         if "Heartbeat every 2 seconds" in line and " lag " in line
     ]
-    assert len(fires) >= 2, output
+    ran = [line for line in fires if " succeeded" in line or " failed  (" in line]
+    assert len(ran) >= 2, output
     assert all(
-        " succeeded" in line or " failed  (RuntimeError: a simulated failure" in line
+        " succeeded" in line
+        or " failed  (RuntimeError: a simulated failure" in line
+        # While the worker starts, a fire may find the first run still waiting.
+        or " skipped  (coalesced: run " in line
         for line in fires
     ), output

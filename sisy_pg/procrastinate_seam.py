@@ -162,6 +162,18 @@ def job_worker_options(context: procrastinate.JobContext) -> WorkerOptions:
     return worker_options(context.app)
 
 
+def stalled_worker_timeout() -> float:
+    """Heartbeat age (s) after which procrastinate deems a worker stalled (the App's default).
+
+    What ``manage.py sisy health`` calls a live worker; a worker started with
+    another ``--stalled-worker-timeout`` is judged by the App's.
+    """
+    app = django_app()
+    if app is None:
+        return _default_stalled_worker_timeout()
+    return worker_options(app).stalled_worker_timeout
+
+
 def django_app() -> procrastinate.App | None:
     """procrastinate.contrib.django's App, or None before that app is ready."""
     app = procrastinate_app.current_app

@@ -173,6 +173,7 @@ def test_overlap_allowed_runs_concurrently(start_worker):
     wait_until(lambda: runs(task, status="running").count() >= 2, timeout=10)
 
 
+@pytest.mark.long  # the soak covers it too; left out of the CI matrix
 def test_two_workers_twenty_tasks_thirty_seconds_exactly_once(start_worker):
     start_worker("w1")
     start_worker("w2")

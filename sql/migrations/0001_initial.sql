@@ -235,6 +235,19 @@ AS $$
     SELECT count(*)::integer FROM deleted;
 $$;
 
+-- How many procrastinate workers are alive: their heartbeat is younger than
+-- p_stalled_after (procrastinate's stalled_worker_timeout). Every worker that
+-- serves the sisy queue runs a planner, so none means nothing fires
+-- (manage.py sisy health).
+CREATE FUNCTION sisy_live_workers_v1(p_stalled_after interval) RETURNS integer
+    LANGUAGE sql STABLE
+    SET search_path FROM CURRENT
+AS $$
+    SELECT count(*)::integer
+      FROM procrastinate_workers AS w
+     WHERE w.last_heartbeat > now() - p_stalled_after;
+$$;
+
 -- Triggers on sisy_task ----------------------------------------------------------
 
 CREATE FUNCTION sisy_task_before_write_v1() RETURNS trigger
@@ -928,6 +941,69 @@ BEGIN
       FROM deleted;
     PERFORM sisy_delete_finished_jobs_v1(coalesce(pruned_jobs, '{}'));
     RETURN pruned;
+END;
+$$;
+
+-- For operators at psql ------------------------------------------------------------
+-- What manage.py sisy pause/resume/run does, for a session without Django
+-- (docs/sql.md). Each raises no_data_found for an unknown label, so that a
+-- typo is not mistaken for "nothing to do".
+
+-- Pauses the task labelled p_label: enabled = false, which cancels its queued
+-- runs (the triggers). True when this call paused it, false when it was
+-- already paused.
+CREATE FUNCTION sisy_pause_v1(p_label text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+BEGIN
+    UPDATE sisy_task AS t SET enabled = false WHERE t.label = p_label AND t.enabled;
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM sisy_task AS t WHERE t.label = p_label) THEN
+        RAISE EXCEPTION 'sisy: no task labelled %', p_label USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN false;
+END;
+$$;
+
+-- Resumes the task labelled p_label: enabled = true, and the planners plan
+-- it again at once (a finished task is reconsidered, a broken one retried).
+-- True when this call resumed it, false when it was already enabled.
+CREATE FUNCTION sisy_resume_v1(p_label text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+BEGIN
+    UPDATE sisy_task AS t SET enabled = true WHERE t.label = p_label AND NOT t.enabled;
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM sisy_task AS t WHERE t.label = p_label) THEN
+        RAISE EXCEPTION 'sisy: no task labelled %', p_label USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN false;
+END;
+$$;
+
+-- Runs the task labelled p_label once, now, then as scheduled (next_run =
+-- now(): the planners fire what is due). False when it cannot run: paused,
+-- finished or broken (sisy_task_status says which).
+CREATE FUNCTION sisy_run_now_v1(p_label text) RETURNS boolean
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+BEGIN
+    UPDATE sisy_task AS t SET next_run = now()
+     WHERE t.label = p_label AND t.enabled AND t.finished_at IS NULL AND t.error = '';
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM sisy_task AS t WHERE t.label = p_label) THEN
+        RAISE EXCEPTION 'sisy: no task labelled %', p_label USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN false;
 END;
 $$;
 

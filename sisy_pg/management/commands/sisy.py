@@ -1,0 +1,498 @@
+"""``manage.py sisy``: list, inspect, drive and probe the tasks from a shell.
+
+One command with subcommands (``list``, ``show``, ``next``, ``run``,
+``pause``, ``resume``, ``history``, ``check``, ``health``), so that an
+operator needs neither the admin nor psql. Those that print data take
+``--json`` for scripts. Failures raise ``CommandError``: a one-line message
+and a non-zero exit status (``health`` is meant for liveness probes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connections
+
+from sisy_pg import conf, procrastinate_seam, schedule
+from sisy_pg.models import NOT_RUNNABLE_MESSAGES, Task, TaskRun, database_now
+
+UTC = dt.timezone.utc
+_ONE_MICROSECOND = dt.timedelta(microseconds=1)
+# Broken or overdue labels named in one health line, at most.
+HEALTH_LABELS = 5
+
+Write = Callable[[str], None]
+
+
+# --- formatting ----------------------------------------------------------------
+
+
+def stamp(value: dt.datetime, zone: dt.tzinfo = UTC) -> str:
+    """An instant to the second in ``zone`` (ISO 8601, ``Z`` for UTC)."""
+    text = value.astimezone(zone).isoformat(timespec="seconds")
+    return text[:-6] + "Z" if zone is UTC else text
+
+
+def iso(value: dt.datetime | None, zone: dt.tzinfo = UTC) -> str | None:
+    return None if value is None else stamp(value, zone)
+
+
+def seconds(value: dt.timedelta | None) -> float | None:
+    return None if value is None else round(value.total_seconds(), 3)
+
+
+def first_line(text: str, width: int = 100) -> str:
+    lines = text.strip().splitlines()
+    return lines[0][:width] if lines else ""
+
+
+def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
+    """Lines of a left-aligned table (columns as wide as their widest cell)."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+    return [
+        "  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in (header, *rows)
+    ]
+
+
+def _cell(value: object) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+# --- what the subcommands compute (also for sisy_status) -----------------------
+
+
+def task_summary(task: Task) -> dict[str, Any]:
+    """A task as ``list`` shows it (instants in UTC)."""
+    return {
+        "id": task.pk,
+        "label": task.label,
+        "state": task.state,
+        "schedule": task.schedule,
+        "timezone": task.timezone,
+        "next_run": iso(task.next_run),
+        "last_run": iso(task.last_run),
+        "last_outcome": task.last_outcome,
+        "error": task.error,
+    }
+
+
+def list_lines(tasks: Sequence[dict[str, Any]]) -> list[str]:
+    """The ``list`` table; a broken task's reason on the line below it."""
+    if not tasks:
+        return ["No sisy task defined."]
+    header = (
+        *("id", "label", "state", "schedule", "timezone"),
+        *("next run (UTC)", "last run (UTC)", "last outcome"),
+    )
+    rows = [
+        (
+            str(t["id"]),
+            t["label"][:40],
+            t["state"],
+            t["schedule"],
+            t["timezone"],
+            _cell(t["next_run"]),
+            _cell(t["last_run"]),
+            _cell(t["last_outcome"]),
+        )
+        for t in tasks
+    ]
+    lines = table(rows, header)
+    out = lines[:1]
+    for line, task in zip(lines[1:], tasks, strict=True):
+        out.append(line)
+        if task["error"]:
+            out.append(f"    ! broken: {first_line(task['error'], 200)}")
+    return out
+
+
+def all_tasks() -> list[dict[str, Any]]:
+    return [task_summary(t) for t in Task.objects.with_status().order_by("label", "id")]
+
+
+def upcoming(task: Task, now: dt.datetime, count: int) -> list[dt.datetime]:
+    """The next ``count`` instants of the task's schedule after ``now``, within its window.
+
+    What the schedule says, not what the planner will do: a paused or
+    broken task does not fire, and a "run now" is not an instant of it.
+    """
+    after = now
+    if task.start_running is not None and task.start_running > now:
+        after = task.start_running - _ONE_MICROSECOND
+    left = task.iterations - task.fire_count if task.iterations else count
+    instants: list[dt.datetime] = []
+    while len(instants) < min(count, left):
+        instant = schedule.next_after(task.schedule, task.timezone, after)
+        if task.end_running is not None and instant > task.end_running:
+            break
+        instants.append(instant)
+        after = instant
+    return instants
+
+
+def instants_of(
+    expression: str, zone_name: str, after: dt.datetime, count: int
+) -> list[dt.datetime]:
+    instants: list[dt.datetime] = []
+    for _ in range(count):
+        after = schedule.next_after(expression, zone_name, after)
+        instants.append(after)
+    return instants
+
+
+def instant_pairs(instants: Sequence[dt.datetime], zone_name: str) -> list[dict[str, str]]:
+    zone = schedule.get_timezone(zone_name)
+    return [{"local": stamp(i, zone), "utc": stamp(i)} for i in instants]
+
+
+def run_summary(run: TaskRun) -> dict[str, Any]:
+    """A run as ``history`` and ``show`` show it."""
+    return {
+        "id": run.pk,
+        "scheduled_for": iso(run.scheduled_for),
+        "status": run.status,
+        "reason": (run.details or {}).get("reason"),
+        "lag": seconds(run.lag),
+        "duration": seconds(
+            run.finished_at - run.started_at if run.started_at and run.finished_at else None
+        ),
+        "attempt": (run.details or {}).get("attempt"),
+        "error": first_line(run.error),
+    }
+
+
+def history_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
+    if not runs:
+        return ["No run recorded."]
+    header = ("scheduled for (UTC)", "status", "reason", "lag s", "duration s", "error")
+    rows = [
+        (
+            r["scheduled_for"],
+            r["status"],
+            _cell(r["reason"]),
+            _cell(r["lag"]),
+            _cell(r["duration"]),
+            _cell(r["error"]),
+        )
+        for r in runs
+    ]
+    return table(rows, header)
+
+
+# cron-descriptor reads a 6-field expression as seconds-first (Quartz); sisy's
+# sixth field is seconds. Its 24-hour clock and Sunday-is-0 match croniter's.
+def describe(expression: str) -> str:
+    """``expression`` (valid, sisy's field order) in plain English, as cron-descriptor puts it."""
+    from cron_descriptor import Options, get_description
+
+    fields = expression.split()
+    if len(fields) == 6:
+        fields = fields[5:] + fields[:5]
+    options = Options()
+    options.use_24hour_time_format = True
+    try:
+        return str(get_description(" ".join(fields), options))
+    except Exception as exc:  # its parser is stricter than croniter on some syntax
+        return f"(no description: {exc})"
+
+
+def seconds_first_suggestion(expression: str) -> str | None:
+    """The sisy spelling of ``expression`` if it looks seconds-first (Quartz, Spring), or None.
+
+    The heuristic: six fields, the sixth ``*`` (every second, rarely meant)
+    and the first not ``*``. Read seconds-first, ``0 */5 * * * *`` is every
+    five minutes; read as sisy does, it is every second of minute 0 of every
+    fifth hour. The suggestion moves the first field to the end.
+    """
+    fields = expression.split()
+    if len(fields) != 6 or fields[5] != "*" or fields[0] == "*":
+        return None
+    return " ".join(fields[1:] + fields[:1])
+
+
+def health_problems(max_overdue: float) -> tuple[list[str], dict[str, Any]]:
+    """Why sisy is unhealthy (empty when healthy), and the facts behind it."""
+    alias = procrastinate_seam.database_alias()
+    stalled_after = procrastinate_seam.stalled_worker_timeout()
+    with connections[alias].cursor() as cursor:
+        cursor.execute("SELECT sisy_live_workers_v1(make_interval(secs => %s))", [stalled_after])
+        live_workers = int(cursor.fetchone()[0])
+    now = database_now(alias)
+    overdue = list(
+        Task.objects.using(alias)
+        .filter(
+            enabled=True,
+            error="",
+            finished_at=None,
+            next_run__lt=now - dt.timedelta(seconds=max_overdue),
+        )
+        .order_by("next_run")
+        .values_list("label", flat=True)
+    )
+    broken = list(
+        Task.objects.using(alias)
+        .filter(enabled=True)
+        .exclude(error="")
+        .order_by("label")
+        .values_list("label", flat=True)
+    )
+    problems = []
+    if not live_workers:
+        problems.append(
+            f"no live worker (no procrastinate worker heartbeat in the last {stalled_after:g} s): "
+            "nothing plans or runs the tasks"
+        )
+    if overdue:
+        problems.append(
+            f"{len(overdue)} task(s) overdue by more than {max_overdue:g} s: {_names(overdue)}"
+        )
+    if broken:
+        problems.append(f"{len(broken)} task(s) broken: {_names(broken)}")
+    facts = {
+        "live_workers": live_workers,
+        "stalled_worker_timeout": stalled_after,
+        "max_overdue": max_overdue,
+        "overdue": overdue,
+        "broken": broken,
+    }
+    return problems, facts
+
+
+def _names(labels: Sequence[str]) -> str:
+    shown = ", ".join(repr(label[:40]) for label in labels[:HEALTH_LABELS])
+    more = len(labels) - HEALTH_LABELS
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+# --- the command -----------------------------------------------------------------
+
+
+def _positive(text: str) -> int:
+    number = int(text)
+    if number < 1:
+        raise ValueError(text)
+    return number
+
+
+_positive.__name__ = "positive integer"  # argparse's "invalid positive integer value"
+
+
+class Command(BaseCommand):
+    help = "Operate sisy tasks: list, show, next, run, pause, resume, history, check, health."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+        def action(name: str, help: str, label: bool = False, data: bool = True) -> Any:
+            sub = actions.add_parser(name, help=help, description=help)
+            if label:
+                sub.add_argument("label", help="the task's label")
+            if data:
+                sub.add_argument(
+                    "--json", action="store_true", dest="as_json", help="one JSON document"
+                )
+            return sub
+
+        action("list", "every task: state, schedule, next and last run, last outcome")
+        action("show", "everything about one task, its next instants and last runs", label=True)
+        sub = action("next", "the task's next instants, in its time zone and UTC", label=True)
+        sub.add_argument("-n", type=_positive, default=5, help="how many (default 5)")
+        action("run", "run the task once, now (then as scheduled)", label=True, data=False)
+        action("pause", "disable the task (its queued runs are cancelled)", label=True, data=False)
+        action("resume", "enable the task again", label=True, data=False)
+        sub = action("history", "the task's last runs", label=True)
+        sub.add_argument("-n", type=_positive, default=20, help="how many (default 20)")
+        sub = action("check", "validate a schedule, describe it, show its next instants")
+        sub.add_argument("expression", help="a cron schedule, e.g. '*/5 * * * *'")
+        sub.add_argument("--tz", default=None, help="time zone (default SISY_DEFAULT_TIMEZONE)")
+        sub.add_argument("-n", type=_positive, default=5, help="how many instants (default 5)")
+        sub = action("health", "exit 0 when workers are alive and no task is late or broken")
+        sub.add_argument(
+            "--max-overdue",
+            type=float,
+            default=60.0,
+            help="seconds past its next run after which a task counts as overdue (default 60)",
+        )
+
+    def handle(self, *args: Any, action: str, **options: Any) -> None:
+        handler = getattr(self, f"do_{action}")
+        handler(**options)
+
+    # --- output ---
+
+    def out(self, line: str = "") -> None:
+        self.stdout.write(line)
+
+    def emit(self, document: Any, lines: Sequence[str], as_json: bool) -> None:
+        if as_json:
+            self.stdout.write(json.dumps(document, indent=2, default=str))
+        else:
+            for line in lines:
+                self.out(line)
+
+    def task(self, label: str) -> Task:
+        task = Task.objects.with_status().filter(label=label).first()
+        if task is None:
+            raise CommandError(f"no task labelled {label!r} (manage.py sisy list shows them)")
+        return task
+
+    # --- subcommands ---
+
+    def do_list(self, as_json: bool = False, **options: Any) -> None:
+        tasks = all_tasks()
+        self.emit(tasks, list_lines(tasks), as_json)
+
+    def do_show(self, label: str, as_json: bool = False, **options: Any) -> None:
+        task = self.task(label)
+        zone = schedule.get_timezone(task.timezone)
+        instants = upcoming(task, database_now(), 5)
+        runs = [run_summary(r) for r in task.runs.order_by("-scheduled_for", "-id")[:10]]
+        policy = {
+            key: seconds(value) if isinstance(value, dt.timedelta) else value
+            for key, value in dataclasses.asdict(task.policy).items()
+        }
+        document = {
+            **task_summary(task),
+            "description": describe(task.schedule),
+            "callable": task.callable_info,
+            "enabled": task.enabled,
+            "start_running": iso(task.start_running),
+            "end_running": iso(task.end_running),
+            "iterations": task.iterations,
+            "fire_count": task.fire_count,
+            "wait_for_schedule": task.wait_for_schedule,
+            "allow_overlap": task.allow_overlap,
+            "userdata": task.userdata,
+            "options": task.options,
+            "policy": policy,
+            "finished_at": iso(task.finished_at),
+            "created_at": iso(task.created_at),
+            "modified_at": iso(task.modified_at),
+            "next_instants": instant_pairs(instants, task.timezone),
+            "runs": runs,
+        }
+        fields = [
+            ("id", task.pk),
+            ("label", task.label),
+            ("state", task.state),
+            ("error", task.error),
+            ("callable", task.callable_path),
+            ("callable info", _dumps(task.callable_info)),
+            ("schedule", f"{task.schedule}  ({document['description']})"),
+            ("timezone", task.timezone),
+            ("enabled", task.enabled),
+            ("start running", iso(task.start_running, zone)),
+            ("end running", iso(task.end_running, zone)),
+            ("iterations", f"{task.iterations or 'forever'} (fired {task.fire_count})"),
+            ("wait for schedule", task.wait_for_schedule),
+            ("userdata", _dumps(task.userdata)),
+            ("options", _dumps(task.options)),
+            ("policy", ", ".join(f"{k}={_cell(v)}" for k, v in policy.items())),
+            ("next run", iso(task.next_run, zone)),
+            ("last run", iso(task.last_run, zone)),
+            ("last outcome", task.last_outcome),
+            ("finished at", iso(task.finished_at, zone)),
+            ("created at", iso(task.created_at, zone)),
+            ("modified at", iso(task.modified_at, zone)),
+        ]
+        lines = [f"{name + ':':<19}{_cell(value)}" for name, value in fields]
+        lines.append(f"(times in {task.timezone})")
+        lines += ["", "next instants of its schedule:"]
+        lines += [f"  {i['local']}  ({i['utc']})" for i in document["next_instants"]] or ["  none"]
+        lines += ["", "last runs:"]
+        lines += ["  " + line for line in history_lines(runs)]
+        self.emit(document, lines, as_json)
+
+    def do_next(self, label: str, n: int, as_json: bool = False, **options: Any) -> None:
+        task = self.task(label)
+        instants = instant_pairs(upcoming(task, database_now(), n), task.timezone)
+        document = {"label": task.label, "timezone": task.timezone, "instants": instants}
+        lines = table([(i["local"], i["utc"]) for i in instants], (task.timezone, "UTC"))
+        if not instants:
+            lines = ["No instant left: the task's window or iterations are used up."]
+        elif task.state in ("paused", "finished", "broken"):
+            lines.append(f"(the task is {task.state}: these instants will not fire)")
+        self.emit(document, lines, as_json)
+
+    def do_run(self, label: str, **options: Any) -> None:
+        task = self.task(label)
+        if task.broken:
+            raise CommandError(
+                f"{task} cannot run: it is broken ({first_line(task.error)}); mend it first"
+            )
+        try:
+            task.run_asap()
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
+        self.out(f"{task}: runs now (a worker's planner fires it), then as scheduled.")
+
+    def do_pause(self, label: str, **options: Any) -> None:
+        task = self.task(label)
+        if not task.enabled:
+            raise CommandError(f"{task} is already paused")
+        if task.finished:
+            raise CommandError(f"{task} is {NOT_RUNNABLE_MESSAGES['finished']}: nothing to pause")
+        Task.objects.filter(pk=task.pk, enabled=True).update(enabled=False)
+        self.out(f"{task}: paused (its waiting runs are cancelled); resume it with 'sisy resume'.")
+
+    def do_resume(self, label: str, **options: Any) -> None:
+        task = self.task(label)
+        if task.enabled:
+            why = f"is {NOT_RUNNABLE_MESSAGES['finished']}" if task.finished else "is not paused"
+            raise CommandError(f"{task} {why}")
+        Task.objects.filter(pk=task.pk, enabled=False).update(enabled=True)
+        self.out(f"{task}: resumed; a worker's planner plans its next run now.")
+
+    def do_history(self, label: str, n: int, as_json: bool = False, **options: Any) -> None:
+        task = self.task(label)
+        runs = [run_summary(r) for r in task.runs.order_by("-scheduled_for", "-id")[:n]]
+        self.emit({"label": task.label, "runs": runs}, history_lines(runs), as_json)
+
+    def do_check(
+        self, expression: str, tz: str | None, n: int, as_json: bool = False, **options: Any
+    ) -> None:
+        zone_name = tz or conf.settings.default_timezone
+        try:
+            normalised = schedule.validate_schedule(expression)
+            schedule.get_timezone(zone_name)
+        except schedule.ScheduleError as exc:
+            raise CommandError(str(exc)) from exc
+        suggestion = seconds_first_suggestion(normalised)
+        warning = None
+        if suggestion:
+            warning = (
+                f"sisy's sixth field is seconds: {normalised!r} fires every second of the "
+                f"minutes it names. Did you mean {suggestion!r} (seconds moved last)?"
+            )
+        instants = instant_pairs(instants_of(normalised, zone_name, database_now(), n), zone_name)
+        document = {
+            "schedule": normalised,
+            "description": describe(normalised),
+            "timezone": zone_name,
+            "warning": warning,
+            "instants": instants,
+        }
+        if warning and not as_json:
+            self.stderr.write(f"warning: {warning}")
+        lines = [f"{normalised}: {document['description']}", ""]
+        lines += table([(i["local"], i["utc"]) for i in instants], (zone_name, "UTC"))
+        self.emit(document, lines, as_json)
+
+    def do_health(self, max_overdue: float, as_json: bool = False, **options: Any) -> None:
+        problems, facts = health_problems(max_overdue)
+        if as_json:
+            self.emit({"ok": not problems, "problems": problems, **facts}, [], True)
+        if problems:
+            raise CommandError("unhealthy: " + "; ".join(problems))
+        if not as_json:
+            self.out(f"ok: {facts['live_workers']} live worker(s), no task overdue or broken")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)

@@ -1,0 +1,98 @@
+"""The functions for operators at psql: sisy_pause_v1, sisy_resume_v1, sisy_run_now_v1."""
+
+import datetime as dt
+
+import pytest
+from django.db import connection, transaction
+from django.db.utils import DatabaseError
+
+from sisy_pg.models import TaskRun, task_with_callable
+from tests.testapp import jobs
+
+pytestmark = pytest.mark.django_db
+
+
+def sql(query, params=None):
+    with connection.cursor() as cursor:
+        cursor.execute(query, params)
+        return cursor.fetchall() if cursor.description else None
+
+
+def one(query, params=None):
+    return sql(query, params)[0][0]
+
+
+def make_task(label, schedule="0 0 1 1 *"):
+    task = task_with_callable(jobs.record, label=label, schedule=schedule)
+    task.save()
+    return task
+
+
+def row(task):
+    return sql(
+        "SELECT enabled, next_run, next_run <= clock_timestamp() FROM sisy_task WHERE id = %s",
+        [task.pk],
+    )[0]
+
+
+def test_pause_disables_and_cancels_queued_runs_then_is_a_no_op():
+    task = make_task("Ping")
+    run = TaskRun.objects.create(
+        task=task, scheduled_for=dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+    )
+    assert one("SELECT sisy_pause_v1('Ping')") is True
+    assert row(task)[:2] == (False, None)
+    run.refresh_from_db()
+    assert run.status == "cancelled" and run.details["reason"] == "disabled"
+    assert one("SELECT sisy_pause_v1('Ping')") is False
+
+
+def test_resume_enables_for_replanning_then_is_a_no_op():
+    task = make_task("Ping")
+    sql("SELECT sisy_pause_v1('Ping')")
+    sql("UPDATE sisy_task SET error = 'was broken' WHERE id = %s", [task.pk])
+    assert one("SELECT sisy_resume_v1('Ping')") is True
+    enabled, next_run, _ = row(task)
+    # Enabled, waiting for a planner (next_run NULL), and mended.
+    assert enabled is True and next_run is None
+    assert one("SELECT error FROM sisy_task WHERE id = %s", [task.pk]) == ""
+    assert one("SELECT sisy_resume_v1('Ping')") is False
+
+
+def test_run_now_sets_next_run_to_now_for_a_runnable_task_only():
+    task = make_task("Yearly")
+    assert one("SELECT sisy_run_now_v1('Yearly')") is True
+    assert row(task)[2] is True
+    sql("SELECT sisy_pause_v1('Yearly')")
+    assert one("SELECT sisy_run_now_v1('Yearly')") is False
+    assert row(task)[1] is None
+    sql("SELECT sisy_resume_v1('Yearly')")
+    sql("UPDATE sisy_task SET error = 'broken' WHERE id = %s", [task.pk])
+    assert one("SELECT sisy_run_now_v1('Yearly')") is False
+    sql(
+        "UPDATE sisy_task SET error = '', finished_at = now(), next_run = NULL WHERE id = %s",
+        [task.pk],
+    )
+    assert one("SELECT sisy_run_now_v1('Yearly')") is False
+
+
+@pytest.mark.parametrize("function", ["sisy_pause_v1", "sisy_resume_v1", "sisy_run_now_v1"])
+def test_unknown_label_raises_no_data_found(function):
+    make_task("Known")
+    with pytest.raises(DatabaseError) as failure, transaction.atomic():
+        sql(f"SELECT {function}('Unknown')")
+    assert "sisy: no task labelled Unknown" in str(failure.value)
+    assert failure.value.__cause__.sqlstate == "P0002"  # no_data_found
+
+
+@pytest.mark.parametrize("function", ["sisy_pause_v1", "sisy_resume_v1", "sisy_run_now_v1"])
+def test_operator_functions_pin_their_search_path(function):
+    config = one("SELECT proconfig FROM pg_proc WHERE proname = %s", [function])
+    assert any(setting.startswith("search_path=") for setting in config)
+
+
+def test_live_workers_counts_fresh_heartbeats_only():
+    sql("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 day'")
+    assert one("SELECT sisy_live_workers_v1(interval '30 seconds')") == 0
+    sql("SELECT procrastinate_register_worker_v1()")
+    assert one("SELECT sisy_live_workers_v1(interval '30 seconds')") == 1

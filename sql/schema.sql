@@ -505,7 +505,9 @@ $$;
 --     running run: details.buffered_behind) and counts in the task's
 --     fire_count and last_run. Any other status ('skipped', 'missed') is the
 --     record of an instant not run, with its reason in error and details.
---   * plans: each task's next instant, its end, or why it cannot be planned.
+--   * plans: each task's next instant, its end, or why it cannot be planned;
+--     a task's fires are counted with its plan, so every task given runs
+--     is given a plan too.
 -- Returns the number of runs queued.
 CREATE FUNCTION sisy_store_decisions_v1(
     p_queue text,
@@ -539,15 +541,24 @@ BEGIN
         ON CONFLICT (task_id, scheduled_for) DO NOTHING
         RETURNING r.id, r.task_id, r.scheduled_for, r.status, r.details
     ), fired AS (
+        SELECT i.task_id, max(i.scheduled_for) AS last_run, count(*)::integer AS count
+          FROM inserted AS i
+         WHERE i.status = 'queued'
+         GROUP BY i.task_id
+    ), planned AS (
+        -- One write per task: its plan, and the fires just recorded (every
+        -- claimed task has a plan).
         UPDATE sisy_task AS t
-           SET last_run = f.last_run, fire_count = t.fire_count + f.count
-          FROM (
-              SELECT i.task_id, max(i.scheduled_for) AS last_run, count(*)::integer AS count
-                FROM inserted AS i
-               WHERE i.status = 'queued'
-               GROUP BY i.task_id
-          ) AS f
-         WHERE t.id = f.task_id
+           SET next_run = p.next_run,
+               enabled = t.enabled AND NOT p.finished,
+               finished_at = CASE WHEN p.finished THEN clock_timestamp() ELSE t.finished_at END,
+               error = p.error,
+               last_run = coalesce(f.last_run, t.last_run),
+               fire_count = t.fire_count + coalesce(f.count, 0)
+          FROM unnest(p_plan_task_ids, p_plan_next_runs, p_plan_finished, p_plan_errors)
+               AS p(task_id, next_run, finished, error)
+          LEFT JOIN fired AS f ON f.task_id = p.task_id
+         WHERE t.id = p.task_id
     )
     SELECT array_agg(i.id ORDER BY i.id), array_agg(i.scheduled_for ORDER BY i.id)
       INTO to_defer, instants
@@ -561,15 +572,6 @@ BEGIN
                AS j(run_id, job_id)
          WHERE r.id = j.run_id;
     END IF;
-
-    UPDATE sisy_task AS t
-       SET next_run = p.next_run,
-           enabled = t.enabled AND NOT p.finished,
-           finished_at = CASE WHEN p.finished THEN clock_timestamp() ELSE t.finished_at END,
-           error = p.error
-      FROM unnest(p_plan_task_ids, p_plan_next_runs, p_plan_finished, p_plan_errors)
-           AS p(task_id, next_run, finished, error)
-     WHERE t.id = p.task_id;
 
     RETURN coalesce(cardinality(to_defer), 0);
 END;

@@ -209,11 +209,8 @@ class Store:
 
     def seconds_until(self, instant: float) -> float:
         """Seconds from the database's now to ``instant`` (epoch seconds); negative if past."""
-        with connections[self.database_alias].cursor() as cursor:
-            cursor.execute(self.queries["seconds_until"], {"instant": instant})
-            row = cursor.fetchone()
-        seconds: float = row[0]
-        return seconds
+        (seconds,) = self._call("seconds_until", {"instant": instant})
+        return float(seconds)
 
     def _call(self, query: str, params: dict[str, Any]) -> Any:
         with connections[self.database_alias].cursor() as cursor:

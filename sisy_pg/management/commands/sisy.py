@@ -20,6 +20,10 @@ from django.db import connections
 
 from sisy_pg import conf, procrastinate_seam, schedule
 from sisy_pg.models import NOT_RUNNABLE_MESSAGES, Task, TaskRun, database_now
+from sisy_pg.schedule_text import describe, instants_of, seconds_first_warning
+from sisy_pg.schedule_text import (  # re-exported: tests/test_sisy_command.py imports it
+    seconds_first_suggestion as seconds_first_suggestion,
+)
 
 UTC = dt.timezone.utc
 _ONE_MICROSECOND = dt.timedelta(microseconds=1)
@@ -136,16 +140,6 @@ def upcoming(task: Task, now: dt.datetime, count: int) -> list[dt.datetime]:
     return instants
 
 
-def instants_of(
-    expression: str, zone_name: str, after: dt.datetime, count: int
-) -> list[dt.datetime]:
-    instants: list[dt.datetime] = []
-    for _ in range(count):
-        after = schedule.next_after(expression, zone_name, after)
-        instants.append(after)
-    return instants
-
-
 def instant_pairs(instants: Sequence[dt.datetime], zone_name: str) -> list[dict[str, str]]:
     zone = schedule.get_timezone(zone_name)
     return [{"local": stamp(i, zone), "utc": stamp(i)} for i in instants]
@@ -183,37 +177,6 @@ def history_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
         for r in runs
     ]
     return table(rows, header)
-
-
-# cron-descriptor reads a 6-field expression as seconds-first (Quartz); sisy's
-# sixth field is seconds. Its 24-hour clock and Sunday-is-0 match croniter's.
-def describe(expression: str) -> str:
-    """``expression`` (valid, sisy's field order) in plain English, as cron-descriptor puts it."""
-    from cron_descriptor import Options, get_description
-
-    fields = expression.split()
-    if len(fields) == 6:
-        fields = fields[5:] + fields[:5]
-    options = Options()
-    options.use_24hour_time_format = True
-    try:
-        return str(get_description(" ".join(fields), options))
-    except Exception as exc:  # its parser is stricter than croniter on some syntax
-        return f"(no description: {exc})"
-
-
-def seconds_first_suggestion(expression: str) -> str | None:
-    """The sisy spelling of ``expression`` if it looks seconds-first (Quartz, Spring), or None.
-
-    The heuristic: six fields, the sixth ``*`` (every second, rarely meant)
-    and the first not ``*``. Read seconds-first, ``0 */5 * * * *`` is every
-    five minutes; read as sisy does, it is every second of minute 0 of every
-    fifth hour. The suggestion moves the first field to the end.
-    """
-    fields = expression.split()
-    if len(fields) != 6 or fields[5] != "*" or fields[0] == "*":
-        return None
-    return " ".join(fields[1:] + fields[:1])
 
 
 def health_problems(max_overdue: float) -> tuple[list[str], dict[str, Any]]:
@@ -463,13 +426,7 @@ class Command(BaseCommand):
             schedule.get_timezone(zone_name)
         except schedule.ScheduleError as exc:
             raise CommandError(str(exc)) from exc
-        suggestion = seconds_first_suggestion(normalised)
-        warning = None
-        if suggestion:
-            warning = (
-                f"sisy's sixth field is seconds: {normalised!r} fires every second of the "
-                f"minutes it names. Did you mean {suggestion!r} (seconds moved last)?"
-            )
+        warning = seconds_first_warning(normalised)
         instants = instant_pairs(instants_of(normalised, zone_name, database_now(), n), zone_name)
         document = {
             "schedule": normalised,

@@ -83,6 +83,7 @@ def check_settings(
         "LEAD_TIME": (True, False),
         "PLANNER_MAX_SLEEP": (False, False),
         "CLAIM_BATCH_SIZE": (False, False),
+        "RUNS_PER_JOB": (False, False),
         "RUN_RETENTION_DAYS": (False, True),
     }
     for name, (zero_ok, none_ok) in numbers.items():

@@ -37,6 +37,13 @@ DEFAULTS: dict[str, Any] = {
     "RUN_RETENTION_DAYS": 14,
     # How many due tasks one claim transaction takes at most.
     "CLAIM_BATCH_SIZE": 100,
+    # The most runs due at the same instant that one procrastinate job carries.
+    # Its runner starts them together and calls their callables side by side
+    # (at most --concurrency callables at once per worker), so the runs of a
+    # busy instant cost one job fetch and one worker slot per group rather than
+    # one each; 1 gives every run a job of its own. A larger value costs less,
+    # a smaller one spreads an instant's runs over more workers.
+    "RUNS_PER_JOB": 10,
     # False: the worker runs jobs but never plans (e.g. a worker on another queue
     # that should not touch the schedule).
     "PLANNER_ENABLED": True,

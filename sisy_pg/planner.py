@@ -47,6 +47,7 @@ class Planner:
         lead_time: float,
         max_sleep: float,
         batch_size: int,
+        runs_per_job: int = 1,
         retention_days: float | None = None,
         stalled_worker_timeout: float,
         missed_all_limit: int = 100,
@@ -61,6 +62,7 @@ class Planner:
         # deems it stalled.
         self.max_sleep = min(max_sleep, stalled_worker_timeout / 2)
         self.batch_size = batch_size
+        self.runs_per_job = runs_per_job
         self.retention = dt.timedelta(days=retention_days) if retention_days else None
         self.stalled_after = dt.timedelta(seconds=stalled_worker_timeout)
         self._wake = asyncio.Event()
@@ -218,7 +220,12 @@ class Planner:
                 for due, decision in zip(claimed, decisions, strict=True)
             }
             await self.store.store_decisions(
-                conn, queue=self.queue, task_name=self.task_name, records=records, plans=plans
+                conn,
+                queue=self.queue,
+                task_name=self.task_name,
+                runs_per_job=self.runs_per_job,
+                records=records,
+                plans=plans,
             )
         for task_id, record in records:
             _log_decision(task_id, record)
@@ -247,7 +254,12 @@ class Planner:
                 except Exception as exc:  # one bad row must not stop the others
                     plans[task_id] = _unplannable(task_id, exc)
             await self.store.store_decisions(
-                conn, queue=self.queue, task_name=self.task_name, records=[], plans=plans
+                conn,
+                queue=self.queue,
+                task_name=self.task_name,
+                runs_per_job=self.runs_per_job,
+                records=[],
+                plans=plans,
             )
         if plans:
             logger.debug(

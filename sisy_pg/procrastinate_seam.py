@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import functools
 import inspect
 import logging
@@ -69,8 +68,6 @@ PYTHON_REQUIREMENTS: tuple[tuple[Any, str], ...] = (
     (procrastinate_worker, "Worker"),
     (procrastinate.JobContext, "additional_context"),
     (procrastinate.JobContext, "job"),
-    (procrastinate.BaseRetryStrategy, "get_retry_decision"),
-    (procrastinate.RetryDecision, "retry_at"),
     (procrastinate_app, "current_app"),
     (procrastinate_app, "FutureApp"),
     (procrastinate_settings, "DATABASE_ALIAS"),
@@ -100,45 +97,25 @@ SQL_REQUIREMENTS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-class RetryRun(Exception):
-    """Raised by the runner for a failed attempt its task retries at ``retry_at``.
-
-    procrastinate's retry machinery re-runs the same job then (its
-    ``attempts`` counts them); the instant comes from the database's clock.
-    """
-
-    def __init__(self, retry_at: dt.datetime, attempt: int) -> None:
-        super().__init__(f"attempt {attempt} failed; retrying at {retry_at.isoformat()}")
-        self.retry_at = retry_at
-
-
-class _RetryWhenAsked(procrastinate.BaseRetryStrategy):
-    """Retry a sisy job exactly when the runner says so (per-task ``retries``)."""
-
-    def get_retry_decision(
-        self, *, exception: BaseException, job: procrastinate.jobs.Job
-    ) -> procrastinate.RetryDecision | None:
-        if isinstance(exception, RetryRun):
-            return procrastinate.RetryDecision(retry_at=exception.retry_at)
-        return None
-
-
 @dataclasses.dataclass(frozen=True)
 class WorkerOptions:
     """What sisy needs to know of the worker it runs in."""
 
     queues: tuple[str, ...] | None  # None: every queue
     stalled_worker_timeout: float
+    concurrency: int = 1  # how many jobs the worker runs at once (procrastinate's default)
 
     def serves(self, queue: str) -> bool:
         return not self.queues or queue in self.queues
 
 
+def _worker_default(option: str) -> Any:
+    """procrastinate's default for a Worker option the App does not set."""
+    return inspect.signature(procrastinate_worker.Worker).parameters[option].default
+
+
 def _default_stalled_worker_timeout() -> float:
-    default = (
-        inspect.signature(procrastinate_worker.Worker).parameters["stalled_worker_timeout"].default
-    )
-    return float(default)
+    return float(_worker_default("stalled_worker_timeout"))
 
 
 def worker_options(app: procrastinate.App, **kwargs: Any) -> WorkerOptions:
@@ -146,11 +123,13 @@ def worker_options(app: procrastinate.App, **kwargs: Any) -> WorkerOptions:
     options = {**app.worker_defaults, **kwargs}
     queues = options.get("queues")
     timeout = options.get("stalled_worker_timeout")
+    concurrency = options.get("concurrency")
     return WorkerOptions(
         queues=tuple(queues) if queues else None,
         stalled_worker_timeout=float(
             _default_stalled_worker_timeout() if timeout is None else timeout
         ),
+        concurrency=int(_worker_default("concurrency") if concurrency is None else concurrency),
     )
 
 
@@ -256,16 +235,18 @@ def install(
     queue: str,
     run_task: Callable[..., Any],
     start_planner: PlannerFactory,
+    worker_stopped: Callable[[], Coroutine[Any, Any, None]],
 ) -> None:
     """Register ``run_task`` on ``app``; run ``start_planner(options)`` beside its workers.
 
     ``start_planner`` returns the coroutine to run for as long as the
-    worker runs, or None for a worker that must not plan. The workers' job
+    worker runs, or None for a worker that must not plan; ``worker_stopped``
+    is awaited once the worker has stopped (its jobs ended). The workers' job
     LISTEN connection is revived when lost (:func:`keep_listening`). Idempotent.
     """
     if getattr(app, _INSTALLED_MARK, False):
         return
-    app.task(name=task_name, pass_context=True, queue=queue, retry=_RetryWhenAsked())(run_task)
+    app.task(name=task_name, pass_context=True, queue=queue)(run_task)
     keep_listening(app.job_manager)
     run_worker_async = app.run_worker_async
 
@@ -278,15 +259,14 @@ def install(
             _CONTEXT_KEY: options,
         }
         planner = start_planner(options)
-        if planner is None:
-            await run_worker_async(**kwargs)
-            return
-        planner_task = asyncio.create_task(planner, name="sisy-planner")
+        planner_task = planner and asyncio.create_task(planner, name="sisy-planner")
         try:
             await run_worker_async(**kwargs)
         finally:
-            planner_task.cancel()
-            await asyncio.gather(planner_task, return_exceptions=True)
+            if planner_task:
+                planner_task.cancel()
+                await asyncio.gather(planner_task, return_exceptions=True)
+            await worker_stopped()
 
     app.run_worker_async = run_worker_with_planner  # type: ignore[method-assign]
     setattr(app, _INSTALLED_MARK, True)

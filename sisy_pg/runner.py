@@ -1,11 +1,24 @@
 """The procrastinate task that executes one run of a sisy task.
 
-The planner defers one job per (task, instant) with ``run_id``; this runs in
-the stock procrastinate worker, in a worker thread like any sync task.
+The planner defers one job per group of runs due at the same instant
+(``run_ids``, ``at``; SISY_RUNS_PER_JOB runs at most). The task is
+asynchronous: it waits for the instant on the worker's event loop, starts
+the runs in one statement (which also reads their tasks' rows) and records
+each outcome in one more, on a small pool of autocommit connections of the
+worker's, and calls each callable in a thread, where Django's connections
+are handled as around a request. Runs claimed ahead therefore hold no thread
+while they wait, the runs of one instant share a job fetch and a worker
+slot, and a run opens no database connection unless its callable uses the
+ORM.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import concurrent.futures
+import contextvars
+import dataclasses
 import datetime as dt
 import functools
 import logging
@@ -15,82 +28,171 @@ import time
 import traceback as tb
 from typing import Any
 
+from django.db import close_old_connections, reset_queries
 from procrastinate import JobContext
 
 from . import callables, conf, procrastinate_seam
-from .store import Store, default_store
+from .store import Query, StartedRun, Store, default_store
 
 logger = logging.getLogger(__name__)
 
 RUN_TASK_NAME = "sisy.run"
 
 _HOST = socket.gethostname()
+# How long a measure of the database's clock is trusted before it is taken again.
+_CLOCK_REFRESH = 60.0
 
 
 def _worker_label(context: JobContext) -> str:
     return f"{_HOST}:{os.getpid()}:{context.worker_name or 'worker'}"
 
 
-def _wait_for(at: float | None, store: Store) -> None:
-    """Hold a run claimed ahead of time until its instant, on the database's clock.
+class DatabaseClock:
+    """This process's estimate of the database's clock, to wait for an instant without a query.
 
-    The worker's own clock may be off; asking the database how long is left
-    also opens the connection the run is about to use.
+    The offset from the local clock is measured by one query (the midpoint of
+    its round trip) and taken again every minute. The estimate only decides
+    how long to sleep: the start of a run is judged by the database itself,
+    which answers 'early' (with the time left) to a run started before its
+    instant, so a wrong local clock can delay a run but never start it early.
     """
-    if at is None:
-        return
-    remaining = store.seconds_until(at)
-    if remaining > 0:
-        time.sleep(remaining)
+
+    def __init__(self) -> None:
+        self._offset: float | None = None
+        self._measured_at = float("-inf")
+
+    async def seconds_until(self, instant: float, store: Store, query: Query) -> float:
+        if self._offset is None or time.monotonic() - self._measured_at > _CLOCK_REFRESH:
+            before = time.time()
+            database_now = await store.database_now(query)
+            after = time.time()
+            self._offset = database_now - (before + after) / 2
+            self._measured_at = time.monotonic()
+        return instant - (time.time() + self._offset)
+
+    def forget(self) -> None:
+        """Measure again at the next wait (the database found the estimate wrong)."""
+        self._offset = None
 
 
-def run_task(context: JobContext, run_id: int, at: float | None = None) -> str:
-    """Run the callable of TaskRun ``run_id`` at ``at``; record the outcome on the run.
+_clock = DatabaseClock()
 
-    A callable that cannot be resolved marks its task broken (it stops
-    firing until a writer mends it). An exception in the callable is recorded
-    (message and traceback); the task's ``retries`` option has procrastinate
-    run the job again after a backoff, otherwise the exception is re-raised
-    so procrastinate marks its job failed too. The worker carries on and the
-    task keeps its schedule.
+
+@functools.cache
+def _callable_threads(size: int) -> concurrent.futures.ThreadPoolExecutor:
+    """Threads for the callables: as many as the worker runs jobs at once.
+
+    Not the event loop's default pool, whose size follows the CPU count and
+    would cap a worker's ``--concurrency`` for blocking callables.
     """
-    from .models import Task
-
-    store = default_store()
-    worker = _worker_label(context)
-    stalled_after = procrastinate_seam.job_worker_options(context).stalled_worker_timeout
-    _wait_for(at, store)
-    started = store.start_run(
-        run_id=run_id,
-        job_id=context.job.id,
-        worker=worker,
-        stalled_after=dt.timedelta(seconds=stalled_after),
-        default_grace=dt.timedelta(seconds=float(conf.settings.GRACE)),
+    return concurrent.futures.ThreadPoolExecutor(
+        max_workers=max(size, 1), thread_name_prefix="sisy-run"
     )
-    log_extra = {"run_id": run_id, "task_id": started.task_id}
-    if started.status != "running":
+
+
+@dataclasses.dataclass
+class Outcome:
+    """How a call ended, as seen from its thread."""
+
+    status: str  # succeeded, failed or broken
+    duration: float = 0.0  # seconds the callable ran
+    exception: BaseException | None = None
+    traceback: str = ""
+
+
+def _call(info: dict[str, Any], message: dict[str, Any], using: str) -> Outcome:
+    """Resolve the callable and call it; in a callable thread, with Django's connection hygiene.
+
+    As procrastinate's middleware does for sync tasks (and Django around a
+    request): connections past CONN_MAX_AGE are closed before and after, so
+    a callable that uses the ORM gets a working connection and leaks none,
+    and one that does not never opens any.
+    """
+    close_old_connections()
+    try:
+        try:
+            func = callables.resolve(info, using=using)
+        except callables.CallableError as exc:
+            return Outcome("broken", exception=exc, traceback=tb.format_exc())
+        started = time.perf_counter()
+        try:
+            func(message)
+        except BaseException as exc:
+            return Outcome("failed", time.perf_counter() - started, exc, tb.format_exc())
+        return Outcome("succeeded", time.perf_counter() - started)
+    finally:
+        close_old_connections()
+        reset_queries()
+
+
+async def _start(
+    context: JobContext, store: Store, query: Query, run_ids: list[int], at: float | None
+) -> list[StartedRun]:
+    """Wait for the instant (on the database's clock), then start the runs."""
+    options = procrastinate_seam.job_worker_options(context)
+    if at is not None:
+        remaining = await _clock.seconds_until(at, store, query)
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+    done: list[StartedRun] = []
+    while run_ids:
+        started = await store.start_runs(
+            query,
+            run_ids=run_ids,
+            job_id=context.job.id,
+            worker=_worker_label(context),
+            stalled_after=dt.timedelta(seconds=options.stalled_worker_timeout),
+            default_grace=dt.timedelta(seconds=float(conf.settings.GRACE)),
+        )
+        done += [run for run in started if run.status != "early"]
+        early = [run for run in started if run.status == "early"]
+        run_ids = [run.run_id for run in early]
+        if early:
+            _clock.forget()
+            await asyncio.sleep(max(run.wait or 0.0 for run in early))
+    return done
+
+
+async def run_task(
+    context: JobContext, run_ids: list[int], at: float | None = None
+) -> dict[str, int]:
+    """Run the callables of TaskRuns ``run_ids`` at ``at``; record each outcome on its run.
+
+    The runs start together, their callables side by side (at most the
+    worker's concurrency at once). A callable that cannot be resolved marks
+    its task broken (it stops firing until a writer mends it). An exception
+    in a callable is recorded (message and traceback, logged once); the
+    task's ``retries`` option queues the run again after a backoff, with a
+    job of its own. Either way the job itself succeeds: its work was to run
+    and record the runs. The worker carries on and the tasks keep their
+    schedules. Returns how many runs ended how.
+    """
+    store = default_store()
+    concurrency = procrastinate_seam.job_worker_options(context).concurrency
+    query = store.runner_query(concurrency)
+    started = await _start(context, store, query, list(run_ids), at)
+    outcomes = await asyncio.gather(
+        *(_run(context, store, query, run, concurrency) for run in started),
+        return_exceptions=True,
+    )
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome  # after every run of the job has ended
+    return dict(collections.Counter(outcome for outcome in outcomes if isinstance(outcome, str)))
+
+
+async def _run(
+    context: JobContext, store: Store, query: Query, started: StartedRun, concurrency: int
+) -> str:
+    """Run one started run's callable in a callable thread; record and log how it ended."""
+    run_id, task = started.run_id, started.task
+    if task is None:
         logger.info(
             f"Run {run_id} not started: {started.status}",
-            extra={"action": "run_not_started", "status": started.status, **log_extra},
+            extra={"action": "run_not_started", "run_id": run_id, "status": started.status},
         )
         return started.status
-    # A "running" run exists: only a missing one comes back without them.
-    assert started.task_id is not None and started.scheduled_for is not None
-    finish = functools.partial(
-        store.finish_run, run_id=run_id, queue=context.job.queue, task_name=context.job.task_name
-    )
-
-    task = Task.objects.using(store.database_alias).get(pk=started.task_id)
-    try:
-        func = callables.resolve(task.callable_info, using=store.database_alias)
-    except callables.CallableError as exc:
-        if store.break_task(run_id=run_id, reason=str(exc), traceback=tb.format_exc()):
-            logger.error(
-                f"Task {task.pk} is broken and stops firing until its row is fixed: {exc}",
-                extra={"action": "task_broken", "reason": str(exc), **log_extra},
-            )
-        return "broken"
-
+    assert started.scheduled_for is not None and started.started_at is not None
     message: dict[str, Any] = {
         "task": task,
         # What Sisy's callables received: the Channels message that
@@ -100,46 +202,129 @@ def run_task(context: JobContext, run_id: int, at: float | None = None) -> str:
             "run_id": run_id,
             "scheduled_for": started.scheduled_for,
             "job_id": context.job.id,
-            "worker": worker,
+            "worker": _worker_label(context),
             "attempt": started.attempt,
         },
     }
-    try:
-        func(message)
-    except BaseException as exc:
-        error, trace = f"{type(exc).__name__}: {exc}", tb.format_exc()
-        attempt = started.attempt or 1
-        retry_in = task.policy.retry_in(attempt) if isinstance(exc, Exception) else None
-        if retry_in is not None:
-            retry_at = store.retry_run(
-                run_id=run_id, error=error, traceback=trace, retry_in=dt.timedelta(seconds=retry_in)
-            )
-            if retry_at is not None:
-                logger.warning(
-                    f"Run {run_id} attempt {attempt} failed: {exc!r}; "
-                    f"retrying at {retry_at.isoformat()}",
-                    extra={"action": "run_retry", "attempt": attempt, **log_extra},
-                )
-                raise procrastinate_seam.RetryRun(retry_at, attempt) from exc
-        if not finish(status="failed", error=error, traceback=trace):
-            _log_returned_late(run_id, "failed", log_extra)
-        logger.warning(
-            f"Run {run_id} failed: {exc!r}",
-            extra={"action": "run_failed", "exception": repr(exc), **log_extra},
+    call = functools.partial(_call, task.callable_info, message, store.database_alias)
+    outcome = await asyncio.get_running_loop().run_in_executor(
+        _callable_threads(concurrency), contextvars.copy_context().run, call
+    )
+    log = _RunLog(run_id, task, started, outcome)
+    if outcome.status == "broken":
+        reason = str(outcome.exception)
+        broke = await store.break_task(
+            query, run_id=run_id, reason=reason, traceback=outcome.traceback
         )
-        raise
-    if not finish(status="succeeded"):
-        _log_returned_late(run_id, "succeeded", log_extra)
+        log.broken(reason, first=broke)
+        return "broken"
+
+    job = context.job
+    finish = functools.partial(
+        store.finish_run, query, run_id=run_id, queue=job.queue, task_name=job.task_name
+    )
+    exc = outcome.exception
+    if exc is None:
+        if not await finish(status="succeeded"):
+            log.returned_late("succeeded")
+            return "timed_out"
+        log.ended("succeeded")
+        return "succeeded"
+
+    error = f"{type(exc).__name__}: {exc}"
+    attempt = started.attempt or 1
+    retry_in = task.policy.retry_in(attempt) if isinstance(exc, Exception) else None
+    if retry_in is not None:
+        retry_at = await store.retry_run(
+            query,
+            run_id=run_id,
+            error=error,
+            traceback=outcome.traceback,
+            retry_in=dt.timedelta(seconds=retry_in),
+            queue=job.queue,
+            task_name=job.task_name,
+        )
+        if retry_at is not None:
+            log.retrying(retry_at)
+            return "retrying"
+    if not await finish(status="failed", error=error, traceback=outcome.traceback):
+        log.returned_late("failed")
         return "timed_out"
-    logger.info(
-        f"Run {run_id} of task {task.pk} succeeded",
-        extra={"action": "run_succeeded", **log_extra},
-    )
-    return "succeeded"
+    log.ended("failed")
+    return "failed"
 
 
-def _log_returned_late(run_id: int, outcome: str, log_extra: dict[str, Any]) -> None:
-    logger.warning(
-        f"Run {run_id} {outcome} after it had timed out (noted in its details)",
-        extra={"action": "run_returned_late", "outcome": outcome, **log_extra},
-    )
+class _RunLog:
+    """The log lines of one run: one per outcome, structured (``extra``) for shipping as JSON.
+
+    A failing callable's traceback is logged here once (and stored with the
+    run), never again by another layer.
+    """
+
+    def __init__(self, run_id: int, task: Any, started: StartedRun, outcome: Outcome) -> None:
+        assert started.scheduled_for is not None and started.started_at is not None
+        self.outcome = outcome
+        self.lag_ms = (started.started_at - started.scheduled_for).total_seconds() * 1000
+        self.name = (
+            f"Run {run_id} of task {task.pk} ({task.label}) for {started.scheduled_for.isoformat()}"
+        )
+        self.extra = {
+            "run_id": run_id,
+            "task_id": task.pk,
+            "task": task.label,
+            "scheduled_for": started.scheduled_for.isoformat(),
+            "attempt": started.attempt,
+            "lag_ms": round(self.lag_ms, 3),
+            "duration_ms": round(outcome.duration * 1000, 3),
+        }
+
+    def ended(self, status: str) -> None:
+        failed = status == "failed"
+        detail = f": {self.outcome.exception!r}" if failed else ""
+        logger.log(
+            logging.ERROR if failed else logging.INFO,
+            f"{self.name}: {status} in {self.extra['duration_ms']:.1f} ms, "
+            f"lag {self.lag_ms:.1f} ms{detail}",
+            extra={"action": f"run_{status}", "status": status, **self.extra},
+            exc_info=self.outcome.exception if failed else None,
+        )
+
+    def retrying(self, retry_at: dt.datetime) -> None:
+        logger.warning(
+            f"{self.name}: attempt {self.extra['attempt'] or 1} failed: "
+            f"{self.outcome.exception!r}; retrying at {retry_at.isoformat()}",
+            extra={
+                "action": "run_retry",
+                "status": "queued",
+                "retry_at": retry_at.isoformat(),
+                **self.extra,
+            },
+            exc_info=self.outcome.exception,
+        )
+
+    def broken(self, reason: str, *, first: bool) -> None:
+        # An error once per breakage: a run that finds its task already broken is news to no one.
+        if not first:
+            logger.info(
+                f"{self.name}: failed, its task is broken: {reason}",
+                extra={"action": "run_failed", "status": "failed", "reason": reason, **self.extra},
+            )
+            return
+        logger.error(
+            f"Task {self.extra['task_id']} ({self.extra['task']}) is broken and stops firing "
+            f"until its row is fixed: {reason} (run {self.extra['run_id']} for "
+            f"{self.extra['scheduled_for']})",
+            extra={"action": "task_broken", "status": "failed", "reason": reason, **self.extra},
+        )
+
+    def returned_late(self, outcome: str) -> None:
+        logger.warning(
+            f"{self.name}: {outcome} after it had timed out (noted in its details)",
+            extra={
+                "action": "run_returned_late",
+                "status": "timed_out",
+                "outcome": outcome,
+                **self.extra,
+            },
+            exc_info=self.outcome.exception,
+        )

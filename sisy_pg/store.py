@@ -1,24 +1,33 @@
 """The one object that issues sisy-pg's SQL (the named queries of ``sql/queries.sql``).
 
 The planner talks to it over its own asynchronous psycopg connection; the
-runner, which executes inside procrastinate's worker threads, over Django's
-connection. Both see the same queries, which call the versioned SQL
+runner, an asynchronous procrastinate task, over the connection pool of the
+worker that runs it. Both see the same queries, which call the versioned SQL
 functions (``sisy_*_v1``) of the schema.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
+from collections.abc import Awaitable, Callable
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
-from django.db import connections
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
 
 from . import policies, procrastinate_seam, schedule, sql_files
+
+if TYPE_CHECKING:
+    from .models import Task
+
+
+#: Runs one statement and returns its rows.
+Query = Callable[[str, dict[str, Any]], Awaitable[list[DictRow]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,10 +39,15 @@ class PlannerState:
 
 @dataclasses.dataclass(frozen=True)
 class StartedRun:
+    """What sisy_start_run_v1 made of a run; ``task`` is set when it runs."""
+
+    run_id: int
     status: str
-    task_id: int | None
     scheduled_for: dt.datetime | None
     attempt: int | None
+    started_at: dt.datetime | None
+    wait: float | None  # seconds to its instant, for an 'early' run
+    task: Task | None
 
 
 def _plan_input(row: dict[str, Any]) -> schedule.PlanInput:
@@ -71,10 +85,12 @@ def decision_params(
     task_name: str,
     records: list[tuple[int, policies.Record]],
     plans: dict[int, schedule.Plan | schedule.ScheduleError],
+    runs_per_job: int = 1,
 ) -> dict[str, Any]:
     """The parameters of the query store_decisions."""
     return {
         "queue": queue,
+        "runs_per_job": runs_per_job,
         "task_name": task_name,
         "run_task_ids": [task_id for task_id, _ in records],
         "run_instants": [r.instant for _, r in records],
@@ -98,6 +114,8 @@ class Store:
     def __init__(self, database_alias: str = "default") -> None:
         self.database_alias = database_alias
         self.queries = sql_files.queries()
+        self._runner_pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] | None = None
+        self._runner_loop: asyncio.AbstractEventLoop | None = None
 
     # --- planner side (async, its own connection) ------------------------------
 
@@ -143,14 +161,19 @@ class Store:
         *,
         queue: str,
         task_name: str,
+        runs_per_job: int,
         records: list[tuple[int, policies.Record]],
         plans: dict[int, schedule.Plan | schedule.ScheduleError],
     ) -> int:
-        """Record runs and instants not run, and store next instants; return the runs queued."""
+        """Record runs and instants not run, and store next instants; return the runs queued.
+
+        The runs queued for the same instant share jobs, ``runs_per_job`` at most.
+        """
         if not records and not plans:
             return 0
         cursor = await conn.execute(
-            self.queries["store_decisions"], decision_params(queue, task_name, records, plans)
+            self.queries["store_decisions"],
+            decision_params(queue, task_name, records, plans, runs_per_job),
         )
         row = await cursor.fetchone()
         return row["queued"] if row else 0
@@ -205,43 +228,118 @@ class Store:
         row = await cursor.fetchone()
         return row["count"] if row else 0
 
-    # --- runner side (sync, Django's connection in the worker thread) ----------
+    # --- runner side (async, a pool of the worker's) ----------------------------
 
-    def seconds_until(self, instant: float) -> float:
-        """Seconds from the database's now to ``instant`` (epoch seconds); negative if past."""
-        (seconds,) = self._call("seconds_until", {"instant": instant})
-        return float(seconds)
+    def runner_query(self, size: int) -> Query:
+        """Run statements for the runs of this worker, on a pool of up to ``size`` connections.
 
-    def _call(self, query: str, params: dict[str, Any]) -> Any:
-        with connections[self.database_alias].cursor() as cursor:
-            cursor.execute(self.queries[query], params)
-            return cursor.fetchone()
+        Its connections are in autocommit mode and not checked before each
+        use: one round trip per statement, where procrastinate's own pool
+        spends three (check, statement, commit). A connection found dead (the
+        server restarted while it was idle) is replaced and the statement
+        sent again once.
+        """
 
-    def start_run(
+        async def query(sql: str, params: dict[str, Any]) -> list[DictRow]:
+            pool = await self._open_runner_pool(size)
+            for attempt in (1, 2):
+                try:
+                    async with pool.connection() as conn:
+                        cursor = await conn.execute(sql, params)
+                        return await cursor.fetchall()
+                except psycopg.OperationalError:
+                    if attempt == 2:
+                        raise
+            raise AssertionError("unreachable")
+
+        return query
+
+    async def _open_runner_pool(
+        self, size: int
+    ) -> AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]:
+        loop = asyncio.get_running_loop()
+        if self._runner_pool is None or self._runner_loop is not loop:
+            self._runner_pool = AsyncConnectionPool(
+                kwargs={
+                    **self.connection_params(),
+                    "application_name": "sisy-runner",
+                    "autocommit": True,
+                    "row_factory": dict_row,
+                },
+                connection_class=psycopg.AsyncConnection[DictRow],
+                min_size=1,
+                max_size=max(size, 1),
+                name="sisy-runner",
+                open=False,
+            )
+            self._runner_loop = loop
+            await self._runner_pool.open()
+        return self._runner_pool
+
+    async def close_runner_pool(self) -> None:
+        """Close the runners' pool (when the worker has stopped)."""
+        pool, self._runner_pool = self._runner_pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def database_now(self, query: Query) -> float:
+        """The database's clock, in epoch seconds."""
+        (row,) = await query(self.queries["database_now"], {})
+        return float(row["now"])
+
+    async def start_runs(
         self,
+        query: Query,
         *,
-        run_id: int,
+        run_ids: list[int],
         job_id: int | None,
         worker: str,
         stalled_after: dt.timedelta,
         default_grace: dt.timedelta,
-    ) -> StartedRun:
-        status, task_id, scheduled_for, attempt = self._call(
-            "start_run",
+    ) -> list[StartedRun]:
+        """Start the runs of a job; each that runs comes with its task (a Task, not saved).
+
+        A run that no longer exists is 'missing'.
+        """
+        from .models import Task
+
+        rows = await query(
+            self.queries["start_runs"],
             {
-                "run_id": run_id,
+                "run_ids": run_ids,
                 "job_id": job_id,
                 "worker": worker,
                 "stalled_after": stalled_after,
                 "default_grace": default_grace,
             },
         )
-        return StartedRun(
-            status=status, task_id=task_id, scheduled_for=scheduled_for, attempt=attempt
-        )
+        fields = Task._meta.concrete_fields
+        started = {
+            row["run_id"]: StartedRun(
+                run_id=row["run_id"],
+                status=row["run_status"],
+                scheduled_for=row["run_scheduled_for"],
+                attempt=row["run_attempt"],
+                started_at=row["run_started_at"],
+                wait=row["run_wait"],
+                task=None
+                if row["id"] is None
+                else Task.from_db(
+                    self.database_alias,
+                    [field.attname for field in fields],
+                    [row[str(field.column)] for field in fields],
+                ),
+            )
+            for row in rows
+        }
+        return [
+            started.get(run_id) or StartedRun(run_id, "missing", None, None, None, None, None)
+            for run_id in run_ids
+        ]
 
-    def finish_run(
+    async def finish_run(
         self,
+        query: Query,
         *,
         run_id: int,
         status: str,
@@ -251,8 +349,8 @@ class Store:
         traceback: str = "",
     ) -> bool:
         """Record the outcome; False if the run was no longer running (timed out, or gone)."""
-        (finished,) = self._call(
-            "finish_run",
+        (row,) = await query(
+            self.queries["finish_run"],
             {
                 "run_id": run_id,
                 "status": status,
@@ -262,24 +360,42 @@ class Store:
                 "task_name": task_name,
             },
         )
-        return bool(finished)
+        return bool(row["finished"])
 
-    def retry_run(
-        self, *, run_id: int, error: str, traceback: str, retry_in: dt.timedelta
+    async def retry_run(
+        self,
+        query: Query,
+        *,
+        run_id: int,
+        error: str,
+        traceback: str,
+        retry_in: dt.timedelta,
+        queue: str,
+        task_name: str,
     ) -> dt.datetime | None:
-        """Put a failed attempt back to wait; the instant to retry at (None: not running)."""
-        (retry_at,) = self._call(
-            "retry_run",
-            {"run_id": run_id, "error": error, "traceback": traceback, "retry_in": retry_in},
-        )
-        return retry_at  # type: ignore[no-any-return]
+        """Put a failed attempt back to wait, with a job of its own; the instant to retry at.
 
-    def break_task(self, *, run_id: int, reason: str, traceback: str) -> bool:
-        """Fail the run and mark its task broken; True if this call broke it."""
-        (broke,) = self._call(
-            "break_task", {"run_id": run_id, "reason": reason, "traceback": traceback}
+        None when the run was not running.
+        """
+        (row,) = await query(
+            self.queries["retry_run"],
+            {
+                "run_id": run_id,
+                "error": error,
+                "traceback": traceback,
+                "retry_in": retry_in,
+                "queue": queue,
+                "task_name": task_name,
+            },
         )
-        return bool(broke)
+        return row["retry_at"]  # type: ignore[no-any-return]
+
+    async def break_task(self, query: Query, *, run_id: int, reason: str, traceback: str) -> bool:
+        """Fail the run and mark its task broken; True if this call broke it."""
+        (row,) = await query(
+            self.queries["break_task"], {"run_id": run_id, "reason": reason, "traceback": traceback}
+        )
+        return bool(row["broke"])
 
 
 @cache

@@ -35,6 +35,7 @@ def make_planner(options: procrastinate_seam.WorkerOptions) -> Planner:
         lead_time=float(settings.LEAD_TIME),
         max_sleep=float(settings.PLANNER_MAX_SLEEP),
         batch_size=int(settings.CLAIM_BATCH_SIZE),
+        runs_per_job=int(settings.RUNS_PER_JOB),
         retention_days=settings.RUN_RETENTION_DAYS,
         stalled_worker_timeout=options.stalled_worker_timeout,
     )
@@ -60,4 +61,5 @@ def install(app: procrastinate.App) -> None:
         queue=conf.settings.QUEUE,
         run_task=runner.run_task,
         start_planner=start_planner,
+        worker_stopped=default_store().close_runner_pool,
     )

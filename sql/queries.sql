@@ -16,7 +16,7 @@ SELECT sisy_store_decisions_v1(
            %(run_task_ids)s::bigint[], %(run_instants)s::timestamptz[], %(run_statuses)s::text[],
            %(run_errors)s::text[], %(run_details)s::jsonb[],
            %(plan_task_ids)s::bigint[], %(plan_next_runs)s::timestamptz[],
-           %(plan_finished)s::boolean[], %(plan_errors)s::text[]
+           %(plan_finished)s::boolean[], %(plan_errors)s::text[], %(runs_per_job)s
        ) AS queued;
 
 -- tasks_to_plan --
@@ -62,27 +62,39 @@ SELECT sisy_time_out_runs_v1(%(queue)s, %(task_name)s) AS count;
 -- Delete old finished runs and their jobs (SISY_RUN_RETENTION_DAYS)
 SELECT sisy_prune_runs_v1(%(retention)s, %(limit)s) AS count;
 
--- seconds_until --
--- How long until an instant (epoch seconds), on the database's clock
-SELECT extract(epoch FROM to_timestamp(%(instant)s) - clock_timestamp())::float8;
+-- database_now --
+-- The database's clock (epoch seconds), which a runner's waits are measured against
+SELECT extract(epoch FROM clock_timestamp())::float8 AS now;
 
--- start_run --
--- Move a queued run to running (or missed, or skipped); see sisy_start_run_v1
-SELECT status, task_id, scheduled_for, attempt
-  FROM sisy_start_run_v1(
-           %(run_id)s, %(job_id)s, %(worker)s, %(stalled_after)s, %(default_grace)s
-       );
+-- start_runs --
+-- Start the runs of a job (see sisy_start_run_v1), in the order of their tasks
+-- (the overlap check locks each task), and read the row of the task of each
+-- run that starts: one statement for them all
+SELECT s.run_id, s.status AS run_status, s.scheduled_for AS run_scheduled_for,
+       s.attempt AS run_attempt, s.started_at AS run_started_at, s.wait AS run_wait,
+       t.*
+  FROM (SELECT r.id, r.task_id FROM sisy_taskrun AS r
+         WHERE r.id = ANY (%(run_ids)s::bigint[]) ORDER BY r.task_id, r.id) AS r
+ CROSS JOIN LATERAL (
+       SELECT r.id AS run_id, started.*
+         FROM sisy_start_run_v1(
+                  r.id, %(job_id)s, %(worker)s, %(stalled_after)s, %(default_grace)s
+              ) AS started
+       ) AS s
+  LEFT JOIN sisy_task AS t ON t.id = s.task_id AND s.status = 'running';
 
 -- finish_run --
 -- Record how a run ended; release the run buffered behind it
 SELECT sisy_finish_run_v1(
            %(run_id)s, %(status)s, %(error)s, %(traceback)s, %(queue)s, %(task_name)s
-       );
+       ) AS finished;
 
 -- retry_run --
 -- A failed attempt to be retried after a delay: the run waits again; returns when
-SELECT sisy_retry_run_v1(%(run_id)s, %(error)s, %(traceback)s, %(retry_in)s);
+SELECT sisy_retry_run_v1(
+           %(run_id)s, %(error)s, %(traceback)s, %(retry_in)s, %(queue)s, %(task_name)s
+       ) AS retry_at;
 
 -- break_task --
 -- The callable cannot be resolved: fail the run, mark the task broken
-SELECT sisy_break_task_v1(%(run_id)s, %(reason)s, %(traceback)s);
+SELECT sisy_break_task_v1(%(run_id)s, %(reason)s, %(traceback)s) AS broke;

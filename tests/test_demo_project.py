@@ -48,7 +48,7 @@ def test_seed_migrations_apply_and_unapply(fresh_url):
     query(
         fresh_url,
         "SELECT sisy_store_decisions_v1('sisy', 'sisy.run', ARRAY[id], ARRAY[now()], "
-        "ARRAY['queued'], ARRAY[''], ARRAY['{}'::jsonb], '{}', '{}', '{}', '{}') "
+        "ARRAY['queued'], ARRAY[''], ARRAY['{}'::jsonb], '{}', '{}', '{}', '{}', 1) "
         "FROM sisy_task WHERE label = %s",
         [INSTANCE_TASK],
     )

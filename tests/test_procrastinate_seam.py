@@ -114,11 +114,15 @@ def test_worker_options_follow_procrastinate_settings_and_arguments():
     default = procrastinate_seam.worker_options(procrastinate_seam.django_app())
     assert default.queues is None
     assert default.stalled_worker_timeout > 0  # procrastinate's own default
+    assert default.concurrency == 1  # procrastinate's own default
     given = procrastinate_seam.worker_options(
-        procrastinate_seam.django_app(), queues=["a", "sisy"], stalled_worker_timeout=12
+        procrastinate_seam.django_app(),
+        queues=["a", "sisy"],
+        stalled_worker_timeout=12,
+        concurrency=8,
     )
     assert given == procrastinate_seam.WorkerOptions(
-        queues=("a", "sisy"), stalled_worker_timeout=12.0
+        queues=("a", "sisy"), stalled_worker_timeout=12.0, concurrency=8
     )
 
 

@@ -432,8 +432,8 @@ def test_broken_tasks_stop_firing_until_mended_while_others_go_on(start_worker):
         assert failed.error == f"broken: {task.error}", dump
         assert task_state(task) == ("broken", task.error), dump
     log = worker.output()
-    assert log.count(f"Task {gone_row.pk} is broken") == 1, log
-    assert log.count(f"Task {gone_module.pk} is broken") == 1, log
+    assert log.count(f"Task {gone_row.pk} ({gone_row.label}) is broken") == 1, log
+    assert log.count(f"Task {gone_module.pk} ({gone_module.label}) is broken") == 1, log
 
     mended_at = timezone.now()
     psql(

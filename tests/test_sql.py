@@ -43,7 +43,7 @@ def next_run(task):
     return sql("SELECT next_run FROM sisy_task WHERE id = %s", [task.pk])[0][0]
 
 
-def claim(lead=dt.timedelta(0)):
+def claim(lead=dt.timedelta(0), runs_per_job=1):
     """One planner step on Django's connection: claim, decide, record (as Planner.fire_due)."""
     with connection.cursor() as cursor:
         cursor.execute(
@@ -60,7 +60,8 @@ def claim(lead=dt.timedelta(0)):
         ]
         plans = {d.task_id: dec.plan for d, dec in zip(claimed, decisions, strict=True)}
         cursor.execute(
-            QUERIES["store_decisions"], store.decision_params("sisy", "sisy.run", records, plans)
+            QUERIES["store_decisions"],
+            store.decision_params("sisy", "sisy.run", records, plans, runs_per_job),
         )
     fired = []
     for due, decision in zip(claimed, decisions, strict=True):
@@ -189,6 +190,43 @@ def test_database_refuses_what_python_would_refuse(column, value, error):
     assert error in str(info.value)
 
 
+def test_runs_due_at_one_instant_share_jobs_up_to_runs_per_job():
+    tasks = [make_task() for _ in range(5)]
+    instant = sql("SELECT date_trunc('second', clock_timestamp()) - interval '1 s'")[0][0]
+    sql("UPDATE sisy_task SET next_run = %s WHERE id = ANY(%s)", [instant, [t.pk for t in tasks]])
+    late = make_task()
+    make_due(late)  # due at another instant: a job of its own
+    fired = claim(runs_per_job=2)
+    runs = {run_id: TaskRun.objects.get(pk=run_id) for _, run_id, _ in fired}
+    jobs_of_instant = {}
+    for run in runs.values():
+        jobs_of_instant.setdefault(run.scheduled_for, set()).add(run.job_id)
+    assert sorted(len(j) for j in jobs_of_instant.values()) == [1, 3]  # 5 runs: 2 + 2 + 1
+    args = sql(
+        "SELECT args FROM procrastinate_jobs WHERE id = ANY(%s) ORDER BY id",
+        [[run.job_id for run in runs.values()]],
+    )
+    carried = [json.loads(a)["run_ids"] for (a,) in args]
+    assert sorted(len(ids) for ids in carried) == [1, 1, 2, 2]
+    assert sorted(i for ids in carried for i in ids) == sorted(runs)
+    for ids in carried:  # every run of a job is due at the job's instant
+        at = {runs[i].scheduled_for for i in ids}
+        assert len(at) == 1
+
+
+def test_cancelling_one_run_of_a_shared_job_keeps_the_job_for_the_others():
+    first, second = make_task(), make_task()
+    instant = sql("SELECT date_trunc('second', clock_timestamp()) - interval '1 s'")[0][0]
+    sql("UPDATE sisy_task SET next_run = %s WHERE id = ANY(%s)", [instant, [first.pk, second.pk]])
+    claim(runs_per_job=10)
+    (job_id,) = set(TaskRun.objects.values_list("job_id", flat=True))
+    Task.objects.filter(pk=first.pk).update(enabled=False)  # cancels its queued run
+    assert TaskRun.objects.get(task=first).status == "cancelled"
+    assert job_status(job_id) == "todo"  # the other run still waits on it
+    TaskRun.objects.filter(task=second).delete()
+    assert job_status(job_id) == "cancelled"
+
+
 def test_claim_inserts_one_run_and_one_job_and_never_twice():
     task = make_task(options={"missed": "all"})  # no coalescing: the constraint decides
     make_due(task)
@@ -197,9 +235,9 @@ def test_claim_inserts_one_run_and_one_job_and_never_twice():
     assert (run.task_id, run.scheduled_for, run.status) == (task.pk, fired_for, "queued")
     assert job_status(run.job_id) == "todo"
     assert sql(
-        "SELECT args->>'run_id', task_name, queue_name FROM procrastinate_jobs WHERE id = %s",
+        "SELECT args->'run_ids', task_name, queue_name FROM procrastinate_jobs WHERE id = %s",
         [run.job_id],
-    )[0] == (str(run_id), "sisy.run", "sisy")
+    )[0] == (f"[{run_id}]", "sisy.run", "sisy")
     task.refresh_from_db()
     assert (task.fire_count, task.last_run) == (1, fired_for)
     # The same instant claimed again (next_run set back to it): no second run.
@@ -624,8 +662,10 @@ def test_a_failed_attempt_waits_again_for_its_retry_with_its_history():
     make_due(task)
     ((_, run_id, _),) = claim()
     assert start_run(run_id) == "running"
+    first_job = _run(run_id).job_id
     ((retry_at,),) = sql(
-        "SELECT sisy_retry_run_v1(%s, 'ValueError: boom', 'Traceback...', '10 seconds')",
+        "SELECT sisy_retry_run_v1(%s, 'ValueError: boom', 'Traceback...', '10 seconds',"
+        " 'sisy', 'sisy.run')",
         [run_id],
     )
     run = _run(run_id)
@@ -633,7 +673,24 @@ def test_a_failed_attempt_waits_again_for_its_retry_with_its_history():
     assert parse_datetime(run.details["due_at"]) == retry_at
     assert [a["attempt"] for a in run.details["attempts"]] == [1]
     assert run.details["attempts"][0]["error"] == "ValueError: boom"
-    # The retry is due later than the instant: its grace counts from then.
+    # A job of its own, fetched from the retry instant on.
+    assert run.job_id != first_job and job_status(run.job_id) == "todo"
+    ((scheduled_at, args),) = sql(
+        "SELECT scheduled_at, args FROM procrastinate_jobs WHERE id = %s", [run.job_id]
+    )
+    assert scheduled_at == retry_at and json.loads(args)["run_ids"] == [run_id]
+    # Not before its instant: the database says how long to wait.
+    ((status, wait),) = sql(
+        "SELECT status, wait FROM sisy_start_run_v1(%s, NULL, 'w1', '30 seconds', '60 seconds')",
+        [run_id],
+    )
+    assert status == "early" and 9 < wait <= 10
+    # Due later than the instant: its grace counts from then.
+    sql(
+        "UPDATE sisy_taskrun SET details = details || jsonb_build_object('due_at', now())"
+        " WHERE id = %s",
+        [run_id],
+    )
     assert start_run(run_id) == "running"
     assert _run(run_id).details["attempt"] == 2
 

@@ -16,13 +16,13 @@ DROP FUNCTION sisy_fail_orphaned_runs_v1(interval, text, text);
 DROP FUNCTION sisy_housekeeping_due_v1(interval);
 DROP FUNCTION sisy_time_out_runs_v1(text, text);
 DROP FUNCTION sisy_break_task_v1(bigint, text, text);
-DROP FUNCTION sisy_retry_run_v1(bigint, text, text, interval);
+DROP FUNCTION sisy_retry_run_v1(bigint, text, text, interval, text, text);
 DROP FUNCTION sisy_finish_run_v1(bigint, text, text, text, text, text);
 DROP FUNCTION sisy_release_buffered_run_v1(bigint, text, text);
 DROP FUNCTION sisy_start_run_v1(bigint, bigint, text, interval, interval);
 DROP FUNCTION sisy_store_decisions_v1(
     text, text, bigint[], timestamptz[], text[], text[], jsonb[],
-    bigint[], timestamptz[], boolean[], text[]
+    bigint[], timestamptz[], boolean[], text[], integer
 );
 DROP FUNCTION sisy_claim_due_v1(integer, interval, interval);
 DROP FUNCTION sisy_taskrun_notify_v1();
@@ -37,4 +37,4 @@ DROP FUNCTION sisy_delete_finished_jobs_v1(bigint[]);
 DROP FUNCTION sisy_job_pending_v1(bigint, interval);
 DROP FUNCTION sisy_job_alive_v1(bigint, interval);
 DROP FUNCTION sisy_cancel_run_job_v1(bigint);
-DROP FUNCTION sisy_defer_run_jobs_v1(text, text, bigint[], timestamptz[]);
+DROP FUNCTION sisy_defer_run_jobs_v1(text, text, bigint[], timestamptz[], integer, timestamptz);

@@ -149,6 +149,10 @@ CREATE INDEX sisy_taskrun_finished_idx
 -- Queued and running runs of a task (cancellation, overlap check).
 CREATE INDEX sisy_taskrun_active_idx
     ON sisy_taskrun (task_id, status) WHERE status IN ('queued', 'running');
+-- Queued runs by job (a job carries several runs: cancelling one run cancels
+-- the job only when none of the others still waits).
+CREATE INDEX sisy_taskrun_queued_job_idx
+    ON sisy_taskrun (job_id) WHERE status = 'queued';
 
 -- The seam to procrastinate ----------------------------------------------------------
 -- The only SQL of sisy-pg that knows procrastinate's schema (its job type,
@@ -156,11 +160,16 @@ CREATE INDEX sisy_taskrun_active_idx
 -- seam is sisy_pg/procrastinate_seam.py; tests/test_procrastinate_seam.py
 -- fails loudly if an upgrade of procrastinate changes what this relies on.
 
--- Defers the jobs that execute runs p_run_ids, each held by its runner
--- until its instant p_ats[i]; returns their ids, in the same order. The job
--- type's fields are set by name, not position.
+-- Defers the jobs that execute runs p_run_ids: one job for up to
+-- p_runs_per_job runs due at the same instant p_ats[i], which its runner
+-- holds until then, fetched from p_scheduled_at on (NULL: at once). A job
+-- carries several runs so that the runs due at one instant cost one fetch
+-- and one worker slot per group, not one each. Returns each run's job id,
+-- in the order of p_run_ids. The job type's fields are set by name, not
+-- position.
 CREATE FUNCTION sisy_defer_run_jobs_v1(
-    p_queue text, p_task_name text, p_run_ids bigint[], p_ats timestamptz[]
+    p_queue text, p_task_name text, p_run_ids bigint[], p_ats timestamptz[],
+    p_runs_per_job integer, p_scheduled_at timestamptz
 )
     RETURNS bigint[]
     LANGUAGE plpgsql
@@ -169,19 +178,43 @@ AS $$
 DECLARE
     jobs procrastinate_job_to_defer_v1[] := '{}';
     job procrastinate_job_to_defer_v1;
+    chunk_of integer[];  -- each run's job, as an index into jobs
+    chunk record;
+    job_ids bigint[];
 BEGIN
-    FOR i IN 1 .. coalesce(cardinality(p_run_ids), 0) LOOP
+    IF coalesce(cardinality(p_run_ids), 0) = 0 THEN
+        RETURN '{}';
+    END IF;
+    SELECT array_agg(ranked.chunk ORDER BY ranked.ord) INTO chunk_of
+      FROM (
+          SELECT numbered.ord,
+                 dense_rank() OVER (
+                     ORDER BY numbered.at, (numbered.n - 1) / greatest(p_runs_per_job, 1)
+                 )::integer AS chunk
+            FROM (
+                SELECT r.ord, r.at, row_number() OVER (PARTITION BY r.at ORDER BY r.ord) AS n
+                  FROM unnest(p_ats) WITH ORDINALITY AS r(at, ord)
+            ) AS numbered
+      ) AS ranked;
+    FOR chunk IN
+        SELECT min(u.at) AS at, array_agg(u.run_id ORDER BY u.ord) AS run_ids
+          FROM unnest(p_run_ids, p_ats, chunk_of) WITH ORDINALITY AS u(run_id, at, chunk, ord)
+         GROUP BY u.chunk
+         ORDER BY u.chunk
+    LOOP
         job := NULL;
         job.queue_name := p_queue;
         job.task_name := p_task_name;
         job.priority := 0;
-        job.args := jsonb_build_object('run_id', p_run_ids[i], 'at', extract(epoch FROM p_ats[i]));
+        job.scheduled_at := p_scheduled_at;
+        job.args := jsonb_build_object(
+            'run_ids', to_jsonb(chunk.run_ids), 'at', extract(epoch FROM chunk.at)
+        );
         jobs := jobs || job;
     END LOOP;
-    IF cardinality(jobs) = 0 THEN
-        RETURN '{}';
-    END IF;
-    RETURN procrastinate_defer_jobs_v1(jobs);
+    job_ids := procrastinate_defer_jobs_v1(jobs);
+    RETURN ARRAY(SELECT job_ids[u.chunk] FROM unnest(chunk_of) WITH ORDINALITY AS u(chunk, ord)
+                  ORDER BY u.ord);
 END;
 $$;
 
@@ -380,8 +413,12 @@ AS $$
 DECLARE
     run sisy_taskrun := CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END;
 BEGIN
-    -- A queued run that will not happen must not leave a job to be fetched.
-    IF run.job_id IS NOT NULL THEN
+    -- A queued run that will not happen must not leave a job to be fetched,
+    -- unless that job carries other runs still to happen.
+    IF run.job_id IS NOT NULL AND NOT EXISTS (
+        SELECT 1 FROM sisy_taskrun AS other
+         WHERE other.job_id = run.job_id AND other.status = 'queued' AND other.id <> run.id
+    ) THEN
         PERFORM sisy_cancel_run_job_v1(run.job_id);
     END IF;
     RETURN run;
@@ -418,7 +455,7 @@ CREATE TRIGGER sisy_taskrun_cancel_job_v1
     EXECUTE FUNCTION sisy_taskrun_cancel_job_v1();
 
 CREATE TRIGGER sisy_taskrun_delete_cancels_job_v1
-    BEFORE DELETE ON sisy_taskrun
+    AFTER DELETE ON sisy_taskrun
     FOR EACH ROW WHEN (OLD.status = 'queued')
     EXECUTE FUNCTION sisy_taskrun_cancel_job_v1();
 
@@ -517,7 +554,8 @@ CREATE FUNCTION sisy_store_decisions_v1(
     p_plan_task_ids bigint[],
     p_plan_next_runs timestamptz[],
     p_plan_finished boolean[],
-    p_plan_errors text[]
+    p_plan_errors text[],
+    p_runs_per_job integer
 )
     RETURNS integer
     LANGUAGE plpgsql
@@ -565,7 +603,12 @@ BEGIN
     IF to_defer IS NOT NULL THEN
         UPDATE sisy_taskrun AS r
            SET job_id = j.job_id
-          FROM unnest(to_defer, sisy_defer_run_jobs_v1(p_queue, p_task_name, to_defer, instants))
+          FROM unnest(
+                   to_defer,
+                   sisy_defer_run_jobs_v1(
+                       p_queue, p_task_name, to_defer, instants, p_runs_per_job, NULL
+                   )
+               )
                AS j(run_id, job_id)
          WHERE r.id = j.run_id;
     END IF;
@@ -577,6 +620,11 @@ $$;
 -- Running: start, finish, retry, time out, break -----------------------------------
 
 -- Moves a queued run to running, unless:
+--   * it is early: the instant it may start (details.due_at, else its
+--     instant) is still to come on the database's clock: 'early', nothing
+--     changes, and `wait` says how many seconds remain (a runner holds a run
+--     claimed ahead until its instant on its estimate of this clock; this
+--     makes the database's clock the judge);
 --   * it reaches a worker later than the task's grace after it was due
 --     (details.due_at -- a catch-up's claim or a released buffered run's
 --     start -- or its instant): 'missed', not run late (not for the policy
@@ -584,7 +632,8 @@ $$;
 --   * the task does not allow overlap and another of its runs executes on
 --     a live worker: 'skipped', naming that run.
 -- Returns the run's status afterwards (anything but 'running' means the
--- caller must not run the callable) and its attempt (1 for the first).
+-- caller must not run the callable), its attempt (1 for the first), when it
+-- started and, for an early run, the seconds to wait.
 CREATE FUNCTION sisy_start_run_v1(
     p_run_id bigint,
     p_job_id bigint,
@@ -592,7 +641,10 @@ CREATE FUNCTION sisy_start_run_v1(
     p_stalled_after interval,
     p_default_grace interval
 )
-    RETURNS TABLE (status varchar, task_id bigint, scheduled_for timestamptz, attempt integer)
+    RETURNS TABLE (
+        status varchar, task_id bigint, scheduled_for timestamptz, attempt integer,
+        started_at timestamptz, wait float8
+    )
     LANGUAGE plpgsql
     SET search_path FROM CURRENT
 AS $$
@@ -607,7 +659,18 @@ DECLARE
 BEGIN
     SELECT * INTO run FROM sisy_taskrun AS r WHERE r.id = p_run_id FOR UPDATE;
     IF NOT FOUND THEN
-        RETURN QUERY SELECT 'missing'::varchar, NULL::bigint, NULL::timestamptz, NULL::integer;
+        RETURN QUERY SELECT 'missing'::varchar, NULL::bigint, NULL::timestamptz, NULL::integer,
+                            NULL::timestamptz, NULL::float8;
+        RETURN;
+    END IF;
+    IF run.status = 'queued'
+       AND now_ < coalesce((run.details ->> 'due_at')::timestamptz, run.scheduled_for)
+    THEN
+        RETURN QUERY SELECT 'early'::varchar, run.task_id, run.scheduled_for, NULL::integer,
+                            NULL::timestamptz,
+                            extract(epoch FROM coalesce(
+                                (run.details ->> 'due_at')::timestamptz, run.scheduled_for
+                            ) - now_)::float8;
         RETURN;
     END IF;
     IF run.status = 'queued' THEN
@@ -683,7 +746,8 @@ BEGIN
         END IF;
     END IF;
     RETURN QUERY
-        SELECT r.status, r.task_id, r.scheduled_for, (r.details ->> 'attempt')::integer
+        SELECT r.status, r.task_id, r.scheduled_for, (r.details ->> 'attempt')::integer,
+               r.started_at, NULL::float8
           FROM sisy_taskrun AS r WHERE r.id = p_run_id;
 END;
 $$;
@@ -716,7 +780,9 @@ BEGIN
         RETURN 0;
     END IF;
     UPDATE sisy_taskrun AS r
-       SET job_id = (sisy_defer_run_jobs_v1(p_queue, p_task_name, ARRAY[r.id], ARRAY[now_]))[1],
+       SET job_id = (
+               sisy_defer_run_jobs_v1(p_queue, p_task_name, ARRAY[r.id], ARRAY[now_], 1, NULL)
+           )[1],
            details = r.details || jsonb_build_object('due_at', now_)
      WHERE r.id = buffered;
     RETURN 1;
@@ -756,11 +822,13 @@ BEGIN
 END;
 $$;
 
--- A failed attempt that will be retried at p_retry_at (procrastinate retries
--- its job): the run waits again, its attempts listed in details.attempts.
--- Returns the retry instant, or NULL when the run was not running.
+-- A failed attempt that will be retried after p_retry_in: the run waits
+-- again, with a job of its own that workers fetch from the retry instant on,
+-- its attempts listed in details.attempts. Returns the retry instant, or
+-- NULL when the run was not running.
 CREATE FUNCTION sisy_retry_run_v1(
-    p_run_id bigint, p_error text, p_traceback text, p_retry_in interval
+    p_run_id bigint, p_error text, p_traceback text, p_retry_in interval,
+    p_queue text, p_task_name text
 )
     RETURNS timestamptz
     LANGUAGE plpgsql
@@ -771,6 +839,11 @@ DECLARE
 BEGIN
     UPDATE sisy_taskrun AS r
        SET status = 'queued', error = p_error, traceback = p_traceback,
+           job_id = (
+               sisy_defer_run_jobs_v1(
+                   p_queue, p_task_name, ARRAY[r.id], ARRAY[retry_at], 1, retry_at
+               )
+           )[1],
            details = r.details || jsonb_build_object(
                'due_at', retry_at,
                'attempts', coalesce(r.details -> 'attempts', '[]'::jsonb) || jsonb_build_array(

@@ -74,7 +74,7 @@ class Planner:
 
     async def run(self) -> None:
         """Plan and fire until cancelled; survive database restarts."""
-        logger.info("sisy planner starting", extra={"action": "planner_start", "queue": self.queue})
+        logger.debug("sisy planner running", extra={"action": "planner_running"})
         while True:
             try:
                 await self._serve()
@@ -272,7 +272,7 @@ class Planner:
 def _log_decision(task_id: int, record: policies.Record) -> None:
     extra = {"task_id": task_id, "scheduled_for": record.instant.isoformat()}
     if record.status == "queued":
-        logger.debug(
+        logger.info(
             f"Fired task {task_id} for {record.instant.isoformat()}",
             extra={"action": "task_fired", **extra},
         )

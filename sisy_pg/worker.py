@@ -50,6 +50,17 @@ def start_planner(options: procrastinate_seam.WorkerOptions) -> Coroutine[Any, A
             extra={"action": "planner_disabled", "queues": list(options.queues or [])},
         )
         return None
+    logger.info(
+        f"sisy planner starting: this worker fires the tasks of queue {settings.QUEUE!r} and "
+        f"runs them (worker queues: {', '.join(options.queues or ()) or 'all'}; "
+        f"concurrency {options.concurrency}; up to {settings.RUNS_PER_JOB} runs per job)",
+        extra={
+            "action": "planner_start",
+            "queue": settings.QUEUE,
+            "worker_queues": list(options.queues or []),
+            "concurrency": options.concurrency,
+        },
+    )
     return make_planner(options).run()
 
 

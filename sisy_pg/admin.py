@@ -1,59 +1,392 @@
+"""The admin: what runs next, what ran, what failed and why, and buttons to act on it.
+
+Times are shown to the second (every-second schedules must not look alike),
+in the admin's current time zone; schedules are described in words and
+previewed in the task's own time zone. Pause, resume, run now and clear error
+are admin actions (the dropdown) and buttons (each row, each task's page):
+one implementation, which says what it did and, task by task, why it did not.
+"""
+
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, cast
+import json
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
-from django.db.models import F, QuerySet
-from django.http import HttpRequest
-from django.utils.html import format_html
+from django.contrib.admin.utils import unquote
+from django.db.models import F, Q, QuerySet
+from django.forms.models import BaseInlineFormSet
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotAllowed,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.template.loader import render_to_string
+from django.urls import URLPattern, path, reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
+from . import conf, schedule
 from .forms import TaskForm
-from .models import NOT_RUNNABLE_MESSAGES, Task, TaskQuerySet, TaskRun
+from .models import NOT_RUNNABLE_MESSAGES, Task, TaskQuerySet, TaskRun, database_now
+from .schedule_text import describe, instants_of, seconds_first_warning
 
 if TYPE_CHECKING:
     from typing import TypedDict
 
+    from django.contrib.admin.options import InlineModelAdmin
     from django_stubs_ext import WithAnnotations
 
     class _RunAnnotations(TypedDict):
         duration_value: dt.timedelta | None
+        lag_value: dt.timedelta | None
 
     # A TaskRun from TaskRunAdmin.get_queryset().
     _AnnotatedRun = WithAnnotations[TaskRun, _RunAnnotations]
 
-    # ModelAdmin is generic only in the stubs: it cannot be subscripted at run time.
+    # Generic only in the stubs: they cannot be subscripted at run time.
     _TaskAdminBase = admin.ModelAdmin[Task]
     _TaskRunAdminBase = admin.ModelAdmin[TaskRun]
+    _RunsInlineBase = admin.TabularInline[TaskRun, Task]
+    _RunsFormSetBase = BaseInlineFormSet[TaskRun, Task, Any]
 else:
     _TaskAdminBase = _TaskRunAdminBase = admin.ModelAdmin
+    _RunsInlineBase = admin.TabularInline
+    _RunsFormSetBase = BaseInlineFormSet
+
+# How many instants the schedule preview shows, and runs the task's page lists.
+PREVIEW_INSTANTS = 5
+RECENT_RUNS = 20
+# Tasks named in one message, at most.
+NAMED_TASKS = 10
+_FAILING = (TaskRun.Status.FAILED, TaskRun.Status.TIMED_OUT)
+
+
+# --- how values are shown -------------------------------------------------------------
+
+
+def _relative(value: dt.datetime, now: dt.datetime) -> str:
+    """``in 42 s``, ``3 min ago``...: how far ``value`` is from ``now``, roughly."""
+    seconds = round((value - now).total_seconds())
+    size = abs(seconds)
+    if size < 60:
+        amount = f"{size} s"
+    elif size < 3600:
+        amount = f"{size // 60} min"
+    elif size < 86400:
+        amount = f"{size // 3600} h {size % 3600 // 60} min"
+    else:
+        amount = f"{size // 86400} d {size % 86400 // 3600} h"
+    return f"in {amount}" if seconds > 0 else "now" if seconds == 0 else f"{amount} ago"
+
+
+def _moment(value: dt.datetime | None, relative: bool = False) -> str:
+    """An instant to the second in the current time zone.
+
+    ``relative``: for the list, its date above its time (a narrower column),
+    and its distance from now below.
+    """
+    if value is None:
+        return "-"
+    local = timezone.localtime(value)
+    utc = value.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
+    zone = local.strftime("%Z, UTC%z")
+    if not relative:
+        return format_html(
+            '<time datetime="{}" title="{}">{}</time>',
+            utc,
+            zone,
+            local.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    return format_html(
+        '<time datetime="{}" title="{}"><span class="sisy-date">{}</span> {}</time>'
+        '<div class="sisy-quiet">{}</div>',
+        utc,
+        zone,
+        local.strftime("%Y-%m-%d"),
+        local.strftime("%H:%M:%S"),
+        _relative(value, timezone.now()),
+    )
+
+
+def _seconds(value: dt.timedelta | None) -> str:
+    if value is None:
+        return "-"
+    seconds = value.total_seconds()
+    if abs(seconds) < 60:
+        return f"{seconds:.3f} s"
+    minutes, seconds = divmod(round(seconds), 60)
+    return f"{minutes} min {seconds} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+
+
+def _badge(kind: str, text: str | None = None) -> str:
+    return format_html('<span class="sisy-badge sisy-{}">{}</span>', kind, text or kind)
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _pre(text: str) -> str:
+    return format_html('<pre class="sisy-pre">{}</pre>', text) if text else "-"
+
+
+# --- the schedule preview -------------------------------------------------------------
+
+
+def schedule_preview(expression: str, zone_name: str) -> dict[str, Any]:
+    """What the change form shows under a schedule: words, warning, next instants, errors.
+
+    The same for the JSON view (live, as the schedule is typed) and the page
+    (the saved schedule), so both render one template.
+    """
+    errors: dict[str, str] = {}
+    try:
+        expression = schedule.validate_schedule(expression)
+    except schedule.ScheduleError as exc:
+        errors["schedule"] = str(exc)
+    try:
+        zone = schedule.get_timezone(zone_name)
+    except schedule.ScheduleError as exc:
+        errors["timezone"] = str(exc)
+    preview: dict[str, Any] = {
+        "schedule": expression,
+        "timezone": zone_name,
+        "description": None,
+        "warning": None,
+        "instants": [],
+        "errors": errors,
+    }
+    if "schedule" not in errors:
+        preview["description"] = describe(expression)
+        preview["warning"] = seconds_first_warning(expression)
+    if not errors:
+        instants = instants_of(expression, zone_name, database_now(), PREVIEW_INSTANTS)
+        preview["instants"] = [
+            {
+                "local": instant.astimezone(zone).strftime("%a %Y-%m-%d %H:%M:%S %Z"),
+                "utc": instant.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            }
+            for instant in instants
+        ]
+    return preview
+
+
+def _render_preview(preview: dict[str, Any]) -> str:
+    return render_to_string("admin/sisy/task/schedule_preview.html", {"preview": preview})
+
+
+# --- filters ----------------------------------------------------------------------------
+
+_HEALTHY = Q(error="")
+_LIVE = _HEALTHY & Q(finished_at=None)
+_ON = _LIVE & Q(enabled=True)
+# Task.state as conditions on TaskQuerySet.with_status() (the same order of precedence).
+_STATE_CONDITIONS = {
+    "scheduled": _ON
+    & Q(is_running=False)
+    & (Q(last_status__isnull=True) | ~Q(last_status__in=_FAILING)),
+    "running": _ON & Q(is_running=True),
+    "failing": _ON & Q(is_running=False, last_status__in=_FAILING),
+    "paused": _LIVE & Q(enabled=False),
+    "finished": _HEALTHY & Q(finished_at__isnull=False),
+    "broken": ~_HEALTHY,
+}
+
+
+class StateFilter(admin.SimpleListFilter):
+    title = "state"
+    parameter_name = "state"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(state, state) for state in _STATE_CONDITIONS]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value not in _STATE_CONDITIONS:
+            return queryset
+        return queryset.filter(_STATE_CONDITIONS[value])
+
+
+class LastOutcomeFilter(admin.SimpleListFilter):
+    title = "last outcome"
+    parameter_name = "outcome"
+    NEVER = "none"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        outcomes = [(str(status), status.label.lower()) for status in TaskRun.FINAL_STATUSES]
+        return [*outcomes, (self.NEVER, "never ran")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        if value == self.NEVER:
+            return queryset.filter(last_status__isnull=True)
+        if value in TaskRun.FINAL_STATUSES:
+            return queryset.filter(last_status=value)
+        return queryset
+
+
+# --- the runs of a task, on its page --------------------------------------------------
+
+
+class RecentRunsFormSet(_RunsFormSetBase):
+    """The task's latest runs only: a task of every second has thousands."""
+
+    def get_queryset(self) -> QuerySet[TaskRun]:
+        if not hasattr(self, "_queryset"):
+            self._queryset = super().get_queryset()[:RECENT_RUNS]
+        queryset: QuerySet[TaskRun] = self._queryset
+        return queryset
+
+
+def _without_nav_sidebar(extra_context: dict[str, Any] | None) -> dict[str, Any]:
+    """The list's table needs the width: without the navigation sidebar it fits 1,280 px."""
+    return {"is_nav_sidebar_enabled": False, **(extra_context or {})}
+
+
+class RunDisplays:
+    """Columns shared by the run list and the task page's recent runs."""
+
+    @admin.display(description="run")
+    def run_link(self, run: TaskRun) -> str:
+        url = reverse("admin:sisy_taskrun_change", args=[run.pk])
+        return format_html('<a href="{}">Run {}</a>', url, run.pk)
+
+    @admin.display(description="scheduled for", ordering="scheduled_for")
+    def scheduled_for_display(self, run: TaskRun) -> str:
+        return _moment(run.scheduled_for)
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, run: TaskRun) -> str:
+        details = run.details if isinstance(run.details, dict) else {}
+        notes = [f"attempt {details['attempt']}"] if details.get("attempt", 1) != 1 else []
+        if details.get("reason"):
+            notes.append(str(details["reason"]))
+        badge = _badge(run.status, run.get_status_display().lower())
+        if notes:
+            badge += format_html(' <span class="sisy-quiet">{}</span>', ", ".join(notes))
+        return badge
+
+    @admin.display(description="lag", ordering="lag_value")
+    def lag_display(self, run: TaskRun) -> str:
+        return _seconds(run.lag)
+
+    @admin.display(description="duration", ordering="duration_value")
+    def duration_display(self, run: TaskRun) -> str:
+        if run.started_at is None or run.finished_at is None:
+            return "-"
+        return _seconds(run.finished_at - run.started_at)
+
+    @admin.display(description="error")
+    def error_line(self, run: TaskRun) -> str:
+        line = _first_line(run.error)
+        return format_html('<span title="{}">{}</span>', run.error, line[:100]) if line else "-"
+
+
+class RecentRunsInline(RunDisplays, _RunsInlineBase):
+    model = TaskRun
+    formset = RecentRunsFormSet
+    verbose_name_plural = f"last {RECENT_RUNS} runs"
+    fields = readonly_fields = (
+        "run_link",
+        "scheduled_for_display",
+        "status_display",
+        "lag_display",
+        "duration_display",
+        "error_line",
+    )
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Task | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Task | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Task | None = None) -> bool:
+        return False
+
+
+# --- tasks --------------------------------------------------------------------------------
+
+# What the buttons say, and what they do (their title).
+BUTTONS = {
+    "run_now": ("Run now", "Run it once now, then as scheduled"),
+    "pause": ("Pause", "Stop firing it; its waiting runs are cancelled"),
+    "resume": ("Resume", "Fire it as scheduled again"),
+    "clear_error": ("Clear error", "Forget why it broke: a worker's planner tries it again"),
+}
+# How a message says that a task was not acted on.
+_NOT_DONE = {"run_now": "run", "pause": "paused", "resume": "resumed", "clear_error": "cleared"}
+_BROKEN = "broken (mend its definition or clear its error first)"
+_STAYS_FINISHED = (
+    f"{NOT_RUNNABLE_MESSAGES['finished']}; it stays finished until its iterations "
+    "or end_running change"
+)
+
+
+def why_not(action: str, task: Task) -> str | None:
+    """Why ``action`` leaves ``task`` alone, or None when it acts on it."""
+    if action == "run_now":
+        if task.broken:
+            return _BROKEN
+        reason = task.not_runnable_reason()
+        return None if reason is None else NOT_RUNNABLE_MESSAGES[reason]
+    if action == "pause":
+        if task.finished:
+            return f"{NOT_RUNNABLE_MESSAGES['finished']}: nothing to pause"
+        return None if task.enabled else "already paused"
+    if action == "resume":
+        if task.finished:
+            return _STAYS_FINISHED
+        return "not paused" if task.enabled else None
+    if action == "clear_error":
+        return None if task.broken else "not broken: it has no error to clear"
+    raise ValueError(f"unknown action {action!r}")
+
+
+def offered_buttons(task: Task) -> list[str]:
+    """The buttons a task shows: run now always (it says why not), the others when they apply."""
+    offered = ["run_now"]
+    if not task.finished:
+        offered.append("pause" if task.enabled else "resume")
+    if task.broken:
+        offered.append("clear_error")
+    return offered
 
 
 @admin.register(Task)
 class TaskAdmin(_TaskAdminBase):
     form = TaskForm
     list_display = (
-        "label",
-        "schedule",
-        "timezone",
-        "enabled",
+        "label_display",
         "state_display",
-        "next_run",
-        "last_run",
+        "schedule_display",
+        "next_run_display",
+        "last_run_display",
+        "last_outcome_display",
+    )
+    list_filter = (StateFilter, LastOutcomeFilter, "enabled")
+    search_fields = ("label", "callable_info__func_path")
+    readonly_fields = (
+        "schedule_preview",
+        "state_display",
+        "next_run_display",
+        "last_run_display",
         "last_outcome_display",
         "fire_count",
-    )
-    list_filter = ("enabled", "allow_overlap", "timezone")
-    search_fields = ("label", "schedule")
-    readonly_fields = (
-        "next_run",
-        "last_run",
-        "fire_count",
-        "finished_at",
-        "error",
-        "created_at",
-        "modified_at",
-        "history",
+        "finished_at_display",
+        "error_display",
+        "created_at_display",
+        "modified_at_display",
     )
     fieldsets = (
         (None, {"fields": ("label", "callable_path", "pk_override", "userdata")}),
@@ -63,6 +396,7 @@ class TaskAdmin(_TaskAdminBase):
                 "fields": (
                     "schedule",
                     "timezone",
+                    "schedule_preview",
                     "enabled",
                     "start_running",
                     "end_running",
@@ -77,104 +411,394 @@ class TaskAdmin(_TaskAdminBase):
             "State",
             {
                 "fields": (
-                    "next_run",
-                    "last_run",
+                    "state_display",
+                    "error_display",
+                    "next_run_display",
+                    "last_run_display",
+                    "last_outcome_display",
                     "fire_count",
-                    "finished_at",
-                    "error",
-                    "created_at",
-                    "modified_at",
-                    "history",
+                    "finished_at_display",
+                    "created_at_display",
+                    "modified_at_display",
                 )
             },
         ),
     )
-    actions = ("run_now", "enable", "disable")
+    actions = ("run_now", "pause", "resume", "clear_error")
+
+    class Media:
+        css = {"all": ("sisy/admin.css",)}
+        js = ("sisy/schedule_preview.js",)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Task | None = None) -> Any:
+        fieldsets = super().get_fieldsets(request, obj)
+        # A task being added has no state yet.
+        return fieldsets if obj is not None else [f for f in fieldsets if f[0] != "State"]
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return super().changelist_view(request, _without_nav_sidebar(extra_context))
 
     def get_queryset(self, request: HttpRequest) -> TaskQuerySet:
         # Task's default manager is TaskQuerySet.as_manager(): its querysets are TaskQuerySets.
         return cast(TaskQuerySet, super().get_queryset(request)).with_status()
 
+    def get_inlines(
+        self, request: HttpRequest, obj: Task | None
+    ) -> list[type[InlineModelAdmin[Any, Any]]]:
+        return [] if obj is None else [RecentRunsInline]
+
+    def get_list_display(self, request: HttpRequest) -> Any:
+        columns: list[str | Callable[[Task], str | bool]] = list(super().get_list_display(request))
+        if self.has_change_permission(request):
+            # A closure: each row's buttons come back to this page (its filters kept).
+            @admin.display(description="actions")
+            def buttons(task: Task) -> str:
+                return format_html_join(
+                    "",
+                    '<button type="submit" class="sisy-button" formaction="{}" title="{}">'
+                    "{}</button>",
+                    (
+                        (self._button_url(task, action, request), title, label)
+                        for action, (label, title) in self._buttons(task)
+                    ),
+                )
+
+            columns.append(buttons)
+        return columns
+
+    # --- columns and fields ---
+
+    @admin.display(description="label", ordering="label")
+    def label_display(self, task: Task) -> str:
+        return format_html('{}<div class="sisy-quiet">{}</div>', task.label, task.callable_path)
+
     @admin.display(description="state")
     def state_display(self, task: Task) -> str:
+        text = _badge(task.state)
+        if task.broken and not task.enabled:
+            text = format_html("{} {}", text, _badge("paused"))
         if task.broken:
-            # Why it cannot run, where the list shows it (the full text is on its page).
-            return f"broken: {task.error[:80]}"
-        return task.state
+            # Why it cannot run, where the list shows it (the whole text on its page).
+            text += format_html(
+                '<div class="sisy-reason" title="{}">{}</div>',
+                task.error,
+                _first_line(task.error)[:120],
+            )
+        return text
 
-    @admin.display(description="last outcome", ordering="last_status")
+    @admin.display(description="schedule", ordering="schedule")
+    def schedule_display(self, task: Task) -> str:
+        return format_html(
+            '<code class="sisy-cron">{}</code> <span class="sisy-quiet">{}</span>'
+            '<div class="sisy-words">{}</div>',
+            task.schedule,
+            task.timezone,
+            describe(task.schedule),
+        )
+
+    @admin.display(description="next run", ordering="next_run")
+    def next_run_display(self, task: Task) -> str:
+        return _moment(task.next_run, relative=True)
+
+    @admin.display(description="last run", ordering="last_run")
+    def last_run_display(self, task: Task) -> str:
+        return _moment(task.last_run, relative=True)
+
+    @admin.display(description="last outcome")
     def last_outcome_display(self, task: Task) -> str:
-        return task.last_outcome or "-"
+        outcome = task.last_outcome
+        return "-" if outcome is None else _badge(outcome, TaskRun.Status(outcome).label.lower())
 
-    @admin.display(description="run history")
-    def history(self, task: Task) -> str:
-        if not task.pk:
-            return "-"
-        url = f"../../taskrun/?task__id__exact={task.pk}"
-        return format_html('<a href="{}">{} run(s)</a>', url, task.runs.count())
+    @admin.display(description="finished at")
+    def finished_at_display(self, task: Task) -> str:
+        return _moment(task.finished_at)
 
-    # Each action changes the tasks: it needs the "change task" permission
-    # (a staff user who may only view or add tasks does not see them, and a
-    # forged POST is refused by Django).
-    @admin.action(
-        description="Run selected tasks now (once, then as scheduled)", permissions=["change"]
-    )
-    def run_now(self, request: HttpRequest, queryset: TaskQuerySet) -> None:
-        count = queryset.run_now()
-        self.message_user(request, f"{count} task(s) will run now.", messages.SUCCESS)
-        not_run: dict[str, list[str]] = {}
-        for task in queryset.not_runnable():
-            reason = task.not_runnable_reason()
-            # not_runnable() rows are finished or disabled, so they have a reason.
-            assert reason is not None
-            not_run.setdefault(reason, []).append(str(task))
-        for reason, tasks in not_run.items():
+    @admin.display(description="created at")
+    def created_at_display(self, task: Task) -> str:
+        return _moment(task.created_at)
+
+    @admin.display(description="modified at")
+    def modified_at_display(self, task: Task) -> str:
+        return _moment(task.modified_at)
+
+    @admin.display(description="error")
+    def error_display(self, task: Task) -> str:
+        return _pre(task.error)
+
+    @admin.display(description="in words and next instants")
+    def schedule_preview(self, task: Task) -> str:
+        preview = schedule_preview(task.schedule, task.timezone)
+        return format_html(
+            '<div id="sisy-schedule-preview" data-url="{}" aria-live="polite">{}</div>',
+            reverse("admin:sisy_task_preview"),
+            _render_preview(preview),
+        )
+
+    # --- views ---
+
+    def get_urls(self) -> list[URLPattern]:
+        return [
+            path(
+                "preview/",
+                self.admin_site.admin_view(self.preview_view),
+                name="sisy_task_preview",
+            ),
+            path(
+                "<path:object_id>/do/<str:action>/",
+                self.admin_site.admin_view(self.button_view),
+                name="sisy_task_do",
+            ),
+            *super().get_urls(),
+        ]
+
+    def preview_view(self, request: HttpRequest) -> HttpResponse:
+        """The schedule preview as JSON (``html``: the fragment the change form shows)."""
+        if not (self.has_view_or_change_permission(request) or self.has_add_permission(request)):
+            return JsonResponse({"error": "not allowed: you may not see tasks"}, status=403)
+        zone_name = request.GET.get("timezone") or conf.settings.default_timezone
+        preview = schedule_preview(request.GET.get("schedule", ""), zone_name)
+        status = 400 if preview["errors"] else 200
+        return JsonResponse({**preview, "html": _render_preview(preview)}, status=status)
+
+    def button_view(self, request: HttpRequest, object_id: str, action: str) -> HttpResponse:
+        """A button of a row or of a task's page: the action on that one task."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if action not in BUTTONS:
+            raise Http404(f"no action {action!r}")
+        task = self.get_object(request, unquote(object_id))
+        back = request.GET.get("next", "")
+        if not url_has_allowed_host_and_scheme(
+            back, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
+            back = reverse("admin:sisy_task_changelist")
+        if task is None:
+            self.message_user(request, f"No task with id {object_id!r}.", messages.ERROR)
+        elif not self.has_change_permission(request, task):
             self.message_user(
                 request,
-                f"{len(tasks)} task(s) not run, {NOT_RUNNABLE_MESSAGES[reason]}: {', '.join(tasks)}",
+                f"Not allowed: you may not change tasks, so {task} was not {_NOT_DONE[action]}.",
+                messages.ERROR,
+            )
+        else:
+            getattr(self, action)(request, self.get_queryset(request).filter(pk=task.pk))
+        return HttpResponseRedirect(back)
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        task = self.get_object(request, unquote(object_id))
+        if task is not None and self.has_change_permission(request, task):
+            page = request.get_full_path()
+            buttons = [
+                {
+                    "label": label,
+                    "title": title,
+                    "url": reverse("admin:sisy_task_do", args=[task.pk, action])
+                    + "?"
+                    + urlencode({"next": page}),
+                }
+                for action, (label, title) in self._buttons(task)
+            ]
+            extra_context = {**(extra_context or {}), "sisy_buttons": buttons}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request: HttpRequest, obj: Task, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        warning = seconds_first_warning(obj.schedule)
+        if warning:
+            self.message_user(request, warning, messages.WARNING)
+
+    def _buttons(self, task: Task) -> Iterable[tuple[str, tuple[str, str]]]:
+        return ((action, BUTTONS[action]) for action in offered_buttons(task))
+
+    def _button_url(self, task: Task, action: str, request: HttpRequest) -> str:
+        url = reverse("admin:sisy_task_do", args=[task.pk, action])
+        return url + "?" + urlencode({"next": request.get_full_path()})
+
+    # --- actions: the dropdown and the buttons ---
+    # Each changes the tasks: it needs the "change task" permission (a staff
+    # user who may only view or add tasks does not see them, and a forged
+    # POST is refused by Django or by button_view).
+
+    def _act(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Task],
+        action: str,
+        apply: Callable[[QuerySet[Task]], int],
+        done: str,
+    ) -> None:
+        """Apply ``action`` to the tasks it applies to; say how many, and why not for the rest."""
+        eligible: list[int] = []
+        refused: dict[str, list[Task]] = {}
+        for task in queryset:
+            reason = why_not(action, task)
+            if reason is None:
+                eligible.append(task.pk)
+            else:
+                refused.setdefault(reason, []).append(task)
+        count = apply(Task.objects.filter(pk__in=eligible)) if eligible else 0
+        if count:
+            self.message_user(request, f"{count} task(s) {done}", messages.SUCCESS)
+        for reason, tasks in refused.items():
+            names = ", ".join(str(task) for task in tasks[:NAMED_TASKS])
+            if len(tasks) > NAMED_TASKS:
+                names += f" and {len(tasks) - NAMED_TASKS} more"
+            self.message_user(
+                request,
+                f"{len(tasks)} task(s) not {_NOT_DONE[action]}, {reason}: {names}",
                 messages.WARNING,
             )
 
-    @admin.action(description="Enable selected tasks", permissions=["change"])
-    def enable(self, request: HttpRequest, queryset: TaskQuerySet) -> None:
-        count = queryset.filter(enabled=False).update(enabled=True)
-        self.message_user(request, f"{count} task(s) enabled.", messages.SUCCESS)
+    @admin.action(description="Run now (once, then as scheduled)", permissions=["change"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        def apply(tasks: QuerySet[Task]) -> int:
+            # run_now() leaves disabled and finished tasks alone; a broken one too here.
+            return cast(TaskQuerySet, tasks.filter(error="")).run_now()
 
-    @admin.action(
-        description="Disable selected tasks (cancels their pending runs)", permissions=["change"]
-    )
-    def disable(self, request: HttpRequest, queryset: TaskQuerySet) -> None:
-        count = queryset.filter(enabled=True).update(enabled=False)
-        self.message_user(request, f"{count} task(s) disabled.", messages.SUCCESS)
+        self._act(request, queryset, "run_now", apply, "will run now.")
+
+    @admin.action(description="Pause (their waiting runs are cancelled)", permissions=["change"])
+    def pause(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        self._act(
+            request,
+            queryset,
+            "pause",
+            lambda tasks: tasks.filter(enabled=True, finished_at=None).update(enabled=False),
+            "paused: their waiting runs are cancelled.",
+        )
+
+    @admin.action(description="Resume", permissions=["change"])
+    def resume(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        self._act(
+            request,
+            queryset,
+            "resume",
+            lambda tasks: tasks.filter(enabled=False, finished_at=None).update(enabled=True),
+            "resumed: a worker's planner plans their next run now.",
+        )
+
+    @admin.action(description="Clear error (try broken tasks again)", permissions=["change"])
+    def clear_error(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
+        self._act(
+            request,
+            queryset,
+            "clear_error",
+            lambda tasks: tasks.exclude(error="").update(error=""),
+            "cleared of their error: a worker's planner plans them again "
+            "(they break again at their next run if the cause remains).",
+        )
+
+
+# --- runs ---------------------------------------------------------------------------------
 
 
 @admin.register(TaskRun)
-class TaskRunAdmin(_TaskRunAdminBase):
-    list_display = ("task", "scheduled_for", "status", "lag_ms", "duration", "worker", "job_id")
-    list_filter = ("status",)
+class TaskRunAdmin(RunDisplays, _TaskRunAdminBase):
+    list_display = (
+        "run_link",
+        "task",
+        "scheduled_for_display",
+        "status_display",
+        "lag_display",
+        "duration_display",
+        "worker",
+        "error_line",
+    )
+    list_display_links = None
+    list_filter = ("status", "scheduled_for", "task")
     list_select_related = ("task",)
     search_fields = ("task__label", "error")
     date_hierarchy = "scheduled_for"
-    readonly_fields = [field.name for field in TaskRun._meta.fields]
+    readonly_fields = fields = (
+        "task_link",
+        "scheduled_for_display",
+        "status_display",
+        "queued_at_display",
+        "started_at_display",
+        "finished_at_display",
+        "lag_display",
+        "duration_display",
+        "worker",
+        "job_id",
+        "error_display",
+        "traceback_display",
+        "details_display",
+    )
+
+    class Media:
+        css = {"all": ("sisy/admin.css",)}
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[TaskRun]:
         queryset: QuerySet[TaskRun] = (
             super()
             .get_queryset(request)
-            .annotate(duration_value=F("finished_at") - F("started_at"))
+            .annotate(
+                duration_value=F("finished_at") - F("started_at"),
+                lag_value=F("started_at") - F("scheduled_for"),
+            )
         )
         return queryset
-
-    @admin.display(description="lag (ms)")
-    def lag_ms(self, run: TaskRun) -> str:
-        return "-" if run.lag is None else f"{run.lag.total_seconds() * 1000:.1f}"
-
-    @admin.display(description="duration", ordering="duration_value")
-    def duration(self, run: _AnnotatedRun) -> dt.timedelta | None:
-        return run.duration_value
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_change_permission(self, request: HttpRequest, obj: TaskRun | None = None) -> bool:
         return False
+
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        return super().changelist_view(request, _without_nav_sidebar(extra_context))
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        run = self.get_object(request, unquote(object_id))
+        if run is not None:
+            # Titled with the run, not with TaskRun.__str__ (which starts with the task id).
+            title = f"Run {run.pk} of task {run.task_id}: {run.task.label}"
+            extra_context = {**(extra_context or {}), "title": title, "subtitle": None}
+        return super().change_view(request, object_id, form_url, extra_context)
+
+    @admin.display(description="task")
+    def task_link(self, run: TaskRun) -> str:
+        url = reverse("admin:sisy_task_change", args=[run.task_id])
+        return format_html('<a href="{}">{}</a>', url, run.task)
+
+    @admin.display(description="queued at")
+    def queued_at_display(self, run: TaskRun) -> str:
+        return _moment(run.queued_at)
+
+    @admin.display(description="started at")
+    def started_at_display(self, run: TaskRun) -> str:
+        return _moment(run.started_at)
+
+    @admin.display(description="finished at")
+    def finished_at_display(self, run: TaskRun) -> str:
+        return _moment(run.finished_at)
+
+    @admin.display(description="error")
+    def error_display(self, run: TaskRun) -> str:
+        return _pre(run.error)
+
+    @admin.display(description="traceback")
+    def traceback_display(self, run: TaskRun) -> str:
+        return _pre(run.traceback)
+
+    @admin.display(description="details")
+    def details_display(self, run: TaskRun) -> str:
+        if not run.details:
+            return "-"
+        return _pre(json.dumps(run.details, indent=2, sort_keys=True, default=str))

@@ -1,10 +1,16 @@
-"""The admin's task form: the callable is typed as a dotted path, checked at once."""
+"""The admin's task form: the callable typed as a dotted path and checked at once,
+the time zone picked from the IANA names, userdata and options shown indented."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import json
+import zoneinfo
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
+from django.core.exceptions import ValidationError
+from django.forms.fields import InvalidJSONInput
 
 from . import callables
 from .models import Task
@@ -16,17 +22,57 @@ else:
     _TaskFormBase = forms.ModelForm
 
 
+@lru_cache(maxsize=1)
+def timezone_names() -> tuple[str, ...]:
+    """The IANA zones of this machine's tz database (reading it takes a while: once)."""
+    return tuple(sorted(zoneinfo.available_timezones()))
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
+
+
+class IndentedJSONField(forms.JSONField):
+    """JSON shown indented, keys sorted: people read userdata and options here."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, InvalidJSONInput):
+            return value
+        return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True, cls=self.encoder)
+
+    def to_python(self, value: Any) -> Any:
+        converted = super().to_python(value)
+        # PostgreSQL's jsonb has no NUL character: refused here, not by the database.
+        if _has_nul(converted):
+            raise ValidationError("JSON strings cannot contain the NUL character (\\u0000).")
+        return converted
+
+
 class TaskForm(_TaskFormBase):
     callable_path = forms.CharField(
         label="Callable",
         max_length=500,
         help_text="Dotted path: myapp.tasks.cleanup, myapp.models.Report.build, ...",
+        widget=forms.TextInput(attrs={"class": "vTextField", "spellcheck": "false"}),
     )
     pk_override = forms.CharField(
         label="Row primary key",
         required=False,
         max_length=100,
         help_text="For an instance method of a model: the primary key of its row.",
+    )
+    timezone = forms.ChoiceField(
+        label="Time zone",
+        help_text="The IANA time zone the schedule is read in.",
+        error_messages={
+            "invalid_choice": "unknown time zone %(value)s: pick an IANA name such as Europe/Paris"
+        },
     )
 
     class Meta:
@@ -44,6 +90,14 @@ class TaskForm(_TaskFormBase):
             "options",
             "userdata",
         ]
+        field_classes = {"userdata": IndentedJSONField, "options": IndentedJSONField}
+        widgets = {
+            "schedule": forms.TextInput(
+                attrs={"class": "vTextField", "spellcheck": "false", "autocomplete": "off"}
+            ),
+            "userdata": forms.Textarea(attrs={"rows": 5, "class": "sisy-json"}),
+            "options": forms.Textarea(attrs={"rows": 5, "class": "sisy-json"}),
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -51,6 +105,14 @@ class TaskForm(_TaskFormBase):
         self.fields["callable_path"].initial = info.get("func_path", "")
         pk = info.get("model_pk")
         self.fields["pk_override"].initial = "" if pk is None else pk
+        names = timezone_names()
+        current = self.instance.timezone
+        # A zone written by other means and unknown here stays selected, not
+        # silently replaced by the first name of the list.
+        extra = (current,) if current and current not in names else ()
+        cast(forms.ChoiceField, self.fields["timezone"]).choices = [
+            (name, name) for name in (*extra, *names)
+        ]
 
     def clean(self) -> dict[str, Any]:
         # ModelForm.clean() returns self.cleaned_data (the stubs say it may be None).

@@ -7,9 +7,10 @@ made by any writer (ORM, admin, migration, psql) is obeyed at once.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import json
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
@@ -122,6 +123,42 @@ class TaskQuerySet(models.QuerySet["Task"]):
         count: int = self.filter(_RUNNABLE).update(next_run=Now())
         return count
 
+    def bulk_create(  # type: ignore[override]
+        self, objs: Iterable[Task], batch_size: int | None = None, **kwargs: Any
+    ) -> list[Task]:
+        """Create many tasks, checked as ``save()`` checks one, in a few queries.
+
+        Every task is validated (one ``TaskDefinitionError`` lists what is
+        wrong with which, by position, and nothing is created), labels are
+        checked against the table and each other in one query, and each
+        enabled task gets its next run from one read of the database's clock,
+        so that the new rows are due at once without waiting for a planner.
+        Django's options (``ignore_conflicts``, ...) pass through.
+        """
+        tasks = list(objs)
+        using = self.db
+        now = database_now(using)
+        problems: dict[str, list[str]] = {}
+        for position, task in enumerate(tasks):
+            errors = task.definition_errors(using, now=now, check_label=False)
+            problems.update({f"{position}.{field}": [message] for field, message in errors.items()})
+        labels = collections.Counter(task.label for task in tasks)
+        taken = dict(
+            self.model._default_manager.using(using)
+            .filter(label__in=list(labels))
+            .values_list("label", "pk")
+        )
+        for position, task in enumerate(tasks):
+            if task.label in taken or labels[task.label] > 1:
+                problems.setdefault(f"{position}.label", []).append(
+                    _label_clash_message(task.label, taken.get(task.label))
+                )
+        if problems:
+            raise TaskDefinitionError(problems)
+        for task in tasks:
+            task.prepare_for_insert(now, using)
+        return super().bulk_create(tasks, batch_size=batch_size or 1000, **kwargs)
+
     def not_runnable(self) -> TaskQuerySet:
         """The tasks ``run_now()`` leaves alone (see Task.not_runnable_reason)."""
         tasks: TaskQuerySet = self.exclude(_RUNNABLE)
@@ -222,9 +259,6 @@ class Task(models.Model):
         errors = self.definition_errors(using=kwargs.get("using"))
         if errors:
             raise TaskDefinitionError(errors)
-        if isinstance(self.options, dict) and self.options.get("overlap"):
-            # One truth for Sisy's flag and the richer option.
-            self.allow_overlap = self.options["overlap"] == "allow"
         if not self._state.adding and not args and kwargs.get("update_fields") is None:
             # The planner and the workers own the state columns: a copy read
             # a while ago (an admin form, a long-lived object) must not write
@@ -234,10 +268,10 @@ class Task(models.Model):
                 for field in self._meta.concrete_fields
                 if not field.primary_key and field.name not in STATE_FIELDS
             ]
-        if self._state.adding and self.next_run is None and self.enabled:
-            # Planned here so the new row shows its next run at once; rows
-            # written without it (bulk_create, SQL) are planned by a worker.
-            self.next_run = self._plan_from_now(kwargs.get("using"))
+        if self._state.adding:
+            self.prepare_for_insert(using=kwargs.get("using"))
+        else:
+            self._sync_overlap()
         try:
             super().save(*args, **kwargs)
         except IntegrityError as exc:
@@ -246,11 +280,29 @@ class Task(models.Model):
                 raise
             raise TaskDefinitionError({"label": _label_clash_message(self.label)}) from exc
 
+    def _sync_overlap(self) -> None:
+        if isinstance(self.options, dict) and self.options.get("overlap"):
+            # One truth for Sisy's flag and the richer option.
+            self.allow_overlap = self.options["overlap"] == "allow"
+
+    def prepare_for_insert(self, now: dt.datetime | None = None, using: str | None = None) -> None:
+        """Settle what a new row carries: its overlap flag and its first instant.
+
+        Planned here (from the database's clock, ``now`` when already read)
+        so that a new row shows its next run at once; rows written without
+        it (a historical model in a migration, SQL) are planned by a worker.
+        """
+        self._sync_overlap()
+        if self.next_run is None and self.enabled:
+            self.next_run = self._plan_from_now(using, now)
+
     def _database(self, using: str | None = None) -> str:
         return using or self._state.db or router.db_for_write(type(self), instance=self)
 
-    def _plan_from_now(self, using: str | None = None) -> dt.datetime | None:
-        now = database_now(self._database(using))
+    def _plan_from_now(
+        self, using: str | None = None, now: dt.datetime | None = None
+    ) -> dt.datetime | None:
+        now = now or database_now(self._database(using))
         return schedule.plan_from_now(self.plan_input(), now).next_run
 
     # --- Sisy's Task methods and properties ----------------------------------
@@ -439,12 +491,20 @@ class Task(models.Model):
 
     # --- validation ----------------------------------------------------------
 
-    def definition_errors(self, using: str | None = None) -> dict[str, str]:
+    def definition_errors(
+        self,
+        using: str | None = None,
+        *,
+        now: dt.datetime | None = None,
+        check_label: bool = True,
+    ) -> dict[str, str]:
         """Field -> message for every invalid part of the definition.
 
         Reads the database (database ``using``) for what only it knows: a
-        label taken by another task, and its clock for an ``end_running``
-        already past when the task is created.
+        label taken by another task (unless ``check_label`` is false: the
+        caller checks many at once), and its clock for an ``end_running``
+        already past when the task is created (``now``, when the caller read
+        it already).
         """
         errors: dict[str, str] = {}
         try:
@@ -481,7 +541,7 @@ class Task(models.Model):
             self._state.adding
             and "end_running" not in errors
             and isinstance(self.end_running, dt.datetime)
-            and self.end_running <= database_now(self._database(using))
+            and self.end_running <= (now or database_now(self._database(using)))
         ):
             # Creating a finished task is a mistake (a later edit may end a task).
             errors["end_running"] = (
@@ -496,7 +556,7 @@ class Task(models.Model):
         label_error = _label_error(self.label)
         if label_error:
             errors["label"] = label_error
-        elif self.label:
+        elif self.label and check_label:
             others = (
                 type(self)._default_manager.using(self._database(using)).filter(label=self.label)
             )

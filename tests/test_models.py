@@ -4,7 +4,7 @@ import datetime as dt
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.utils import timezone
 
 from sisy.models import Task, task_with_callable, taskinfo_with_label
@@ -211,6 +211,10 @@ def test_the_database_refuses_a_taken_label_from_any_writer():
     with pytest.raises(IntegrityError, match="sisy_task_label_unique"), transaction.atomic():
         Task.objects.filter(pk=second.pk).update(label="one")
     with pytest.raises(IntegrityError, match="sisy_task_label_unique"), transaction.atomic():
+        # Django's own bulk_create (what a historical model in a migration has).
+        models.QuerySet(Task).bulk_create([Task(label="one", callable_info=first.callable_info)])
+    # sisy's checks it first, with a message.
+    with pytest.raises(TaskDefinitionError, match="already exists"):
         Task.objects.bulk_create([Task(label="one", callable_info=first.callable_info)])
 
 
@@ -260,3 +264,40 @@ def test_end_running_in_the_past_is_judged_by_the_database_clock(monkeypatch):
     late.end_running = db_now - dt.timedelta(seconds=1)
     with pytest.raises(TaskDefinitionError, match="is in the past: the task would never run"):
         late.save()
+
+
+def test_bulk_create_checks_every_task_and_creates_none_when_one_is_wrong():
+    task_with_callable(jobs.record, label="taken").save()
+    tasks = [
+        task_with_callable(jobs.record, label="fine", schedule="* * * * * *"),
+        task_with_callable(jobs.record, label="bad schedule"),
+        task_with_callable(jobs.record, label="taken"),
+        task_with_callable(jobs.record, label="twice"),
+        task_with_callable(jobs.record, label="twice"),
+    ]
+    tasks[1].schedule = "61 * * * *"
+    with pytest.raises(TaskDefinitionError) as info:
+        Task.objects.bulk_create(tasks)
+    problems = info.value.message_dict
+    assert set(problems) == {"1.schedule", "2.label", "3.label", "4.label"}
+    assert "already exists" in problems["2.label"][0]
+    assert Task.objects.filter(label__in=["fine", "twice", "bad schedule"]).count() == 0
+
+
+def test_bulk_create_plans_each_task_from_the_database_clock():
+    tasks = [
+        task_with_callable(jobs.record, label=f"bulk {n}", schedule="0 3 * * *") for n in range(50)
+    ]
+    tasks.append(task_with_callable(jobs.record, label="paused", schedule="0 3 * * *"))
+    tasks[-1].enabled = False
+    tasks.append(task_with_callable(jobs.record, label="no overlap", schedule="0 3 * * *"))
+    tasks[-1].options = {"overlap": "skip"}
+    created = Task.objects.bulk_create(tasks, batch_size=20)
+    assert len(created) == 52 and all(task.pk for task in created)
+    rows = {task.label: task for task in Task.objects.filter(label__in=[t.label for t in tasks])}
+    assert len(rows) == 52
+    next_runs = {rows[f"bulk {n}"].next_run for n in range(50)}
+    (first,) = next_runs  # every one due at the next 03:00, planned at once
+    assert first.astimezone(dt.timezone.utc) > timezone.now()
+    assert rows["paused"].next_run is None
+    assert rows["no overlap"].allow_overlap is False

@@ -156,7 +156,7 @@ class TaskQuerySet(models.QuerySet["Task"]):
         if problems:
             raise TaskDefinitionError(problems)
         for task in tasks:
-            task.prepare_for_insert(now, using)
+            task._prepare_for_insert(now, using)
         return super().bulk_create(tasks, batch_size=batch_size or 1000, **kwargs)
 
     def not_runnable(self) -> TaskQuerySet:
@@ -269,7 +269,7 @@ class Task(models.Model):
                 if not field.primary_key and field.name not in STATE_FIELDS
             ]
         if self._state.adding:
-            self.prepare_for_insert(using=kwargs.get("using"))
+            self._prepare_for_insert(using=kwargs.get("using"))
         else:
             self._sync_overlap()
         try:
@@ -285,7 +285,7 @@ class Task(models.Model):
             # One truth for Sisy's flag and the richer option.
             self.allow_overlap = self.options["overlap"] == "allow"
 
-    def prepare_for_insert(self, now: dt.datetime | None = None, using: str | None = None) -> None:
+    def _prepare_for_insert(self, now: dt.datetime | None = None, using: str | None = None) -> None:
         """Settle what a new row carries: its overlap flag and its first instant.
 
         Planned here (from the database's clock, ``now`` when already read)

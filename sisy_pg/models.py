@@ -44,12 +44,27 @@ def _userdata_error(userdata: Any) -> str | None:
             "userdata must be JSON-serialisable (dicts, lists, strings, finite numbers, "
             f"booleans, None): {exc}"
         )
+    if _has_nul(userdata):
+        return "userdata must not contain the NUL character (\\u0000): PostgreSQL cannot store it"
     return None
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether a JSON value holds a string with NUL, which jsonb refuses."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def _label_error(label: Any) -> str | None:
     if not isinstance(label, str):
         return f"label must be a string, not {type(label).__name__}"
+    if "\x00" in label:
+        return "label must not contain the NUL character: PostgreSQL cannot store it"
     if len(label) > LABEL_MAX_LENGTH:
         return (
             f"label is {len(label)} characters long; at most {LABEL_MAX_LENGTH} are allowed "
@@ -644,7 +659,10 @@ class TaskRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.task_id} @ {self.scheduled_for.isoformat()} ({self.status})"
+        return (
+            f"Run {self.pk} of task {self.task_id} for {self.scheduled_for.isoformat()} "
+            f"({self.status})"
+        )
 
     @property
     def lag(self) -> dt.timedelta | None:

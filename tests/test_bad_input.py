@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 from django.db import IntegrityError, connection, transaction
-from django.db.utils import DataError, InternalError
+from django.db.utils import DataError, InternalError, OperationalError
 from django.urls import reverse
 
 from sisy_pg.models import Task, TaskDefinitionError, task_with_callable
@@ -142,6 +142,28 @@ BAD_INPUTS = [
         sql_message="invalid input syntax for type json",
     ),
     BadInput(
+        name="userdata with a NUL character",
+        field="userdata",
+        message="userdata must not contain the NUL character",
+        api=lambda: task_with_callable(jobs.record, userdata={"text": "a\x00b"}),
+        on_task=_set(userdata={"nested": ["a\x00b"]}),
+        form={"userdata": '{"text": "a\\u0000b"}'},
+        form_message="NUL",
+        sql=("userdata", """'{"text": "a\\u0000b"}'"""),
+        sql_message="unsupported Unicode escape sequence",
+    ),
+    BadInput(
+        name="label with a NUL character",
+        field="label",
+        message="label must not contain the NUL character",
+        api=lambda: task_with_callable(jobs.record, label="a\x00b"),
+        on_task=_set(label="a\x00b"),
+        form={"label": "a\x00b"},
+        form_message="Null characters are not allowed",  # Django's form field says it first
+        sql=("label", "'a' || chr(0) || 'b'"),
+        sql_message="null character not permitted",
+    ),
+    BadInput(
         name="callable outside SISY_ALLOWED_CALLABLES",
         field="callable_info",
         message="refused: 'os.system' is not under a module prefix of SISY_ALLOWED_CALLABLES",
@@ -210,7 +232,7 @@ def test_raw_sql(bad):
             cursor.execute(insert)  # accepted: see the tests below
             return
         with (
-            pytest.raises((IntegrityError, DataError, InternalError)) as info,
+            pytest.raises((IntegrityError, DataError, InternalError, OperationalError)) as info,
             transaction.atomic(),
         ):
             cursor.execute(insert)

@@ -179,8 +179,15 @@ def history_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
     return table(rows, header)
 
 
-def health_problems(max_overdue: float) -> tuple[list[str], dict[str, Any]]:
-    """Why sisy is unhealthy (empty when healthy), and the facts behind it."""
+def health_problems(
+    max_overdue: float, ignore_broken: bool = False
+) -> tuple[list[str], dict[str, Any]]:
+    """Why sisy is unhealthy (empty when healthy), and the facts behind it.
+
+    ``ignore_broken`` leaves broken tasks out: a liveness probe that restarts
+    workers must not fail for a task whose row needs fixing (a restart cannot
+    mend it); an alert should not leave them out.
+    """
     alias = procrastinate_seam.database_alias()
     stalled_after = procrastinate_seam.stalled_worker_timeout()
     with connections[alias].cursor() as cursor:
@@ -215,7 +222,7 @@ def health_problems(max_overdue: float) -> tuple[list[str], dict[str, Any]]:
         problems.append(
             f"{len(overdue)} task(s) overdue by more than {max_overdue:g} s: {_names(overdue)}"
         )
-    if broken:
+    if broken and not ignore_broken:
         problems.append(f"{len(broken)} task(s) broken: {_names(broken)}")
     facts = {
         "live_workers": live_workers,
@@ -281,6 +288,11 @@ class Command(BaseCommand):
             type=float,
             default=60.0,
             help="seconds past its next run after which a task counts as overdue (default 60)",
+        )
+        sub.add_argument(
+            "--ignore-broken",
+            action="store_true",
+            help="do not fail for broken tasks (for liveness probes: a restart cannot mend a row)",
         )
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
@@ -441,14 +453,24 @@ class Command(BaseCommand):
         lines += table([(i["local"], i["utc"]) for i in instants], (zone_name, "UTC"))
         self.emit(document, lines, as_json)
 
-    def do_health(self, max_overdue: float, as_json: bool = False, **options: Any) -> None:
-        problems, facts = health_problems(max_overdue)
+    def do_health(
+        self,
+        max_overdue: float,
+        ignore_broken: bool = False,
+        as_json: bool = False,
+        **options: Any,
+    ) -> None:
+        problems, facts = health_problems(max_overdue, ignore_broken)
         if as_json:
             self.emit({"ok": not problems, "problems": problems, **facts}, [], True)
         if problems:
             raise CommandError("unhealthy: " + "; ".join(problems))
         if not as_json:
-            self.out(f"ok: {facts['live_workers']} live worker(s), no task overdue or broken")
+            broken = f", {len(facts['broken'])} broken (ignored)" if facts["broken"] else ""
+            self.out(
+                f"ok: {facts['live_workers']} live worker(s), no task overdue"
+                + (broken or " or broken")
+            )
 
 
 def _dumps(value: Any) -> str:

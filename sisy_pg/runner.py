@@ -148,8 +148,13 @@ async def _start(
         early = [run for run in started if run.status == "early"]
         run_ids = [run.run_id for run in early]
         if early:
+            wait = max(run.wait or 0.0 for run in early)
+            logger.debug(
+                f"{len(early)} run(s) reached the database {wait * 1000:.1f} ms early",
+                extra={"action": "runs_early", "run_ids": run_ids, "wait": wait},
+            )
             _clock.forget()
-            await asyncio.sleep(max(run.wait or 0.0 for run in early))
+            await asyncio.sleep(wait)
     return done
 
 

@@ -646,6 +646,7 @@ CREATE FUNCTION sisy_start_run_v1(
         started_at timestamptz, wait float8
     )
     LANGUAGE plpgsql
+    ROWS 1  -- one row per run: lets a caller join its task by primary key
     SET search_path FROM CURRENT
 AS $$
 DECLARE

@@ -1,4 +1,10 @@
-"""Settings for the benchmarks: the test settings plus the yardstick's procrastinate tasks."""
+"""Settings for the benchmarks: the test settings plus the yardstick's procrastinate tasks.
+
+``SISY_PLANNER_ENABLED`` in the environment (``False``/``0``) starts a worker
+that runs jobs but never plans: the yardstick of bench/run.py's idle scenario.
+"""
+
+import os
 
 from tests.settings import *  # noqa: F403
 
@@ -8,3 +14,9 @@ LOGGING = {"version": 1, "disable_existing_loggers": False}
 CONN_MAX_AGE = 0
 # The benchmark's tasks live outside INSTALLED_APPS (SISY_ALLOWED_CALLABLES' default).
 SISY_ALLOWED_CALLABLES = ["tests.testapp", "bench.yardstick_tasks"]
+SISY_PLANNER_ENABLED = os.environ.get("SISY_PLANNER_ENABLED", "True").lower() not in (
+    "0",
+    "false",
+    "no",
+    "off",
+)

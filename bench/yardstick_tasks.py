@@ -9,6 +9,11 @@ def noop(message):
     """The sisy-pg task of the benchmark: nothing, so that lag is all that is measured."""
 
 
+@app.task(name="bench.noop")
+def plain_noop():
+    """The burst's yardstick: a sync no-op procrastinate task, as a Django user writes it."""
+
+
 @app.task(name="bench.at")
 def scheduled_at_job(instant: float):
     """Deferred with schedule_at=instant; its start is read from procrastinate_events."""

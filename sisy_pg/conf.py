@@ -20,7 +20,7 @@ DEFAULTS: dict[str, Any] = {
     "QUEUE": "sisy",
     # How late (seconds) a run may start before its instant counts as missed:
     # the default of each task's "grace" option. A missed instant is dealt
-    # with by the task's "missed" policy (README, "Reliability").
+    # with by the task's "missed" policy (docs/reliability.md).
     "GRACE": 60.0,
     # The most missed instants a task with the policy missed="all" catches up
     # (the latest ones), and the most runs it has waiting to start.

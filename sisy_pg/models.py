@@ -234,8 +234,9 @@ class Task(models.Model):
     userdata = models.JSONField(default=dict, blank=True)
     # The task's policies (policies.py: missed, grace, overlap, timeout,
     # retries, retry_delay), and the options of later releases: the columns
-    # this model maps are frozen since sisy.0001_initial (see "Upgrades" in
-    # the README), so options are keys here, checked by Python and by SQL.
+    # this model maps are frozen since sisy.0001_initial (see the upgrade rule,
+    # docs/concepts.md#the-upgrade-rule), so options are keys here, checked by
+    # Python and by SQL.
     options = models.JSONField(
         default=dict,
         blank=True,

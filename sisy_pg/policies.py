@@ -6,7 +6,7 @@ instant, and records every decision (``sisy_store_decisions_v1``): a run to
 execute, or a row saying why an instant is not run. The same policies are
 applied again when a queued run reaches a worker (``sisy_start_run_v1``).
 
-The policies live in ``Task.options`` (README, "Reliability"):
+The policies live in ``Task.options`` (docs/reliability.md):
 
 - ``missed``: what to do with instants that could not start within
   ``grace`` seconds (workers stopped or busy, long runs). ``coalesce``

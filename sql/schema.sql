@@ -9,12 +9,12 @@
 -- It relies on procrastinate's schema, through the functions of the section
 -- "The seam to procrastinate" alone.
 --
--- The upgrade rule (README, "Upgrades"): the columns the Task and TaskRun
--- models map are frozen since 0001_initial. Sisy users' data migrations
--- depend on that migration only and save the real Task model, possibly
--- before a later sisy migration has run; so a later release adds functions
--- (a new _vN beside the old), triggers, views, indexes, constraints, tables
--- the models do not write, and keys of sisy_task.options /
+-- The upgrade rule (docs/concepts.md#the-upgrade-rule): the columns the Task
+-- and TaskRun models map are frozen since 0001_initial. Sisy users' data
+-- migrations depend on that migration only and save the real Task model,
+-- possibly before a later sisy migration has run; so a later release adds
+-- functions (a new _vN beside the old), triggers, views, indexes, constraints,
+-- tables the models do not write, and keys of sisy_task.options /
 -- sisy_taskrun.details -- never a column the models map.
 --
 -- The contract, whoever the writer (ORM save, queryset.update, bulk_create,
@@ -67,7 +67,7 @@ CREATE TABLE sisy_task (
         cardinality(regexp_split_to_array(btrim(schedule), '\s+')) BETWEEN 5 AND 6
     ),
     CONSTRAINT sisy_task_userdata_is_object CHECK (jsonb_typeof(userdata) = 'object'),
-    -- The per-task policies (README, "Reliability"); sisy_pg.policies checks
+    -- The per-task policies (docs/reliability.md); sisy_pg.policies checks
     -- the same in Python with a message per key. Other keys are left to later
     -- releases.
     CONSTRAINT sisy_task_options_valid CHECK (

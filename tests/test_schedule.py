@@ -153,7 +153,7 @@ def test_last_before(expression, before, not_before, expected):
 
 # --- Daylight saving -------------------------------------------------------
 #
-# The rule (README "Schedules"; schedule.next_after):
+# The rule (docs/schedules.md, "Daylight saving time"; schedule.next_after):
 # - an hour field that covers every hour ('*/15 * * * *', '0 * * * *',
 #   '* * * * * */10') is an interval read on the clock: it fires at every real
 #   instant whose local time matches, so on both passes of a repeated hour and

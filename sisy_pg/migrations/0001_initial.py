@@ -5,8 +5,8 @@ migration file of the same name, and the state operations tell Django what
 those tables are (a test checks they match what Django would create).
 
 Sisy users' data migrations depend on ('sisy', '0001_initial') and save the
-real Task model, so the columns the models map are frozen here (see
-"Upgrades" in the README).
+real Task model, so the columns the models map are frozen here (see the
+upgrade rule, docs/concepts.md#the-upgrade-rule).
 """
 
 import django.db.models.deletion

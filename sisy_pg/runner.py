@@ -26,6 +26,7 @@ import os
 import socket
 import time
 import traceback as tb
+from collections.abc import Callable
 from typing import Any
 
 from django.db import close_old_connections, reset_queries
@@ -78,16 +79,47 @@ class DatabaseClock:
 _clock = DatabaseClock()
 
 
-@functools.cache
-def _callable_threads(size: int) -> concurrent.futures.ThreadPoolExecutor:
-    """Threads for the callables: as many as the worker runs jobs at once.
+class CallableSlots:
+    """At most ``--concurrency`` callables at once in a worker, each with a thread ready.
 
-    Not the event loop's default pool, whose size follows the CPU count and
-    would cap a worker's ``--concurrency`` for blocking callables.
+    A run is started (marked running, its ``started_at`` and timeout set)
+    only once it holds a slot, so that its lag and duration are the
+    callable's, not time spent waiting for a thread. The threads are not the
+    event loop's default pool, whose size follows the CPU count and would
+    cap ``--concurrency`` for blocking callables.
     """
-    return concurrent.futures.ThreadPoolExecutor(
-        max_workers=max(size, 1), thread_name_prefix="sisy-run"
-    )
+
+    def __init__(self, size: int) -> None:
+        self.size = max(size, 1)
+        self.threads = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self.size, thread_name_prefix="sisy-run"
+        )
+        self._free = asyncio.Semaphore(self.size)
+
+    async def take(self, wanted: int) -> int:
+        """Wait for one free slot, then take up to ``wanted`` of those free; how many."""
+        await self._free.acquire()
+        taken = 1
+        while taken < wanted and not self._free.locked():
+            await self._free.acquire()  # free: returns at once
+            taken += 1
+        return taken
+
+    def give_back(self, count: int = 1) -> None:
+        for _ in range(count):
+            self._free.release()
+
+
+_slots: dict[asyncio.AbstractEventLoop, CallableSlots] = {}
+
+
+def _callable_slots(size: int) -> CallableSlots:
+    """The slots of the worker running on this event loop."""
+    loop = asyncio.get_running_loop()
+    if loop not in _slots:
+        _slots.clear()  # a worker runs one loop; a new one replaces the last (tests)
+        _slots[loop] = CallableSlots(size)
+    return _slots[loop]
 
 
 @dataclasses.dataclass
@@ -125,15 +157,19 @@ def _call(info: dict[str, Any], message: dict[str, Any], using: str) -> Outcome:
         reset_queries()
 
 
-async def _start(
-    context: JobContext, store: Store, query: Query, run_ids: list[int], at: float | None
-) -> list[StartedRun]:
-    """Wait for the instant (on the database's clock), then start the runs."""
-    options = procrastinate_seam.job_worker_options(context)
+async def _wait_for(at: float | None, store: Store, query: Query) -> None:
+    """Wait for the instant, on this worker's estimate of the database's clock."""
     if at is not None:
         remaining = await _clock.seconds_until(at, store, query)
         if remaining > 0:
             await asyncio.sleep(remaining)
+
+
+async def _start(
+    context: JobContext, store: Store, query: Query, run_ids: list[int]
+) -> list[StartedRun]:
+    """Start the runs; the database is the judge of their instant ('early': wait, again)."""
+    options = procrastinate_seam.job_worker_options(context)
     done: list[StartedRun] = []
     while run_ids:
         started = await store.start_runs(
@@ -163,33 +199,72 @@ async def run_task(
 ) -> dict[str, int]:
     """Run the callables of TaskRuns ``run_ids`` at ``at``; record each outcome on its run.
 
-    The runs start together, their callables side by side (at most the
-    worker's concurrency at once). A callable that cannot be resolved marks
-    its task broken (it stops firing until a writer mends it). An exception
-    in a callable is recorded (message and traceback, logged once); the
-    task's ``retries`` option queues the run again after a backoff, with a
-    job of its own. Either way the job itself succeeds: its work was to run
-    and record the runs. The worker carries on and the tasks keep their
-    schedules. Returns how many runs ended how.
+    The runs start together, as many at once as the worker has callable
+    slots free (its ``--concurrency``), the others as slots free up. A
+    callable that cannot be resolved marks its task broken (it stops firing
+    until a writer mends it). An exception in a callable is recorded
+    (message and traceback, logged once); the task's ``retries`` option
+    queues the run again after a backoff, with a job of its own. Either way
+    the job itself succeeds: its work was to run and record the runs. The
+    worker carries on and the tasks keep their schedules. Returns how many
+    runs ended how.
     """
     store = default_store()
     concurrency = procrastinate_seam.job_worker_options(context).concurrency
     query = store.runner_query(concurrency)
-    started = await _start(context, store, query, list(run_ids), at)
-    outcomes = await asyncio.gather(
-        *(_run(context, store, query, run, concurrency) for run in started),
-        return_exceptions=True,
-    )
+    slots = _callable_slots(concurrency)
+    await _wait_for(at, store, query)
+    runs: list[asyncio.Task[str]] = []
+    pending = list(run_ids)
+    try:
+        while pending:
+            taken = await slots.take(len(pending))
+            batch, pending = pending[:taken], pending[taken:]
+            try:
+                started = await _start(context, store, query, batch)
+            except BaseException:
+                slots.give_back(taken)
+                raise
+            runs += [
+                asyncio.create_task(_run_in_slot(context, store, query, run, slots))
+                for run in started
+            ]
+    finally:
+        outcomes = await asyncio.gather(*runs, return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException):
             raise outcome  # after every run of the job has ended
     return dict(collections.Counter(outcome for outcome in outcomes if isinstance(outcome, str)))
 
 
-async def _run(
-    context: JobContext, store: Store, query: Query, started: StartedRun, concurrency: int
+async def _run_in_slot(
+    context: JobContext, store: Store, query: Query, started: StartedRun, slots: CallableSlots
 ) -> str:
-    """Run one started run's callable in a callable thread; record and log how it ended."""
+    """Run a started run, giving its slot back as soon as its callable has returned."""
+    held = True
+
+    def give_back() -> None:
+        nonlocal held
+        if held:
+            held = False
+            slots.give_back()
+
+    try:
+        return await _run(context, store, query, started, slots.threads, give_back)
+    finally:
+        give_back()
+
+
+async def _run(
+    context: JobContext,
+    store: Store,
+    query: Query,
+    started: StartedRun,
+    threads: concurrent.futures.Executor,
+    called: Callable[[], None],
+) -> str:
+    """Run one started run's callable in a callable thread (``called`` when it has returned);
+    record and log how it ended."""
     run_id, task = started.run_id, started.task
     if task is None:
         logger.info(
@@ -213,8 +288,9 @@ async def _run(
     }
     call = functools.partial(_call, task.callable_info, message, store.database_alias)
     outcome = await asyncio.get_running_loop().run_in_executor(
-        _callable_threads(concurrency), contextvars.copy_context().run, call
+        threads, contextvars.copy_context().run, call
     )
+    called()  # its thread is free: the slot is the next run's while this one is recorded
     log = _RunLog(run_id, task, started, outcome)
     if outcome.status == "broken":
         reason = str(outcome.exception)

@@ -1,9 +1,10 @@
 """The one object that issues sisy-pg's SQL (the named queries of ``sql/queries.sql``).
 
 The planner talks to it over its own asynchronous psycopg connection; the
-runner, an asynchronous procrastinate task, over the connection pool of the
-worker that runs it. Both see the same queries, which call the versioned SQL
-functions (``sisy_*_v1``) of the schema.
+runner, an asynchronous procrastinate task, over a small pool of autocommit
+connections of the worker it runs in (:meth:`Store.runner_query`). Both see
+the same queries, which call the versioned SQL functions (``sisy_*_v1``) of
+the schema.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from . import policies, procrastinate_seam, schedule, sql_files
 if TYPE_CHECKING:
     from .models import Task
 
+
+#: The most connections a worker's runners hold (start and finish statements).
+RUNNER_POOL_MAX = 8
 
 #: Runs one statement and returns its rows.
 Query = Callable[[str, dict[str, Any]], Awaitable[list[DictRow]]]
@@ -230,15 +234,18 @@ class Store:
 
     # --- runner side (async, a pool of the worker's) ----------------------------
 
-    def runner_query(self, size: int) -> Query:
-        """Run statements for the runs of this worker, on a pool of up to ``size`` connections.
+    def runner_query(self, concurrency: int) -> Query:
+        """Run statements for the runs of this worker, on a small pool of its own.
 
         Its connections are in autocommit mode and not checked before each
         use: one round trip per statement, where procrastinate's own pool
-        spends three (check, statement, commit). A connection found dead (the
-        server restarted while it was idle) is replaced and the statement
-        sent again once.
+        spends three (check, statement, commit). A run holds one for a single
+        statement, so a few serve a worker of any ``concurrency``: at most
+        :data:`RUNNER_POOL_MAX`. A connection found dead (the server
+        restarted while it was idle) is replaced and the statement sent again
+        once.
         """
+        size = min(concurrency, RUNNER_POOL_MAX)
 
         async def query(sql: str, params: dict[str, Any]) -> list[DictRow]:
             pool = await self._open_runner_pool(size)

@@ -153,6 +153,15 @@ def test_failure_is_recorded_and_the_worker_carries_on(start_worker):
     failing.refresh_from_db()
     assert failing.enabled and failing.next_run is not None  # keeps its schedule
     assert worker.process.poll() is None
+    # Each failure is one line with its traceback, logged once (procrastinate's
+    # logger, at WARNING in these settings, would add its own for a failed job).
+    Task.objects.filter(pk=failing.pk).update(enabled=False)
+    wait_until(lambda: not runs(failing, status__in=["queued", "running"]).exists(), timeout=10)
+    log = worker.output()
+    failures = runs(failing, status="failed").count()
+    assert log.count("Traceback (most recent call last)") == failures, log
+    assert log.count(f"of task {failing.pk} ({failing.label}) for ") == failures, log
+    assert log.count("raise RuntimeError") == failures, log
 
 
 def test_no_overlap_records_skipped_fires(start_worker):

@@ -27,8 +27,9 @@ Scenarios (quick / full), each with its yardstick in the same run:
   (polled every ~1 ms), 200 samples alternating a pending fire a year away and
   one under a second away (an every-second task); fires of the old schedule
   after the change must not run.
-- scale: procrastinate_fetch_job_v2 of an unrelated job (rolled back, median)
-  with 200,000 / 1,000,000 tasks defined vs none.
+- scale: procrastinate_fetch_job_v2 of an unrelated job (timed on the server in
+  a loop, each call rolled back; median) with 200,000 / 1,000,000 tasks defined
+  vs none (measured before and after; the median of both).
 - idle: 100,000 tasks, none due for a minute: statements/s of a worker minus
   those of a worker with SISY_PLANNER_ENABLED=False, counted exactly from the
   server's log: each worker connects as a role of its own with
@@ -93,6 +94,34 @@ NOOP = "bench.yardstick_tasks.noop"
 # the server logs (log_statement=all) with the role's name, so that each
 # worker's statements are counted exactly, whatever its sessions' names.
 LOG_LINE_PREFIX = "%m [%p] %u %a "
+
+# procrastinate's fetch called n times on the server, each in a subtransaction
+# rolled back (the job stays to do): its duration on the server's clock.
+FETCH_LOOP = """
+CREATE OR REPLACE FUNCTION pg_temp.sisy_bench_fetch(p_worker bigint, p_n integer)
+    RETURNS TABLE (ms float8, fetched boolean)
+    LANGUAGE plpgsql
+AS $$
+DECLARE
+    started timestamptz;
+    job procrastinate_jobs;
+BEGIN
+    FOR i IN 1 .. p_n LOOP
+        fetched := false;
+        started := clock_timestamp();
+        BEGIN
+            job := procrastinate_fetch_job_v2(NULL, p_worker);
+            fetched := job.id IS NOT NULL;
+            RAISE EXCEPTION 'roll back' USING ERRCODE = 'SB001';
+        EXCEPTION WHEN SQLSTATE 'SB001' THEN
+            NULL;
+        END;
+        ms := extract(epoch FROM clock_timestamp() - started) * 1000;
+        RETURN NEXT;
+    END LOOP;
+END;
+$$
+"""
 
 RESULT_KEYS = (
     "lag_p50_ms",
@@ -898,9 +927,10 @@ class Bench:
             self.figures["plan_us_per_task"] = plan["big"]["cpu_us"]
 
     def fetch_samples(self) -> list[float]:
-        """Ms of procrastinate_fetch_job_v2 (all queues) fetching one unrelated job,
-        each in a transaction that is rolled back (after 50 of warm-up)."""
-        conn = self.db.conn
+        """Ms of procrastinate_fetch_job_v2 (all queues) fetching one unrelated job, timed on
+        the server's clock, each call in a subtransaction that is rolled back; after 50 of
+        warm-up. (Timed by the client, a round trip on a loaded 2-core machine varied 2x
+        between two runs on the same empty table.)"""
         self.db.q(
             "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
             "SELECT 'unrelated', 'bench.unrelated', '{}' "
@@ -908,35 +938,49 @@ class Bench:
         )
         # Vacuumed each time: the visibility map and hint bits, not the state
         # left by the previous step, decide the fetch's cost.
-        self.db.q("VACUUM (ANALYZE) procrastinate_jobs")
+        self.db.q(
+            "VACUUM (ANALYZE) procrastinate_jobs, procrastinate_events, procrastinate_workers"
+        )
+        self.db.q(FETCH_LOOP)
+        self.quiesce()
         worker_id = self.db.one("SELECT procrastinate_register_worker_v1()")
-        durations = []
         try:
-            for number in range(50 + self.mode.fetch_repeat):
-                with conn.transaction(force_rollback=True):
-                    start = time.perf_counter()
-                    row = conn.execute(
-                        "SELECT id, task_name FROM procrastinate_fetch_job_v2(NULL, %s)",
-                        [worker_id],
-                        prepare=True,
-                    ).fetchone()
-                    durations.append(time.perf_counter() - start)
-                if row is None or row[0] is None:
-                    raise RuntimeError("procrastinate_fetch_job_v2 fetched nothing")
-                if number < 50:  # warm-up
-                    durations.clear()
+            rows = self.db.q(
+                "SELECT ms, fetched FROM pg_temp.sisy_bench_fetch(%s, %s)",
+                [worker_id, 50 + self.mode.fetch_repeat],
+            )
         finally:
             self.db.q("SELECT procrastinate_unregister_worker_v1(%s)", [worker_id])
-        return [d * 1000 for d in durations]
+        if not all(fetched for _, fetched in rows):
+            raise RuntimeError("procrastinate_fetch_job_v2 fetched nothing")
+        return [ms for ms, _ in rows[50:]]
+
+    def quiesce(self, timeout: float = 30) -> None:
+        """Let the server finish what the bench's own writes left it to do (dirty buffers,
+        autovacuum) before a timing, so that it does not compete for the CPU."""
+        self.db.q("CHECKPOINT")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.db.one(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE backend_type = 'autovacuum worker' OR (state = 'active' AND pid <> pg_backend_pid())"
+        ):
+            time.sleep(0.2)
+        time.sleep(0.5)
 
     def parked_fetch(self, size: int) -> float:
         """The yardstick design: one parked future procrastinate job per task, some due."""
-        self.db.q(
-            """INSERT INTO procrastinate_jobs (queue_name, task_name, args, scheduled_at)
+        # Emptied (not analyzed) first, on a session of its own: the foreign-key
+        # checks of the events the insert writes are planned for a table of
+        # unknown size (an index scan), not for the one row it had (a sequential
+        # scan per event: quadratic).
+        self.db.q("TRUNCATE procrastinate_jobs CASCADE")
+        with psycopg.connect(self.db.url, autocommit=True) as conn:
+            conn.execute(
+                """INSERT INTO procrastinate_jobs (queue_name, task_name, args, scheduled_at)
                SELECT 'parked', 'bench.parked', '{}', now() + interval '1 day' + n * interval '1 s'
                  FROM generate_series(1, %s) AS n""",
-            [size],
-        )
+                [size],
+            )
         result = statistics.median(self.fetch_samples())
         self.db.q("TRUNCATE procrastinate_jobs CASCADE")
         return result
@@ -960,6 +1004,7 @@ class Bench:
             [self.callable_info, due],
         )
         self.db.q("VACUUM (ANALYZE) sisy_task, sisy_taskrun")
+        self.quiesce()
 
         async def measure() -> dict[str, float]:
             planner = make_planner(options)
@@ -1206,7 +1251,11 @@ class Bench:
                     )
                     plan = "\n".join(row[0] for row in cursor.fetchall())
                     inner = self._inner_plans(conn, body, params) if not auto_explain else []
-                    nested = [n for n in notices if "Query Text" in n or "->" in n or "Scan" in n]
+                    nested = [
+                        n
+                        for n in notices
+                        if ("Query Text" in n or "Scan" in n) and "Query Text: EXPLAIN" not in n
+                    ]
                 out += [f"== {name}", body, "", plan, ""]
                 for text in [*nested, *inner]:
                     out += ["-- inside:", text, ""]
@@ -1615,7 +1664,7 @@ def report(bench: Bench, info: dict[str, str], load_end: str, took: float) -> st
         lines.append(
             f"Hot query plans at {big} tasks: "
             + (
-                "not written in smoke mode "
+                "plans-smoke.txt with the workers' logs (--keep-logs) "
                 if m.name == "smoke"
                 else f"bench/results/plans-{m.name}.txt "
             )
@@ -1751,9 +1800,11 @@ def main(argv: list[str] | None = None) -> int:
                 getattr(bench, scenario)()
         load_end = " / ".join(f"{x:.2f}" for x in os.getloadavg())
         text = report(bench, info, load_end, time.monotonic() - began)
-        if bench.plans and mode.name != "smoke":
-            RESULTS.mkdir(exist_ok=True)
-            (RESULTS / f"plans-{mode.name}.txt").write_text("\n".join(bench.plans) + "\n")
+        if bench.plans:
+            # A smoke run's plans go with the workers' logs (kept with --keep-logs).
+            folder = bench.logs if mode.name == "smoke" else RESULTS
+            folder.mkdir(exist_ok=True)
+            (folder / f"plans-{mode.name}.txt").write_text("\n".join(bench.plans) + "\n")
     except Exception as exc:  # a broken setup: still one RESULT line (all nan), exit 1
         failure = f"{type(exc).__name__}: {exc}"
         progress.note(traceback.format_exc())

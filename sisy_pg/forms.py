@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db import connections
 from django.forms.fields import InvalidJSONInput
 
-from . import callables
-from .models import Task
+from . import callables, procrastinate_seam
+from .models import Task, has_nul
 
 if TYPE_CHECKING:
     # ModelForm is generic only in the stubs: it cannot be subscripted at run time.
@@ -24,18 +25,15 @@ else:
 
 @lru_cache(maxsize=1)
 def timezone_names() -> tuple[str, ...]:
-    """The IANA zones of this machine's tz database (reading it takes a while: once)."""
-    return tuple(sorted(zoneinfo.available_timezones()))
+    """The IANA zones that both this machine's tz database and PostgreSQL's know (read once).
 
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(key) or _has_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
-    return False
+    The database's trigger refuses a zone PostgreSQL does not know (an older
+    tz database, or names such as ``localtime``): the form offers none of those.
+    """
+    with connections[procrastinate_seam.database_alias()].cursor() as cursor:
+        cursor.execute("SELECT name FROM pg_timezone_names")
+        known = {name for (name,) in cursor.fetchall()}
+    return tuple(sorted(zoneinfo.available_timezones() & known))
 
 
 class IndentedJSONField(forms.JSONField):
@@ -49,7 +47,7 @@ class IndentedJSONField(forms.JSONField):
     def to_python(self, value: Any) -> Any:
         converted = super().to_python(value)
         # PostgreSQL's jsonb has no NUL character: refused here, not by the database.
-        if _has_nul(converted):
+        if has_nul(converted):
             raise ValidationError("JSON strings cannot contain the NUL character (\\u0000).")
         return converted
 

@@ -29,6 +29,8 @@ class TaskDefinitionError(ValidationError, ValueError):
 
 # The database constraint that makes labels unique (see sql/schema.sql).
 LABEL_UNIQUE_CONSTRAINT = "sisy_task_label_unique"
+# How the trigger on sisy_task refuses a zone PostgreSQL does not know (sql/schema.sql).
+ZONE_REFUSED = "sisy_task.timezone: unknown time zone"
 LABEL_MAX_LENGTH = 255
 
 
@@ -44,19 +46,19 @@ def _userdata_error(userdata: Any) -> str | None:
             "userdata must be JSON-serialisable (dicts, lists, strings, finite numbers, "
             f"booleans, None): {exc}"
         )
-    if _has_nul(userdata):
+    if has_nul(userdata):
         return "userdata must not contain the NUL character (\\u0000): PostgreSQL cannot store it"
     return None
 
 
-def _has_nul(value: Any) -> bool:
-    """Whether a JSON value holds a string with NUL, which jsonb refuses."""
+def has_nul(value: Any) -> bool:
+    """Whether a JSON value holds a string with NUL, which PostgreSQL's jsonb refuses."""
     if isinstance(value, str):
         return "\x00" in value
     if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
     if isinstance(value, (list, tuple)):
-        return any(_has_nul(item) for item in value)
+        return any(has_nul(item) for item in value)
     return False
 
 
@@ -289,8 +291,16 @@ class Task(models.Model):
         else:
             self._sync_overlap()
         try:
-            super().save(*args, **kwargs)
+            # A savepoint: what the database refuses leaves the caller's
+            # transaction usable, with the message below.
+            with transaction.atomic(using=self._database(kwargs.get("using"))):
+                super().save(*args, **kwargs)
         except IntegrityError as exc:
+            if ZONE_REFUSED in str(exc):
+                # Python's tz database knows it, PostgreSQL's does not.
+                raise TaskDefinitionError(
+                    {"timezone": f"PostgreSQL does not know the time zone {self.timezone!r}"}
+                ) from exc
             # Another writer took the label between the check and the INSERT.
             if LABEL_UNIQUE_CONSTRAINT not in str(exc):
                 raise

@@ -47,7 +47,7 @@ class Planner:
         lead_time: float,
         max_sleep: float,
         batch_size: int,
-        runs_per_job: int = 1,
+        runs_per_job: int,
         retention_days: float | None = None,
         stalled_worker_timeout: float,
         missed_all_limit: int = 100,

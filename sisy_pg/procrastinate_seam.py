@@ -81,6 +81,7 @@ SQL_REQUIREMENTS: tuple[tuple[str, str, str], ...] = (
     ("type attribute", "procrastinate_job_to_defer_v1", "task_name character varying"),
     ("type attribute", "procrastinate_job_to_defer_v1", "priority integer"),
     ("type attribute", "procrastinate_job_to_defer_v1", "args jsonb"),
+    ("type attribute", "procrastinate_job_to_defer_v1", "scheduled_at timestamp with time zone"),
     ("function", "procrastinate_defer_jobs_v1", "jobs procrastinate_job_to_defer_v1[]"),
     (
         "function",

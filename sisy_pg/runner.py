@@ -1,4 +1,4 @@
-"""The procrastinate task that executes one run of a sisy task.
+"""The procrastinate task that executes the runs of sisy tasks due at one instant.
 
 The planner defers one job per group of runs due at the same instant
 (``run_ids``, ``at``; SISY_RUNS_PER_JOB runs at most). The task is
@@ -51,11 +51,12 @@ def _worker_label(context: JobContext) -> str:
 class DatabaseClock:
     """This process's estimate of the database's clock, to wait for an instant without a query.
 
-    The offset from the local clock is measured by one query (the midpoint of
-    its round trip) and taken again every minute. The estimate only decides
-    how long to sleep: the start of a run is judged by the database itself,
-    which answers 'early' (with the time left) to a run started before its
-    instant, so a wrong local clock can delay a run but never start it early.
+    The offset from this process's monotonic clock is measured by one query
+    (the midpoint of its round trip) and taken again every minute; a step of
+    the wall clock in between changes nothing. The estimate only decides how
+    long to sleep: the start of a run is judged by the database itself, which
+    answers 'early' (with the time left) to a run started before its
+    instant, so a wrong estimate can delay a run but never start it early.
     """
 
     def __init__(self) -> None:
@@ -64,12 +65,13 @@ class DatabaseClock:
 
     async def seconds_until(self, instant: float, store: Store, query: Query) -> float:
         if self._offset is None or time.monotonic() - self._measured_at > _CLOCK_REFRESH:
-            before = time.time()
+            await store.database_now(query)  # a connection ready: time the query alone
+            before = time.monotonic()
             database_now = await store.database_now(query)
-            after = time.time()
+            after = time.monotonic()
             self._offset = database_now - (before + after) / 2
-            self._measured_at = time.monotonic()
-        return instant - (time.time() + self._offset)
+            self._measured_at = after
+        return instant - (time.monotonic() + self._offset)
 
     def forget(self) -> None:
         """Measure again at the next wait (the database found the estimate wrong)."""
@@ -138,23 +140,27 @@ def _call(info: dict[str, Any], message: dict[str, Any], using: str) -> Outcome:
     As procrastinate's middleware does for sync tasks (and Django around a
     request): connections past CONN_MAX_AGE are closed before and after, so
     a callable that uses the ORM gets a working connection and leaks none,
-    and one that does not never opens any.
+    and one that does not never opens any. Whatever goes wrong here is an
+    outcome to record, never an exception that would leave the run running.
     """
-    close_old_connections()
+    started = time.perf_counter()
     try:
+        close_old_connections()
         try:
             func = callables.resolve(info, using=using)
         except callables.CallableError as exc:
             return Outcome("broken", exception=exc, traceback=tb.format_exc())
         started = time.perf_counter()
-        try:
-            func(message)
-        except BaseException as exc:
-            return Outcome("failed", time.perf_counter() - started, exc, tb.format_exc())
+        func(message)
         return Outcome("succeeded", time.perf_counter() - started)
+    except BaseException as exc:
+        return Outcome("failed", time.perf_counter() - started, exc, tb.format_exc())
     finally:
-        close_old_connections()
-        reset_queries()
+        try:
+            close_old_connections()
+            reset_queries()
+        except Exception:
+            logger.exception("Closing Django's connections after a run failed")
 
 
 async def _wait_for(at: float | None, store: Store, query: Query) -> None:
@@ -163,35 +169,6 @@ async def _wait_for(at: float | None, store: Store, query: Query) -> None:
         remaining = await _clock.seconds_until(at, store, query)
         if remaining > 0:
             await asyncio.sleep(remaining)
-
-
-async def _start(
-    context: JobContext, store: Store, query: Query, run_ids: list[int]
-) -> list[StartedRun]:
-    """Start the runs; the database is the judge of their instant ('early': wait, again)."""
-    options = procrastinate_seam.job_worker_options(context)
-    done: list[StartedRun] = []
-    while run_ids:
-        started = await store.start_runs(
-            query,
-            run_ids=run_ids,
-            job_id=context.job.id,
-            worker=_worker_label(context),
-            stalled_after=dt.timedelta(seconds=options.stalled_worker_timeout),
-            default_grace=dt.timedelta(seconds=float(conf.settings.GRACE)),
-        )
-        done += [run for run in started if run.status != "early"]
-        early = [run for run in started if run.status == "early"]
-        run_ids = [run.run_id for run in early]
-        if early:
-            wait = max(run.wait or 0.0 for run in early)
-            logger.debug(
-                f"{len(early)} run(s) reached the database {wait * 1000:.1f} ms early",
-                extra={"action": "runs_early", "run_ids": run_ids, "wait": wait},
-            )
-            _clock.forget()
-            await asyncio.sleep(wait)
-    return done
 
 
 async def run_task(
@@ -204,37 +181,99 @@ async def run_task(
     callable that cannot be resolved marks its task broken (it stops firing
     until a writer mends it). An exception in a callable is recorded
     (message and traceback, logged once); the task's ``retries`` option
-    queues the run again after a backoff, with a job of its own. Either way
-    the job itself succeeds: its work was to run and record the runs. The
-    worker carries on and the tasks keep their schedules. Returns how many
-    runs ended how.
+    queues the run again after a backoff, with a job of its own. The job
+    succeeds once its runs are recorded, whatever their outcomes; it fails
+    only when one could not be recorded (the database unreachable), and the
+    housekeeping closes such runs later. Cancelling the job (an abort, the
+    end of a worker's graceful shutdown) stops it starting more runs, but
+    the runs started are carried to their end and recorded: a thread cannot
+    be stopped. Returns how many runs ended how.
     """
     store = default_store()
     concurrency = procrastinate_seam.job_worker_options(context).concurrency
     query = store.runner_query(concurrency)
     slots = _callable_slots(concurrency)
-    await _wait_for(at, store, query)
     runs: list[asyncio.Task[str]] = []
-    pending = list(run_ids)
     try:
-        while pending:
-            taken = await slots.take(len(pending))
-            batch, pending = pending[:taken], pending[taken:]
-            try:
-                started = await _start(context, store, query, batch)
-            except BaseException:
-                slots.give_back(taken)
-                raise
-            runs += [
-                asyncio.create_task(_run_in_slot(context, store, query, run, slots))
-                for run in started
-            ]
+        await _wait_for(at, store, query)
+        await _start_in_slots(context, store, query, slots, list(run_ids), runs)
     finally:
-        outcomes = await asyncio.gather(*runs, return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome  # after every run of the job has ended
+        outcomes = await _all_recorded(runs)
+    failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    for failure in failures[1:]:
+        logger.error(
+            f"A run of job {context.job.id} could not be recorded: {failure!r}",
+            exc_info=failure,
+            extra={"action": "run_not_recorded", "job_id": context.job.id},
+        )
+    if failures:
+        raise failures[0]
     return dict(collections.Counter(outcome for outcome in outcomes if isinstance(outcome, str)))
+
+
+async def _start_in_slots(
+    context: JobContext,
+    store: Store,
+    query: Query,
+    slots: CallableSlots,
+    pending: list[int],
+    runs: list[asyncio.Task[str]],
+) -> None:
+    """Start the runs as slots free up, each in a task of ``runs`` as soon as it started.
+
+    A run the database calls 'early' (this worker's clock estimate was off)
+    or 'busy' (a writer holds its row) gives its slot back and is tried
+    again after the wait the database says.
+    """
+    options = procrastinate_seam.job_worker_options(context)
+    while pending:
+        taken = await slots.take(len(pending))
+        batch, pending = pending[:taken], pending[taken:]
+        try:
+            started = await store.start_runs(
+                query,
+                run_ids=batch,
+                job_id=context.job.id,
+                worker=_worker_label(context),
+                stalled_after=dt.timedelta(seconds=options.stalled_worker_timeout),
+                default_grace=dt.timedelta(seconds=float(conf.settings.GRACE)),
+            )
+        except BaseException:
+            slots.give_back(taken)
+            raise
+        again = [run for run in started if run.status in ("early", "busy")]
+        slots.give_back(len(again))
+        runs += [
+            asyncio.create_task(_run_in_slot(context, store, query, run, slots))
+            for run in started
+            if run not in again
+        ]
+        if again:
+            wait = max(run.wait or 0.0 for run in again)
+            logger.debug(
+                f"{len(again)} run(s) not started yet ({again[0].status}): "
+                f"again in {wait * 1000:.1f} ms",
+                extra={"action": "runs_again", "run_ids": [r.run_id for r in again], "wait": wait},
+            )
+            if any(run.status == "early" for run in again):
+                _clock.forget()
+            pending = [run.run_id for run in again] + pending
+            await asyncio.sleep(wait)
+
+
+async def _all_recorded(runs: list[asyncio.Task[str]]) -> list[str | BaseException]:
+    """Every run's outcome, even if this job is cancelled meanwhile (then re-raised)."""
+    gathering = asyncio.gather(*runs, return_exceptions=True)
+    cancelled = False
+    while True:
+        try:
+            outcomes = await asyncio.shield(gathering)
+            break
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return list(outcomes)
 
 
 async def _run_in_slot(
@@ -387,7 +426,7 @@ class _RunLog:
         # An error once per breakage: a run that finds its task already broken is news to no one.
         if not first:
             logger.info(
-                f"{self.name}: failed, its task is broken: {reason}",
+                f"{self.name}: failed, its callable cannot be resolved: {reason}",
                 extra={"action": "run_failed", "status": "failed", "reason": reason, **self.extra},
             )
             return
@@ -400,7 +439,8 @@ class _RunLog:
 
     def returned_late(self, outcome: str) -> None:
         logger.warning(
-            f"{self.name}: {outcome} after it had timed out (noted in its details)",
+            f"{self.name}: {outcome} after the run was closed (timed out, or its worker "
+            "deemed lost); noted in its details",
             extra={
                 "action": "run_returned_late",
                 "status": "timed_out",

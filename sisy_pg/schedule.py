@@ -91,8 +91,9 @@ def get_timezone(name: str) -> zoneinfo.ZoneInfo:
         raise ScheduleError("timezone must be an IANA time zone name such as 'Europe/Paris'")
     try:
         return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        raise ScheduleError(f"unknown time zone {name!r}") from exc
+    # OSError: a directory of the tz database ("Europe") or a name too long for a path.
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
+        raise ScheduleError(f"unknown time zone {name[:100]!r}") from exc
 
 
 @lru_cache(maxsize=1024)

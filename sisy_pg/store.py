@@ -241,15 +241,17 @@ class Store:
         use: one round trip per statement, where procrastinate's own pool
         spends three (check, statement, commit). A run holds one for a single
         statement, so a few serve a worker of any ``concurrency``: at most
-        :data:`RUNNER_POOL_MAX`. A connection found dead (the server
-        restarted while it was idle) is replaced and the statement sent again
-        once.
+        :data:`RUNNER_POOL_MAX`. When a statement fails for a lost connection
+        (the server restarted while they were idle), every idle connection is
+        checked, the dead ones are replaced, and the statement is sent once
+        more: each one is safe to repeat (a start repeated by the same job
+        runs the run once; a finish repeated finds it finished).
         """
         size = min(concurrency, RUNNER_POOL_MAX)
 
         async def query(sql: str, params: dict[str, Any]) -> list[DictRow]:
-            pool = await self._open_runner_pool(size)
             for attempt in (1, 2):
+                pool = await self._open_runner_pool(size)
                 try:
                     async with pool.connection() as conn:
                         cursor = await conn.execute(sql, params)
@@ -257,6 +259,9 @@ class Store:
                 except psycopg.OperationalError:
                     if attempt == 2:
                         raise
+                    # The server restarted, or a connection was killed: drop
+                    # every dead one before trying again.
+                    await pool.check()
             raise AssertionError("unreachable")
 
         return query

@@ -35,7 +35,10 @@ def make_planner(options: procrastinate_seam.WorkerOptions) -> Planner:
         lead_time=float(settings.LEAD_TIME),
         max_sleep=float(settings.PLANNER_MAX_SLEEP),
         batch_size=int(settings.CLAIM_BATCH_SIZE),
-        runs_per_job=int(settings.RUNS_PER_JOB),
+        # A job's runs start together only if its worker has as many slots:
+        # a group no larger than the concurrency, so none waits behind another
+        # while a second worker sits idle.
+        runs_per_job=max(1, min(int(settings.RUNS_PER_JOB), options.concurrency)),
         retention_days=settings.RUN_RETENTION_DAYS,
         stalled_worker_timeout=options.stalled_worker_timeout,
     )
@@ -53,7 +56,8 @@ def start_planner(options: procrastinate_seam.WorkerOptions) -> Coroutine[Any, A
     logger.info(
         f"sisy planner starting: this worker fires the tasks of queue {settings.QUEUE!r} and "
         f"runs them (worker queues: {', '.join(options.queues or ()) or 'all'}; "
-        f"concurrency {options.concurrency}; up to {settings.RUNS_PER_JOB} runs per job)",
+        f"concurrency {options.concurrency}; "
+        f"up to {max(1, min(int(settings.RUNS_PER_JOB), options.concurrency))} runs per job)",
         extra={
             "action": "planner_start",
             "queue": settings.QUEUE,

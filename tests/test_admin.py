@@ -500,6 +500,8 @@ def test_the_preview_warns_of_a_seconds_first_schedule(client):
         ({"schedule": "\x00", "timezone": "UTC"}, "schedule", "expected 5"),
         ({"schedule": "* * * * *", "timezone": "Mars/Olympus"}, "timezone", "unknown time zone"),
         ({"schedule": "* * * * *", "timezone": "../../etc/passwd"}, "timezone", "unknown time"),
+        ({"schedule": "* * * * *", "timezone": "Europe"}, "timezone", "unknown time zone"),
+        ({"schedule": "* * * * *", "timezone": "x" * 300}, "timezone", "unknown time zone"),
     ],
 )
 def test_the_preview_names_what_is_wrong(client, query, field, message):
@@ -546,7 +548,7 @@ def test_the_change_form_previews_the_saved_schedule_and_lists_the_last_runs(cli
     runs = re.findall(r'<a href="/admin/sisy/taskrun/(\d+)/change/">Run \d+</a>', html)
     newest = task.runs.order_by("-scheduled_for")[:RECENT_RUNS]
     assert [int(pk) for pk in runs] == [run.pk for run in newest]
-    assert f'?task__id__exact={task.pk}">All {RECENT_RUNS + 5} run(s) of this task' in html
+    assert f'?task__id__exact={task.pk}">All the runs of this task' in html
 
 
 def test_the_add_form_has_no_state_nor_runs(client):
@@ -701,3 +703,24 @@ def test_runs_are_read_only(client):
     )
     assert response.status_code == 403
     assert TaskRun.objects.get(pk=run.pk).status == "failed"
+
+
+def test_the_run_list_reads_an_index_range_and_lists_tasks_only_when_few(client, monkeypatch):
+    from sisy_pg import admin as sisy_admin
+
+    task = task_with_callable(jobs.record, label="t")
+    task.save()
+    task_with_callable(jobs.record, label="another").save()  # a filter needs two choices
+    for second in range(3):
+        TaskRun.objects.create(
+            task=task, scheduled_for=timezone.now() + dt.timedelta(seconds=second)
+        )
+    url = reverse("admin:sisy_taskrun_changelist")
+    response = client.get(url)
+    assert response.status_code == 200
+    changelist = response.context["cl"]
+    assert set(changelist.queryset.query.order_by) == {"-id"}  # the primary key's index
+    assert "task" in [getattr(f, "field_path", None) for f in changelist.filter_specs]
+    monkeypatch.setattr(sisy_admin, "TASK_FILTER_MAX", 0)
+    changelist = client.get(url).context["cl"]
+    assert "task" not in [getattr(f, "field_path", None) for f in changelist.filter_specs]

@@ -339,3 +339,33 @@ def test_bad_options_are_refused_by_the_database(options, message):
             ],
         )
     assert_nothing_saved()
+
+
+@pytest.mark.parametrize("name", ["Europe", "x" * 300, "../../etc/passwd"])
+def test_a_zone_name_that_is_a_directory_or_too_long_is_an_error_on_the_field(name):
+    task = task_with_callable(jobs.record, label="new")
+    task.timezone = name
+    with pytest.raises(TaskDefinitionError) as info:
+        task.save()
+    assert "unknown time zone" in " ".join(info.value.message_dict["timezone"])
+    assert_nothing_saved()
+
+
+def test_a_zone_python_knows_and_postgresql_does_not_is_an_error_on_the_field():
+    import zoneinfo
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT name FROM pg_timezone_names")
+        known = {name for (name,) in cursor.fetchall()}
+    unknown = sorted(zoneinfo.available_timezones() - known)
+    if not unknown:
+        pytest.skip("this PostgreSQL knows every zone Python's tz database has")
+    task = task_with_callable(jobs.record, label="new")
+    task.timezone = unknown[0]
+    with pytest.raises(TaskDefinitionError) as info:
+        task.save()
+    assert "PostgreSQL does not know the time zone" in " ".join(info.value.message_dict["timezone"])
+    assert_nothing_saved()
+    from sisy_pg.forms import timezone_names
+
+    assert unknown[0] not in timezone_names()  # the admin does not offer it

@@ -112,6 +112,43 @@ def test_raw_sql_change_of_the_schedule_clears_next_run_for_replanning(change):
     assert next_run(task) is None
 
 
+@pytest.mark.parametrize(
+    ("change", "withdrawn"),
+    [
+        ("UPDATE sisy_task SET schedule = '*/2 * * * * *' WHERE id = %s", True),
+        ("UPDATE sisy_task SET timezone = 'Asia/Tokyo' WHERE id = %s", True),
+        ("UPDATE sisy_task SET end_running = now() + interval '1 day' WHERE id = %s", True),
+        ("UPDATE sisy_task SET iterations = 5 WHERE id = %s", False),
+        ("UPDATE sisy_task SET userdata = '{\"a\": 1}' WHERE id = %s", False),
+    ],
+)
+def test_a_new_schedule_withdraws_the_fires_claimed_for_the_old_one(change, withdrawn):
+    task = make_task(options={"missed": "all"})
+    retried = make_task()
+    for each in (task, retried):
+        make_due(each)
+    fired = {task_id: run_id for task_id, run_id, _ in claim()}
+    job = TaskRun.objects.get(pk=fired[task.pk]).job_id
+    # The other task's run failed once and waits for its retry: it stays.
+    assert start_run(fired[retried.pk]) == "running"
+    sql(
+        "SELECT sisy_retry_run_v1(%s, 'E', 'T', '1 hour', 'sisy', 'sisy.run')",
+        [fired[retried.pk]],
+    )
+    sql(change, [task.pk])
+    row = Task.objects.get(pk=task.pk)
+    if withdrawn:
+        assert not TaskRun.objects.filter(pk=fired[task.pk]).exists()
+        assert job_status(job) == "cancelled"
+        assert (row.fire_count, row.last_run) == (0, None)
+    else:
+        assert TaskRun.objects.get(pk=fired[task.pk]).status == "queued"
+        assert job_status(job) == "todo"
+        assert row.fire_count == 1
+    sql(change, [retried.pk])
+    assert TaskRun.objects.get(pk=fired[retried.pk]).status == "queued"
+
+
 def test_queryset_update_and_save_are_seen_the_same_way():
     task = make_task()
     Task.objects.filter(pk=task.pk).update(schedule="*/5 * * * * *")
@@ -544,6 +581,40 @@ def test_every_committed_change_notifies_the_workers():
         assert len(list(listener.notifies(timeout=1))) == 1
     finally:
         listener.close()
+
+
+def test_a_run_running_under_another_job_is_not_started_again():
+    """A job fetched twice (procrastinate's retry of a stalled job, an admin's retry)."""
+    task = make_task()
+    make_due(task)
+    ((_, run_id, _),) = claim()
+    job = TaskRun.objects.get(pk=run_id).job_id
+    start = "SELECT status FROM sisy_start_run_v1(%s, %s, 'w1', '30 seconds', '60 seconds')"
+    assert sql(start, [run_id, job]) == [("running",)]
+    # The same job asking again (its first reply lost) may run it; another may not.
+    assert sql(start, [run_id, job]) == [("running",)]
+    assert sql(start, [run_id, job + 1000]) == [("started_elsewhere",)]
+    assert start_run(run_id) == "started_elsewhere"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_row_a_writer_holds_is_busy_not_waited_for():
+    """The runner never waits for one run's lock while it holds another's (no deadlock)."""
+    from sisy_pg.store import default_store
+
+    task = make_task()
+    make_due(task)
+    ((_, run_id, _),) = claim()
+    with psycopg.connect(**default_store().connection_params()) as writer:
+        writer.execute("SELECT 1 FROM sisy_taskrun WHERE id = %s FOR UPDATE", [run_id])
+        ((status, wait),) = sql(
+            "SELECT status, wait FROM sisy_start_run_v1(%s, NULL, 'w1', '30 seconds', '60 seconds')",
+            [run_id],
+        )
+        assert (status, wait) == ("busy", 0.01)
+        writer.rollback()
+    assert start_run(run_id) == "running"
+    assert start_run(-1) == "missing"
 
 
 def test_prune_runs_deletes_old_finished_runs_and_their_jobs():

@@ -229,8 +229,14 @@ def test_two_workers_twenty_tasks_thirty_seconds_exactly_once(start_worker):
         expected = [instants[0] + dt.timedelta(seconds=n) for n in range(len(instants))]
         assert instants == expected, task.label
         for run in fired(task):
-            assert run.status == "succeeded" or run.details.get("reason"), (task.label, run)
+            # Nothing lost or failed: a fire not run was coalesced into a run
+            # waiting on a busy machine (or reached a worker too late).
+            assert run.status == "succeeded" or run.details.get("reason") in (
+                "coalesced",
+                "late",
+            ), (task.label, run, run.details)
         succeeded = [r.scheduled_for for r in fired(task).filter(status="succeeded")]
+        assert len(succeeded) >= len(instants) // 2, (task.label, len(succeeded))
         assert sum(hits[(task.pk, when)] for when in instants) == len(succeeded)
         assert all(hits[(task.pk, when)] == 1 for when in succeeded)
         workers.update(fired(task).values_list("worker", flat=True))

@@ -287,6 +287,8 @@ CREATE FUNCTION sisy_task_before_write_v1() RETURNS trigger
     LANGUAGE plpgsql
     SET search_path FROM CURRENT
 AS $$
+DECLARE
+    withdrawn integer;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         NEW.label := COALESCE(NULLIF(NEW.label, ''), NEW.callable_info ->> 'func_path');
@@ -321,6 +323,31 @@ BEGIN
         IF NEW.enabled AND NOT OLD.enabled THEN
             -- Re-enabled: the planner decides again whether it is finished.
             NEW.finished_at := NULL;
+        END IF;
+        IF NEW.enabled AND OLD.enabled
+           AND (NEW.schedule, NEW.timezone, NEW.start_running, NEW.end_running)
+               IS DISTINCT FROM
+               (OLD.schedule, OLD.timezone, OLD.start_running, OLD.end_running)
+        THEN
+            -- Fires already claimed for the old instants and not started are
+            -- withdrawn (their jobs cancelled, their fires not counted): the
+            -- new schedule decides from now. A retry continues a run that
+            -- started, and stays.
+            WITH gone AS (
+                DELETE FROM sisy_taskrun AS r
+                 WHERE r.task_id = NEW.id AND r.status = 'queued'
+                   AND NOT r.details ? 'attempts'
+                RETURNING r.id
+            )
+            SELECT count(*) INTO withdrawn FROM gone;
+            IF withdrawn > 0 THEN
+                NEW.fire_count := greatest(NEW.fire_count - withdrawn, 0);
+                NEW.last_run := (
+                    SELECT max(r.scheduled_for) FROM sisy_taskrun AS r
+                     WHERE r.task_id = NEW.id
+                       AND r.status IN ('queued', 'running', 'succeeded', 'failed', 'timed_out')
+                );
+            END IF;
         END IF;
     ELSIF TG_OP = 'UPDATE' AND NEW.callable_info IS DISTINCT FROM OLD.callable_info THEN
         -- A new callable may mend a broken task: the planner plans it again
@@ -620,6 +647,9 @@ $$;
 -- Running: start, finish, retry, time out, break -----------------------------------
 
 -- Moves a queued run to running, unless:
+--   * another transaction holds the run's row (a writer cancelling it):
+--     'busy', nothing changes, and `wait` says when to try again -- a
+--     runner never waits for one run's lock while holding another's;
 --   * it is early: the instant it may start (details.due_at, else its
 --     instant) is still to come on the database's clock: 'early', nothing
 --     changes, and `wait` says how many seconds remain (a runner holds a run
@@ -632,8 +662,9 @@ $$;
 --   * the task does not allow overlap and another of its runs executes on
 --     a live worker: 'skipped', naming that run.
 -- Returns the run's status afterwards (anything but 'running' means the
--- caller must not run the callable), its attempt (1 for the first), when it
--- started and, for an early run, the seconds to wait.
+-- caller must not run the callable: a run already running under another job
+-- is 'started_elsewhere'), its attempt (1 for the first), when it started
+-- and, for a busy or early run, the seconds to wait.
 CREATE FUNCTION sisy_start_run_v1(
     p_run_id bigint,
     p_job_id bigint,
@@ -657,11 +688,14 @@ DECLARE
     late_by interval;
     other_id bigint;
     other_for timestamptz;
+    started_now boolean := false;
 BEGIN
-    SELECT * INTO run FROM sisy_taskrun AS r WHERE r.id = p_run_id FOR UPDATE;
+    SELECT * INTO run FROM sisy_taskrun AS r WHERE r.id = p_run_id FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
-        RETURN QUERY SELECT 'missing'::varchar, NULL::bigint, NULL::timestamptz, NULL::integer,
-                            NULL::timestamptz, NULL::float8;
+        RETURN QUERY SELECT CASE WHEN EXISTS (SELECT 1 FROM sisy_taskrun AS r WHERE r.id = p_run_id)
+                                 THEN 'busy' ELSE 'missing' END::varchar,
+                            NULL::bigint, NULL::timestamptz, NULL::integer, NULL::timestamptz,
+                            0.01::float8;
         RETURN;
     END IF;
     IF run.status = 'queued'
@@ -740,6 +774,7 @@ BEGIN
                               now_ + make_interval(secs => (task.options ->> 'timeout')::float8)
                           ) END
              WHERE r.id = run.id;
+            started_now := true;
             IF task.options ->> 'timeout' IS NOT NULL THEN
                 -- The planners time runs out: wake them to note this deadline.
                 PERFORM pg_notify('sisy_task_changed', '');
@@ -747,7 +782,11 @@ BEGIN
         END IF;
     END IF;
     RETURN QUERY
-        SELECT r.status, r.task_id, r.scheduled_for, (r.details ->> 'attempt')::integer,
+        SELECT CASE WHEN r.status = 'running' AND NOT started_now
+                         -- the same job asking again (a reply lost) may run it
+                         AND (p_job_id IS NULL OR r.job_id IS DISTINCT FROM p_job_id)
+                    THEN 'started_elsewhere' ELSE r.status END::varchar,
+               r.task_id, r.scheduled_for, (r.details ->> 'attempt')::integer,
                r.started_at, NULL::float8
           FROM sisy_taskrun AS r WHERE r.id = p_run_id;
 END;

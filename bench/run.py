@@ -17,7 +17,9 @@ queries (``sisy_pg.sql_files.queries()``, read at run time).
 Scenarios (quick / full), each with its yardstick in the same run:
 
 - lag: 50 tasks on ``* * * * * *`` for 30 s / 120 s, one worker
-  ``--concurrency 16``; lag = started_at - scheduled_for (database clock).
+  ``--concurrency 64`` (``--concurrency`` changes it; docs/operations.md's
+  advice: a slot for each run due at the busiest instant); lag =
+  started_at - scheduled_for (database clock).
   Yardstick: 50 procrastinate periodic tasks on the same cron.
 - burst: 2,000 / 10,000 no-op tasks due at one instant T, an idle worker
   ``--concurrency 8``: max(finished_at) - T. Yardstick: as many plain
@@ -1497,7 +1499,7 @@ def report(bench: Bench, info: dict[str, str], load_end: str, took: float) -> st
         ),
         "- command: `.venv/bin/python bench/run.py"
         + ("" if m.name == "full" else f" --{m.name}")
-        + (f" --concurrency {c}" if c != 16 else "")
+        + (f" --concurrency {c}" if c != 64 else "")
         + "`",
         "",
         "| figure | scenario | sisy-pg | yardstick (same run) | target | verdict |",
@@ -1750,9 +1752,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency",
         type=int,
-        default=16,
-        help="worker --concurrency for the lag, change, idle and rss scenarios (default 16; "
-        "the burst is always 8)",
+        default=64,
+        help="worker --concurrency for the lag, change, idle and rss scenarios (default 64: "
+        "what docs/operations.md recommends for 50 runs due at once, one slot each; the "
+        "burst is always 8)",
     )
     parser.add_argument(
         "--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {SCENARIOS}"

@@ -1227,7 +1227,7 @@ class Bench:
         notices: list[str] = []
         conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
         try:
-            for name in ("claim_due", "planner_state", "tasks_to_plan"):
+            for name in ("claim_due", "planner_state", "tasks_to_plan", "start_runs", "finish_run"):
                 sql = queries.get(name)
                 if sql is None:
                     out += [f"== {name}: not in queries.sql any more", ""]
@@ -1235,6 +1235,7 @@ class Bench:
                 body = _strip_comments(sql)
                 with conn.transaction(force_rollback=True):
                     self._make_due_and_pending(conn)
+                    params = {**params, **self._runner_params(conn, name, queries)}
                     if auto_explain:
                         conn.execute("LOAD 'auto_explain'")
                         for setting, value in (
@@ -1277,6 +1278,40 @@ class Bench:
             return True
         except psycopg.Error:
             return False
+
+    def _runner_params(
+        self, conn: psycopg.Connection[Any], name: str, queries: dict[str, str]
+    ) -> dict[str, Any]:
+        """For the runner's statements: a job's worth of queued runs (started, for finish_run)."""
+        if name not in ("start_runs", "finish_run"):
+            return {}
+        run_ids = [
+            row[0]
+            for row in conn.execute(
+                """INSERT INTO sisy_taskrun (task_id, scheduled_for, status)
+                   SELECT id, now() - interval '1 ms', 'queued' FROM sisy_task
+                    WHERE label LIKE 'explain-due-%%' ORDER BY id LIMIT 10
+                   RETURNING id"""
+            ).fetchall()
+        ]
+        start = {
+            "run_ids": run_ids,
+            "job_id": None,
+            "worker": "bench",
+            "stalled_after": dt.timedelta(seconds=30),
+            "default_grace": dt.timedelta(seconds=60),
+        }
+        if name == "start_runs":
+            return start
+        conn.execute(queries["start_runs"], start)
+        return {
+            "run_id": run_ids[0],
+            "status": "succeeded",
+            "error": "",
+            "traceback": "",
+            "queue": "sisy",
+            "task_name": "sisy.run",
+        }
 
     def _make_due_and_pending(self, conn: psycopg.Connection[Any]) -> None:
         """Inside the EXPLAIN's transaction: tasks waiting to be planned (rolled back)."""

@@ -57,7 +57,7 @@ def start_planner(options: procrastinate_seam.WorkerOptions) -> Coroutine[Any, A
         f"sisy planner starting: this worker fires the tasks of queue {settings.QUEUE!r} and "
         f"runs them (worker queues: {', '.join(options.queues or ()) or 'all'}; "
         f"concurrency {options.concurrency}; "
-        f"up to {max(1, min(int(settings.RUNS_PER_JOB), options.concurrency))} runs per job)",
+        f"{max(1, min(int(settings.RUNS_PER_JOB), options.concurrency))} run(s) per job at most)",
         extra={
             "action": "planner_start",
             "queue": settings.QUEUE,

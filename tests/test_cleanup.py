@@ -31,6 +31,10 @@ def _postgres_binaries():
         pytest.skip(f"no PostgreSQL binaries for a throwaway server: {error}")
 
 
+def _default_hangup() -> None:
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+
+
 class Watched:
     """A process started with its own throwaway PostgreSQL, its output collected."""
 
@@ -47,6 +51,9 @@ class Watched:
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
+            # As a terminal's shell starts it: a suite run under nohup (or by a
+            # runner that ignores SIGHUP) must not pass that on to the demo.
+            preexec_fn=_default_hangup,
         )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)

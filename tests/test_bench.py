@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.e2e
+# The bench is the same on every Django: once, in the first CI stage (left out of
+# the matrix with the other "long" tests).
+pytestmark = [pytest.mark.e2e, pytest.mark.long]
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = (

@@ -190,13 +190,13 @@ async def run_task(
     be stopped. Returns how many runs ended how.
     """
     store = default_store()
-    concurrency = procrastinate_seam.job_worker_options(context).concurrency
-    query = store.runner_query(concurrency)
-    slots = _callable_slots(concurrency)
+    options = procrastinate_seam.job_worker_options(context)
+    query = store.runner_query(options.concurrency)
+    slots = _callable_slots(options.concurrency)
     runs: list[asyncio.Task[str]] = []
     try:
         await _wait_for(at, store, query)
-        await _start_in_slots(context, store, query, slots, list(run_ids), runs)
+        await _start_in_slots(context, options, store, query, slots, list(run_ids), runs)
     finally:
         outcomes = await _all_recorded(runs)
     failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
@@ -213,6 +213,7 @@ async def run_task(
 
 async def _start_in_slots(
     context: JobContext,
+    options: procrastinate_seam.WorkerOptions,
     store: Store,
     query: Query,
     slots: CallableSlots,
@@ -225,7 +226,6 @@ async def _start_in_slots(
     or 'busy' (a writer holds its row) gives its slot back and is tried
     again after the wait the database says.
     """
-    options = procrastinate_seam.job_worker_options(context)
     while pending:
         taken = await slots.take(len(pending))
         batch, pending = pending[:taken], pending[taken:]

@@ -50,7 +50,7 @@ class StartedRun:
     scheduled_for: dt.datetime | None
     attempt: int | None
     started_at: dt.datetime | None
-    wait: float | None  # seconds to its instant, for an 'early' run
+    wait: float | None  # seconds to wait before trying again: an 'early' or 'busy' run
     task: Task | None
 
 

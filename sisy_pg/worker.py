@@ -24,6 +24,16 @@ from .store import default_store
 logger = logging.getLogger(__name__)
 
 
+def runs_per_job(options: procrastinate_seam.WorkerOptions) -> int:
+    """How many runs of one instant a job carries, for a worker with ``options``.
+
+    A job's runs start together only if its worker has as many slots: a group
+    no larger than the concurrency, so that none waits behind another while a
+    second worker sits idle.
+    """
+    return max(1, min(int(conf.settings.RUNS_PER_JOB), options.concurrency))
+
+
 def make_planner(options: procrastinate_seam.WorkerOptions) -> Planner:
     """A planner configured by the SISY_* settings, for a worker with ``options``."""
     settings = conf.settings
@@ -35,10 +45,7 @@ def make_planner(options: procrastinate_seam.WorkerOptions) -> Planner:
         lead_time=float(settings.LEAD_TIME),
         max_sleep=float(settings.PLANNER_MAX_SLEEP),
         batch_size=int(settings.CLAIM_BATCH_SIZE),
-        # A job's runs start together only if its worker has as many slots:
-        # a group no larger than the concurrency, so none waits behind another
-        # while a second worker sits idle.
-        runs_per_job=max(1, min(int(settings.RUNS_PER_JOB), options.concurrency)),
+        runs_per_job=runs_per_job(options),
         retention_days=settings.RUN_RETENTION_DAYS,
         stalled_worker_timeout=options.stalled_worker_timeout,
     )
@@ -57,7 +64,7 @@ def start_planner(options: procrastinate_seam.WorkerOptions) -> Coroutine[Any, A
         f"sisy planner starting: this worker fires the tasks of queue {settings.QUEUE!r} and "
         f"runs them (worker queues: {', '.join(options.queues or ()) or 'all'}; "
         f"concurrency {options.concurrency}; "
-        f"{max(1, min(int(settings.RUNS_PER_JOB), options.concurrency))} run(s) per job at most)",
+        f"{runs_per_job(options)} run(s) per job at most)",
         extra={
             "action": "planner_start",
             "queue": settings.QUEUE,

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.db.models import F, Q, QuerySet
+from django.db.models import F, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import (
     Http404,
@@ -34,8 +34,9 @@ from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
 from . import conf, schedule
 from .forms import TaskForm
-from .models import NOT_RUNNABLE_MESSAGES, Task, TaskQuerySet, TaskRun, database_now
+from .models import ActionResult, Task, TaskQuerySet, TaskRun, database_now
 from .schedule_text import describe, instants_of, seconds_first_warning
+from .vocabulary import Action, TaskState
 
 if TYPE_CHECKING:
     from typing import TypedDict
@@ -67,7 +68,6 @@ RECENT_RUNS = 20
 TASK_FILTER_MAX = 200
 # Tasks named in one message, at most.
 NAMED_TASKS = 10
-_FAILING = (TaskRun.Status.FAILED, TaskRun.Status.TIMED_OUT)
 
 
 # --- how values are shown -------------------------------------------------------------
@@ -187,34 +187,20 @@ def _render_preview(preview: dict[str, Any]) -> str:
 
 # --- filters ----------------------------------------------------------------------------
 
-_HEALTHY = Q(error="")
-_LIVE = _HEALTHY & Q(finished_at=None)
-_ON = _LIVE & Q(enabled=True)
-# Task.state as conditions on TaskQuerySet.with_status() (the same order of precedence).
-_STATE_CONDITIONS = {
-    "scheduled": _ON
-    & Q(is_running=False)
-    & (Q(last_status__isnull=True) | ~Q(last_status__in=_FAILING)),
-    "running": _ON & Q(is_running=True),
-    "failing": _ON & Q(is_running=False, last_status__in=_FAILING),
-    "paused": _LIVE & Q(enabled=False),
-    "finished": _HEALTHY & Q(finished_at__isnull=False),
-    "broken": ~_HEALTHY,
-}
-
 
 class StateFilter(admin.SimpleListFilter):
     title = "state"
     parameter_name = "state"
 
     def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
-        return [(state, state) for state in _STATE_CONDITIONS]
+        return list(TaskState.choices)
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        # TaskQuerySet.with_status() annotates the state sisy_task_state_v1 decides.
         value = self.value()
-        if value not in _STATE_CONDITIONS:
+        if value not in TaskState.values:
             return queryset
-        return queryset.filter(_STATE_CONDITIONS[value])
+        return queryset.filter(current_state=value)
 
 
 class LastOutcomeFilter(admin.SimpleListFilter):
@@ -321,47 +307,42 @@ class RecentRunsInline(RunDisplays, _RunsInlineBase):
 
 # What the buttons say, and what they do (their title).
 BUTTONS = {
-    "run_now": ("Run now", "Run it once now, then as scheduled"),
-    "pause": ("Pause", "Stop firing it; its waiting runs are cancelled"),
-    "resume": ("Resume", "Fire it as scheduled again"),
-    "clear_error": ("Clear error", "Forget why it broke: a worker's planner tries it again"),
+    Action.RUN_NOW: ("Run now", "Run it once now, then as scheduled"),
+    Action.PAUSE: ("Pause", "Stop firing it; its waiting runs are cancelled"),
+    Action.RESUME: ("Resume", "Fire it as scheduled again"),
+    Action.CLEAR_ERROR: ("Clear error", "Forget why it broke: a worker's planner tries it again"),
 }
-# How a message says that a task was not acted on.
-_NOT_DONE = {"run_now": "run", "pause": "paused", "resume": "resumed", "clear_error": "cleared"}
-_BROKEN = "broken (mend its definition or clear its error first)"
-_STAYS_FINISHED = (
-    f"{NOT_RUNNABLE_MESSAGES['finished']}; it stays finished until its iterations "
-    "or end_running change"
-)
+# What a message says was done, and how it says a task was not.
+_DONE = {
+    Action.RUN_NOW: "will run now.",
+    Action.PAUSE: "paused: their waiting runs are cancelled.",
+    Action.RESUME: "resumed: a worker's planner plans their next run now.",
+    Action.CLEAR_ERROR: "cleared of their error: a worker's planner plans them again "
+    "(they break again at their next run if the cause remains).",
+}
+_NOT_DONE = {
+    Action.RUN_NOW: "run",
+    Action.PAUSE: "paused",
+    Action.RESUME: "resumed",
+    Action.CLEAR_ERROR: "cleared",
+}
+# The History page's words for what a button or action did.
+_LOGGED = {
+    Action.RUN_NOW: "Ran now",
+    Action.PAUSE: "Paused",
+    Action.RESUME: "Resumed",
+    Action.CLEAR_ERROR: "Cleared its error",
+}
 
 
-def why_not(action: str, task: Task) -> str | None:
-    """Why ``action`` leaves ``task`` alone, or None when it acts on it."""
-    if action == "run_now":
-        if task.broken:
-            return _BROKEN
-        reason = task.not_runnable_reason()
-        return None if reason is None else NOT_RUNNABLE_MESSAGES[reason]
-    if action == "pause":
-        if task.finished:
-            return f"{NOT_RUNNABLE_MESSAGES['finished']}: nothing to pause"
-        return None if task.enabled else "already paused"
-    if action == "resume":
-        if task.finished:
-            return _STAYS_FINISHED
-        return "not paused" if task.enabled else None
-    if action == "clear_error":
-        return None if task.broken else "not broken: it has no error to clear"
-    raise ValueError(f"unknown action {action!r}")
-
-
-def offered_buttons(task: Task) -> list[str]:
+def offered_buttons(task: Task) -> list[Action]:
     """The buttons a task shows: run now always (it says why not), the others when they apply."""
-    offered = ["run_now"]
-    if not task.finished:
-        offered.append("pause" if task.enabled else "resume")
-    if task.broken:
-        offered.append("clear_error")
+    state = task.state
+    offered = [Action.RUN_NOW]
+    if state != TaskState.FINISHED:
+        offered.append(Action.RESUME if not task.enabled else Action.PAUSE)
+    if state == TaskState.BROKEN:
+        offered.append(Action.CLEAR_ERROR)
     return offered
 
 
@@ -568,7 +549,7 @@ class TaskAdmin(_TaskAdminBase):
         """A button of a row or of a task's page: the action on that one task."""
         if request.method != "POST":
             return HttpResponseNotAllowed(["POST"])
-        if action not in BUTTONS:
+        if action not in Action.values:
             raise Http404(f"no action {action!r}")
         task = self.get_object(request, unquote(object_id))
         back = request.GET.get("next", "")
@@ -581,11 +562,14 @@ class TaskAdmin(_TaskAdminBase):
         elif not self.has_change_permission(request, task):
             self.message_user(
                 request,
-                f"Not allowed: you may not change tasks, so {task} was not {_NOT_DONE[action]}.",
+                f"Not allowed: you may not change tasks, so {task} was not "
+                f"{_NOT_DONE[Action(action)]}.",
                 messages.ERROR,
             )
         else:
-            getattr(self, action)(request, self.get_queryset(request).filter(pk=task.pk))
+            self._act(
+                request, self.get_queryset(request).filter(pk=task.pk), Action(action), "button"
+            )
         return HttpResponseRedirect(back)
 
     def change_view(
@@ -630,73 +614,52 @@ class TaskAdmin(_TaskAdminBase):
     # POST is refused by Django or by button_view).
 
     def _act(
-        self,
-        request: HttpRequest,
-        queryset: QuerySet[Task],
-        action: str,
-        apply: Callable[[QuerySet[Task]], int],
-        done: str,
+        self, request: HttpRequest, queryset: QuerySet[Task], action: Action, via: str
     ) -> None:
-        """Apply ``action`` to the tasks it applies to; say how many, and why not for the rest."""
-        eligible: list[int] = []
-        refused: dict[str, list[Task]] = {}
-        for task in queryset:
-            reason = why_not(action, task)
-            if reason is None:
-                eligible.append(task.pk)
-            else:
-                refused.setdefault(reason, []).append(task)
-        count = apply(Task.objects.filter(pk__in=eligible)) if eligible else 0
-        if count:
-            self.message_user(request, f"{count} task(s) {done}", messages.SUCCESS)
-        for reason, tasks in refused.items():
-            names = ", ".join(str(task) for task in tasks[:NAMED_TASKS])
-            if len(tasks) > NAMED_TASKS:
-                names += f" and {len(tasks) - NAMED_TASKS} more"
+        """Do ``action`` to the tasks (``TaskQuerySet.act``: the database decides, task by
+        task); say how many were done and why the others were not, and log each in its
+        History (who, what, and why not)."""
+        tasks = {task.pk: task for task in queryset}
+        acted = {r.task_id: r for r in Task.objects.filter(pk__in=list(tasks)).act(action)}
+        # In the order of the page's rows; a task deleted meanwhile is left out.
+        results = [acted[pk] for pk in tasks if pk in acted]
+        done = [result for result in results if result.done]
+        if done:
+            self.message_user(request, f"{len(done)} task(s) {_DONE[action]}", messages.SUCCESS)
+        refused: dict[str, list[ActionResult]] = {}
+        for result in results:
+            if result.refusal is not None:
+                refused.setdefault(result.refusal.label, []).append(result)
+        for reason, group in refused.items():
+            names = ", ".join(str(tasks[result.task_id]) for result in group[:NAMED_TASKS])
+            if len(group) > NAMED_TASKS:
+                names += f" and {len(group) - NAMED_TASKS} more"
             self.message_user(
                 request,
-                f"{len(tasks)} task(s) not {_NOT_DONE[action]}, {reason}: {names}",
+                f"{len(group)} task(s) not {_NOT_DONE[action]}, {reason}: {names}",
                 messages.WARNING,
             )
+        for result in results:
+            change = f"{_LOGGED[action]} ({via})"
+            if result.refusal is not None:
+                change = f"Not {_NOT_DONE[action]} ({via}): it is {result.refusal.label}"
+            self.log_change(request, tasks[result.task_id], change)
 
     @admin.action(description="Run now (once, then as scheduled)", permissions=["change"])
     def run_now(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
-        def apply(tasks: QuerySet[Task]) -> int:
-            # run_now() leaves disabled and finished tasks alone; a broken one too here.
-            return cast(TaskQuerySet, tasks.filter(error="")).run_now()
-
-        self._act(request, queryset, "run_now", apply, "will run now.")
+        self._act(request, queryset, Action.RUN_NOW, "action")
 
     @admin.action(description="Pause (their waiting runs are cancelled)", permissions=["change"])
     def pause(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
-        self._act(
-            request,
-            queryset,
-            "pause",
-            lambda tasks: tasks.filter(enabled=True, finished_at=None).update(enabled=False),
-            "paused: their waiting runs are cancelled.",
-        )
+        self._act(request, queryset, Action.PAUSE, "action")
 
     @admin.action(description="Resume", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
-        self._act(
-            request,
-            queryset,
-            "resume",
-            lambda tasks: tasks.filter(enabled=False, finished_at=None).update(enabled=True),
-            "resumed: a worker's planner plans their next run now.",
-        )
+        self._act(request, queryset, Action.RESUME, "action")
 
     @admin.action(description="Clear error (try broken tasks again)", permissions=["change"])
     def clear_error(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
-        self._act(
-            request,
-            queryset,
-            "clear_error",
-            lambda tasks: tasks.exclude(error="").update(error=""),
-            "cleared of their error: a worker's planner plans them again "
-            "(they break again at their next run if the cause remains).",
-        )
+        self._act(request, queryset, Action.CLEAR_ERROR, "action")
 
 
 # --- runs ---------------------------------------------------------------------------------

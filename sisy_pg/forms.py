@@ -104,13 +104,16 @@ class TaskForm(_TaskFormBase):
         pk = info.get("model_pk")
         self.fields["pk_override"].initial = "" if pk is None else pk
         names = timezone_names()
+        # The task's own zone; a new task's is the model's default
+        # (SISY_DEFAULT_TIMEZONE, else TIME_ZONE), the zone the preview shows.
+        # Selected, or a browser would submit the list's first name.
         current = self.instance.timezone
         # A zone written by other means and unknown here stays selected, not
         # silently replaced by the first name of the list.
         extra = (current,) if current and current not in names else ()
-        cast(forms.ChoiceField, self.fields["timezone"]).choices = [
-            (name, name) for name in (*extra, *names)
-        ]
+        zone = cast(forms.ChoiceField, self.fields["timezone"])
+        zone.choices = [(name, name) for name in (*extra, *names)]
+        zone.initial = current
 
     def clean(self) -> dict[str, Any]:
         # ModelForm.clean() returns self.cleaned_data (the stubs say it may be None).

@@ -8,6 +8,7 @@ made by any writer (ORM, admin, migration, psql) is obeyed at once.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import json
 from collections.abc import Callable, Collection, Iterable
@@ -16,11 +17,11 @@ from typing import Any
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, models, router, transaction
 from django.db.models import Exists, OuterRef, Subquery
-from django.db.models.functions import Now
 from django.utils import timezone
 
 from . import callables, conf, policies, schedule
 from .schedule import PlanInput
+from .vocabulary import FINAL_STATUSES, Action, Refusal, RunStatus, TaskState
 
 
 class TaskDefinitionError(ValidationError, ValueError):
@@ -122,23 +123,82 @@ def _validate_delay_until(delay_until: dt.datetime | None, using: str) -> None:
 # Columns the planner and the workers keep (see Task.save).
 STATE_FIELDS = ("next_run", "last_run", "fire_count", "finished_at", "error")
 
-# Why a task cannot run now (Task.not_runnable_reason), as users are told.
-NOT_RUNNABLE_MESSAGES = {
-    "finished": "finished (its iterations are used up or its end_running has passed)",
-    "disabled": "disabled (enable it first)",
+_RUNNABLE = models.Q(enabled=True, finished_at=None, error="")
+
+
+# How "<task> cannot ..." ends, for each action.
+_CANNOT = {
+    Action.RUN_NOW: "run",
+    Action.PAUSE: "be paused",
+    Action.RESUME: "be resumed",
+    Action.CLEAR_ERROR: "have its error cleared",
 }
-_RUNNABLE = models.Q(enabled=True, finished_at=None)
+
+
+class ActionRefused(ValueError):
+    """An action (run now, pause, resume, clear error) that a task's row refused."""
+
+    def __init__(self, task: Task, action: Action, refusal: Refusal) -> None:
+        self.task, self.action, self.refusal = task, action, refusal
+        super().__init__(f"{task} cannot {_CANNOT[action]}: it is {refusal.label}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ActionResult:
+    """What ``sisy_act_v1`` did to one task: done, or the refusal."""
+
+    task_id: int
+    label: str
+    action: Action
+    refusal: Refusal | None
+
+    @property
+    def done(self) -> bool:
+        return self.refusal is None
 
 
 class TaskQuerySet(models.QuerySet["Task"]):
+    def act(self, action: Action | str) -> list[ActionResult]:
+        """Do ``action`` to the tasks of this queryset, each as its row allows.
+
+        The rule is the database's (``sisy_act_v1``, which psql operators,
+        the admin and ``manage.py sisy`` call too): each task's row is locked
+        and decides, so a stale copy cannot make a paused task run.
+        """
+        action = Action(action)
+        ids = list(self.values_list("pk", flat=True))
+        if not ids:
+            return []
+        with connections[self.db].cursor() as cursor:
+            cursor.execute(
+                "SELECT task_id, label, refusal FROM sisy_act_v1(%s, %s)", [action.value, ids]
+            )
+            return [
+                ActionResult(task_id, label, action, Refusal(refusal) if refusal else None)
+                for task_id, label, refusal in cursor.fetchall()
+            ]
+
+    def _count_done(self, action: Action) -> int:
+        return sum(result.done for result in self.act(action))
+
     def run_now(self) -> int:
         """Fire the runnable tasks once, now, then as scheduled; return how many.
 
-        Setting ``next_run`` to the database's now is all it takes: the
-        planners fire what is due. Finished and disabled tasks are left alone.
+        Paused, finished and broken tasks are left alone (``act()`` says why).
         """
-        count: int = self.filter(_RUNNABLE).update(next_run=Now())
-        return count
+        return self._count_done(Action.RUN_NOW)
+
+    def pause(self) -> int:
+        """Pause the tasks (their queued runs are cancelled); return how many were paused."""
+        return self._count_done(Action.PAUSE)
+
+    def resume(self) -> int:
+        """Resume the paused tasks (their error, if any, is cleared); return how many."""
+        return self._count_done(Action.RESUME)
+
+    def clear_error(self) -> int:
+        """Clear the error of the broken tasks, so that a planner tries them again; how many."""
+        return self._count_done(Action.CLEAR_ERROR)
 
     def bulk_create(  # type: ignore[override]
         self, objs: Iterable[Task], batch_size: int | None = None, **kwargs: Any
@@ -177,20 +237,35 @@ class TaskQuerySet(models.QuerySet["Task"]):
         return super().bulk_create(tasks, batch_size=batch_size or 1000, **kwargs)
 
     def not_runnable(self) -> TaskQuerySet:
-        """The tasks ``run_now()`` leaves alone (see Task.not_runnable_reason)."""
+        """The tasks ``run_now()`` leaves alone: paused, finished or broken."""
         tasks: TaskQuerySet = self.exclude(_RUNNABLE)
         return tasks
 
     def with_status(self) -> TaskQuerySet:
-        """Annotate ``is_running`` and ``last_status`` in one query (admin, status command)."""
+        """Annotate ``is_running``, ``last_status`` and ``current_state`` in one query.
+
+        ``current_state`` is ``sisy_task_state_v1``'s answer, the definition
+        the views and every edge use; ``Task.state`` reads it.
+        """
         runs = TaskRun.objects.filter(task=OuterRef("pk"))
         tasks: TaskQuerySet = self.annotate(
-            is_running=Exists(runs.filter(status=TaskRun.Status.RUNNING)),
+            is_running=Exists(runs.filter(status=RunStatus.RUNNING)),
             last_status=Subquery(
-                runs.filter(status__in=TaskRun.FINAL_STATUSES)
+                runs.filter(status__in=FINAL_STATUSES)
                 .order_by("-scheduled_for")
                 .values("status")[:1]
             ),
+        ).annotate(
+            current_state=models.Func(
+                "error",
+                "finished_at",
+                "enabled",
+                "next_run",
+                "is_running",
+                "last_status",
+                function="sisy_task_state_v1",
+                output_field=models.CharField(),
+            )
         )
         return tasks
 
@@ -365,28 +440,60 @@ class Task(models.Model):
             )
         return self.next_run
 
-    def not_runnable_reason(self) -> str | None:
-        """Why a run now is refused: "finished", "disabled", or None (it can run)."""
-        if self.finished:
-            return "finished"
-        if not self.enabled:
-            return "disabled"
-        return None
+    def refusal(self, action: Action | str) -> Refusal | None:
+        """Why ``action`` would be refused for this copy of the task, or None.
+
+        Asks the database's rule (``sisy_refusal_v1``), which ``act()``
+        applies to the row itself.
+        """
+        with connections[self._database()].cursor() as cursor:
+            cursor.execute(
+                "SELECT sisy_refusal_v1(%s, %s, %s, %s)",
+                [Action(action).value, self.enabled, self.finished_at, self.error],
+            )
+            refusal = cursor.fetchone()[0]
+        return Refusal(refusal) if refusal else None
+
+    def not_runnable_reason(self) -> Refusal | None:
+        """Why ``run_asap()`` would refuse: paused, finished or broken; None when it can run."""
+        return self.refusal(Action.RUN_NOW)
+
+    def act(self, action: Action | str) -> None:
+        """Do ``action`` to the task as the admin, the CLI and psql do (``sisy_act_v1``).
+
+        The row decides, not this copy (it may have been paused or finished
+        since); the copy is refreshed afterwards. Raises ``ActionRefused`` (a
+        ValueError) saying why when the row refuses.
+        """
+        action = Action(action)
+        if self.pk is None:
+            raise ValueError(f"{self} cannot {_CANNOT[action]}: save it first")
+        results = type(self).objects.using(self._database()).filter(pk=self.pk).act(action)
+        if not results:
+            raise ValueError(f"{self} cannot {_CANNOT[action]}: it was deleted")
+        self.refresh_from_db(fields=["enabled", "finished_at", "next_run", "error"])
+        if results[0].refusal is not None:
+            raise ActionRefused(self, action, results[0].refusal)
 
     def run_asap(self) -> None:
-        """Run the task once, now (then as scheduled), like the admin's "run now".
+        """Run the task once, now (then as scheduled), as the admin's "Run now" does.
 
-        Raises ValueError saying why when the task is unsaved, finished or disabled.
+        Raises ``ActionRefused`` (a ValueError) saying why when the task is
+        paused, finished or broken.
         """
-        if self.pk is None:
-            raise ValueError(f"{self} cannot run: save it first")
-        ran = type(self).objects.using(self._database()).filter(pk=self.pk).run_now()
-        # The row decides, not this copy: it may have been disabled or finished since.
-        self.refresh_from_db(fields=["enabled", "finished_at", "next_run"])
-        if not ran:
-            reason = self.not_runnable_reason()
-            why = NOT_RUNNABLE_MESSAGES[reason] if reason else "enabled meanwhile, try again"
-            raise ValueError(f"{self} cannot run: it is {why}")
+        self.act(Action.RUN_NOW)
+
+    def pause(self) -> None:
+        """Stop firing the task; its queued runs are cancelled (``ActionRefused`` if not)."""
+        self.act(Action.PAUSE)
+
+    def resume(self) -> None:
+        """Fire the paused task as scheduled again (``ActionRefused`` if not)."""
+        self.act(Action.RESUME)
+
+    def clear_error(self) -> None:
+        """Forget why the task broke: a planner plans it again (``ActionRefused`` if not)."""
+        self.act(Action.CLEAR_ERROR)
 
     # --- Sisy's constructors -------------------------------------------------
 
@@ -473,19 +580,28 @@ class Task(models.Model):
         return bool(self.error)
 
     @property
-    def state(self) -> str:
-        """broken, finished, paused, running, failing or scheduled (as view sisy_task_status)."""
-        if self.broken:
-            return "broken"
-        if self.finished:
-            return "finished"
-        if not self.enabled:
-            return "paused"
-        if self.running:
-            return "running"
-        if self.last_outcome in (TaskRun.Status.FAILED, TaskRun.Status.TIMED_OUT):
-            return "failing"
-        return "scheduled"
+    def state(self) -> TaskState:
+        """The task's state, as ``sisy_task_state_v1`` defines it for every edge.
+
+        Read from ``TaskQuerySet.with_status()``'s annotation when there is
+        one, else asked of the database for this copy's values.
+        """
+        annotated = getattr(self, "current_state", None)
+        if annotated is None:
+            with connections[self._database()].cursor() as cursor:
+                cursor.execute(
+                    "SELECT sisy_task_state_v1(%s, %s, %s, %s, %s, %s)",
+                    [
+                        self.error,
+                        self.finished_at,
+                        self.enabled,
+                        self.next_run,
+                        self.pk is not None and self.running,
+                        self.last_outcome if self.pk is not None else None,
+                    ],
+                )
+                annotated = cursor.fetchone()[0]
+        return TaskState(annotated)
 
     @property
     def finished(self) -> bool:
@@ -625,24 +741,8 @@ class Task(models.Model):
 class TaskRun(models.Model):
     """One fire of a task: exactly one row per (task, scheduled instant)."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued"
-        RUNNING = "running"
-        SUCCEEDED = "succeeded"
-        FAILED = "failed"
-        TIMED_OUT = "timed_out", "Timed out"
-        SKIPPED = "skipped"
-        MISSED = "missed"
-        CANCELLED = "cancelled"
-
-    FINAL_STATUSES = (
-        Status.SUCCEEDED,
-        Status.FAILED,
-        Status.TIMED_OUT,
-        Status.SKIPPED,
-        Status.MISSED,
-        Status.CANCELLED,
-    )
+    Status = RunStatus  # sisy_pg.vocabulary: the statuses SQL knows too
+    FINAL_STATUSES = FINAL_STATUSES
 
     # The unique (task, scheduled_for) constraint's index serves this key.
     task = models.ForeignKey(Task, on_delete=models.CASCADE, related_name="runs", db_index=False)

@@ -18,7 +18,7 @@ _QUERY_HEADER = re.compile(r"^-- (\w+) --$", re.MULTILINE)
 
 @cache
 def directory() -> Path:
-    """The folder holding migrations/, schema.sql and queries.sql."""
+    """The folder holding migrations/, schema.sql, queries.sql and roles.sql."""
     for candidate in (_PACKAGE / "sql", _PACKAGE.parent / "sql"):
         if (candidate / "schema.sql").is_file():
             return candidate
@@ -56,3 +56,8 @@ def queries() -> dict[str, str]:
     """The named queries of queries.sql, as {name: query}."""
     parts = _QUERY_HEADER.split(read("queries.sql"))[1:]
     return {name: body.strip() for name, body in zip(parts[::2], parts[1::2], strict=True)}
+
+
+def roles() -> str:
+    """The role recipe: a psql script that creates and grants the worker, operator and monitor roles."""
+    return read("roles.sql")

@@ -28,9 +28,20 @@
 --     is what makes each fire happen exactly once;
 --   * one task per label (sisy_task_label_unique).
 --
--- Every function pins its search_path (SET search_path FROM CURRENT: the
--- path of the session that creates it), so a writer whose search_path finds
--- other objects first cannot redirect the triggers (docs/security.md).
+-- Every function pins its search_path (SET search_path FROM CURRENT) to the
+-- one set here: the schemas this file is applied in, by name (not "$user"),
+-- then pg_temp. PostgreSQL searches pg_temp first unless the path lists it:
+-- a session's TEMP TABLE sisy_taskrun would stand in for the real one in the
+-- triggers on its writes. So neither a session's own objects nor a writer's
+-- search_path can redirect a function (docs/security.md). Until the end of
+-- this transaction only.
+SELECT set_config(
+    'search_path',
+    (SELECT string_agg(quote_ident(s.name), ', ' ORDER BY s.position)
+       FROM unnest(current_schemas(false)) WITH ORDINALITY AS s(name, position))
+        || ', pg_temp',
+    true
+);
 
 -- Tables -------------------------------------------------------------------------
 -- Column types are those Django gives the fields of sisy_pg.models (a test
@@ -647,6 +658,24 @@ BEGIN
 END;
 $$;
 
+-- A task's policies, defaults filled in: as sisy_pg.policies.Policy.of (a test
+-- keeps the two equal). grace defaults to p_default_grace (SISY_GRACE).
+CREATE FUNCTION sisy_policy_v1(p_options jsonb, p_allow_overlap boolean, p_default_grace interval)
+    RETURNS TABLE (
+        missed text, overlap text, grace interval, timeout float8, retries integer,
+        retry_delay float8
+    )
+    LANGUAGE sql IMMUTABLE
+    SET search_path FROM CURRENT
+AS $$
+    SELECT coalesce(p_options ->> 'missed', 'coalesce'),
+           coalesce(p_options ->> 'overlap', CASE WHEN p_allow_overlap THEN 'allow' ELSE 'skip' END),
+           coalesce(make_interval(secs => (p_options ->> 'grace')::float8), p_default_grace),
+           (p_options ->> 'timeout')::float8,
+           coalesce((p_options ->> 'retries')::numeric::integer, 0),
+           coalesce((p_options ->> 'retry_delay')::float8, 10);
+$$;
+
 -- Running: start, finish, retry, time out, break -----------------------------------
 
 -- Moves a queued run to running, unless:
@@ -687,7 +716,7 @@ DECLARE
     now_ timestamptz := clock_timestamp();
     run sisy_taskrun;
     task sisy_task;
-    grace interval;
+    policy record;
     late_by interval;
     other_id bigint;
     other_for timestamptz;
@@ -713,15 +742,9 @@ BEGIN
     END IF;
     IF run.status = 'queued' THEN
         SELECT * INTO task FROM sisy_task AS t WHERE t.id = run.task_id;
-        grace := coalesce(
-            make_interval(secs => (task.options ->> 'grace')::float8), p_default_grace
-        );
+        SELECT * INTO policy FROM sisy_policy_v1(task.options, task.allow_overlap, p_default_grace);
         late_by := now_ - coalesce((run.details ->> 'due_at')::timestamptz, run.scheduled_for);
-        IF coalesce(
-            task.options ->> 'overlap', CASE WHEN task.allow_overlap THEN 'allow' ELSE 'skip' END
-        )
-           IN ('skip', 'buffer_one')
-        THEN
+        IF policy.overlap IN ('skip', 'buffer_one') THEN
             -- Serialise starts of this task so two workers cannot both see
             -- "nothing running" (the key space is sisy's own: 0x5153).
             PERFORM pg_advisory_xact_lock(20819, (run.task_id % 2147483647)::integer);
@@ -733,7 +756,7 @@ BEGIN
              LIMIT 1;
         END IF;
 
-        IF coalesce(task.options ->> 'missed', 'coalesce') <> 'all' AND late_by > grace
+        IF policy.missed <> 'all' AND late_by > policy.grace
            -- A retry continues a run that started in time: it runs when a
            -- worker fetches it (procrastinate's next poll at worst).
            AND NOT run.details ? 'attempts'
@@ -745,7 +768,7 @@ BEGIN
                        'missed: reached a worker %s s after it was due, later than the '
                        'task''s grace of %s s; not run late',
                        round(extract(epoch FROM late_by)::numeric, 3),
-                       extract(epoch FROM grace)::float8
+                       extract(epoch FROM policy.grace)::float8
                    ),
                    details = r.details || jsonb_build_object(
                        'reason', 'late', 'late_by', extract(epoch FROM late_by)::float8
@@ -771,14 +794,13 @@ BEGIN
                        || jsonb_build_object(
                               'attempt', coalesce((r.details ->> 'attempt')::integer, 0) + 1
                           )
-                       || CASE WHEN task.options ->> 'timeout' IS NULL THEN '{}'::jsonb
+                       || CASE WHEN policy.timeout IS NULL THEN '{}'::jsonb
                           ELSE jsonb_build_object(
-                              'deadline',
-                              now_ + make_interval(secs => (task.options ->> 'timeout')::float8)
+                              'deadline', now_ + make_interval(secs => policy.timeout)
                           ) END
              WHERE r.id = run.id;
             started_now := true;
-            IF task.options ->> 'timeout' IS NOT NULL THEN
+            IF policy.timeout IS NOT NULL THEN
                 -- The planners time runs out: wake them to note this deadline.
                 PERFORM pg_notify('sisy_task_changed', '');
             END IF;
@@ -1062,83 +1084,182 @@ BEGIN
 END;
 $$;
 
+-- One decision point: a task's state, and what may be done to it ---------------------
+-- Every edge -- the Python API, the admin, manage.py sisy, psql -- asks these
+-- functions, so that they cannot disagree; Python only words the answers
+-- (sisy_pg/vocabulary.py spells the same states and refusals; a test keeps
+-- them equal).
+
+-- A task's state, in this order of precedence: broken (error says why),
+-- finished, paused, running (a run executes now), failing (its latest
+-- outcome failed or timed out), unplanned (enabled, but no planner has given
+-- it a next run), scheduled.
+CREATE FUNCTION sisy_task_state_v1(
+    p_error text, p_finished_at timestamptz, p_enabled boolean, p_next_run timestamptz,
+    p_running boolean, p_last_status text
+)
+    RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path FROM CURRENT
+AS $$
+    SELECT CASE
+        WHEN p_error <> '' THEN 'broken'
+        WHEN p_finished_at IS NOT NULL THEN 'finished'
+        WHEN NOT p_enabled THEN 'paused'
+        WHEN p_running THEN 'running'
+        WHEN p_last_status IN ('failed', 'timed_out') THEN 'failing'
+        WHEN p_next_run IS NULL THEN 'unplanned'
+        ELSE 'scheduled'
+    END;
+$$;
+
+-- Why action p_action (run_now, pause, resume, clear_error) may not be done
+-- to a task whose row holds these values, or NULL when it may.
+CREATE FUNCTION sisy_refusal_v1(
+    p_action text, p_enabled boolean, p_finished_at timestamptz, p_error text
+)
+    RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path FROM CURRENT
+AS $$
+BEGIN
+    CASE p_action
+        WHEN 'run_now' THEN
+            RETURN CASE WHEN p_error <> '' THEN 'broken'
+                        WHEN p_finished_at IS NOT NULL THEN 'finished'
+                        WHEN NOT p_enabled THEN 'paused' END;
+        WHEN 'pause' THEN
+            RETURN CASE WHEN p_finished_at IS NOT NULL THEN 'finished'
+                        WHEN NOT p_enabled THEN 'already_paused' END;
+        WHEN 'resume' THEN
+            -- Resuming a paused task also clears its error (the trigger: a
+            -- change of enabled re-plans it); an enabled broken task is
+            -- mended by clear_error.
+            RETURN CASE WHEN p_finished_at IS NOT NULL THEN 'finished'
+                        WHEN p_enabled AND p_error <> '' THEN 'broken'
+                        WHEN p_enabled THEN 'not_paused' END;
+        WHEN 'clear_error' THEN
+            RETURN CASE WHEN p_error = '' THEN 'not_broken' END;
+        ELSE
+            RAISE EXCEPTION 'sisy: unknown action %', p_action
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'One of run_now, pause, resume, clear_error.';
+    END CASE;
+END;
+$$;
+
+-- Does action p_action to the tasks p_task_ids, each unless sisy_refusal_v1
+-- refuses it, deciding on each row as it is once locked. One row per task
+-- found: done, or the refusal. What each action writes:
+--   run_now      next_run = the clock: the planners fire what is due, once, then
+--                as scheduled;
+--   pause        enabled = false: the triggers cancel its queued runs;
+--   resume       enabled = true: the planners plan it again at once (its
+--                error, if any, is cleared by the trigger);
+--   clear_error  error = '': the planners plan it again; its next run tries
+--                the callable again.
+CREATE FUNCTION sisy_act_v1(p_action text, p_task_ids bigint[])
+    RETURNS TABLE (task_id bigint, label varchar, done boolean, refusal text)
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM sisy_refusal_v1(p_action, true, NULL, '');  -- an unknown action raises
+    RETURN QUERY
+    WITH target AS (
+        SELECT t.id, t.label,
+               sisy_refusal_v1(p_action, t.enabled, t.finished_at, t.error) AS refusal
+          FROM sisy_task AS t
+         WHERE t.id = ANY (p_task_ids)
+         ORDER BY t.id
+           FOR NO KEY UPDATE
+    ), acted AS (
+        UPDATE sisy_task AS t
+           SET enabled = CASE p_action WHEN 'pause' THEN false
+                                       WHEN 'resume' THEN true
+                                       ELSE t.enabled END,
+               next_run = CASE WHEN p_action = 'run_now' THEN clock_timestamp()
+                               ELSE t.next_run END,
+               error = CASE WHEN p_action = 'clear_error' THEN '' ELSE t.error END
+          FROM target
+         WHERE t.id = target.id AND target.refusal IS NULL
+        RETURNING t.id
+    )
+    SELECT target.id, target.label, target.refusal IS NULL, target.refusal
+      FROM target
+     ORDER BY target.id;
+END;
+$$;
+
 -- For operators at psql ------------------------------------------------------------
--- What manage.py sisy pause/resume/run does, for a session without Django
--- (docs/sql.md). Each raises no_data_found for an unknown label, so that a
--- typo is not mistaken for "nothing to do".
 
--- Pauses the task labelled p_label: enabled = false, which cancels its queued
--- runs (the triggers). True when this call paused it, false when it was
--- already paused.
-CREATE FUNCTION sisy_pause_v1(p_label text) RETURNS boolean
-    LANGUAGE plpgsql
+-- The id of the task p_task names: its label or, when no task has that
+-- label, its id. Raises no_data_found when there is none, so that a typo is
+-- not mistaken for "nothing to do".
+CREATE FUNCTION sisy_task_id_v1(p_task text) RETURNS bigint
+    LANGUAGE plpgsql STABLE
     SET search_path FROM CURRENT
 AS $$
+DECLARE
+    found_id bigint;
 BEGIN
-    UPDATE sisy_task AS t SET enabled = false WHERE t.label = p_label AND t.enabled;
-    IF FOUND THEN
-        RETURN true;
+    SELECT t.id INTO found_id FROM sisy_task AS t WHERE t.label = p_task;
+    IF found_id IS NULL AND p_task ~ '^[0-9]{1,18}$' THEN
+        SELECT t.id INTO found_id FROM sisy_task AS t WHERE t.id = p_task::bigint;
     END IF;
-    IF NOT EXISTS (SELECT 1 FROM sisy_task AS t WHERE t.label = p_label) THEN
-        RAISE EXCEPTION 'sisy: no task labelled %', p_label USING ERRCODE = 'no_data_found';
+    IF found_id IS NULL THEN
+        RAISE EXCEPTION 'sisy: no task labelled % (nor with that id)', quote_literal(p_task)
+            USING ERRCODE = 'no_data_found';
     END IF;
-    RETURN false;
+    RETURN found_id;
 END;
 $$;
 
--- Resumes the task labelled p_label: enabled = true, and the planners plan
--- it again at once (a finished task is reconsidered, a broken one retried).
--- True when this call resumed it, false when it was already enabled.
-CREATE FUNCTION sisy_resume_v1(p_label text) RETURNS boolean
-    LANGUAGE plpgsql
+-- What manage.py sisy run/pause/resume/clear-error do, for a session without
+-- Django (docs/sql.md): the task named p_task (a label, or an id), done or
+-- refused with the reason. SECURITY DEFINER: the operator role may call them
+-- without any right on the tables (sql/roles.sql).
+CREATE FUNCTION sisy_run_now_v1(p_task text)
+    RETURNS TABLE (task_id bigint, label varchar, done boolean, refusal text)
+    LANGUAGE sql SECURITY DEFINER
     SET search_path FROM CURRENT
 AS $$
-BEGIN
-    UPDATE sisy_task AS t SET enabled = true WHERE t.label = p_label AND NOT t.enabled;
-    IF FOUND THEN
-        RETURN true;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM sisy_task AS t WHERE t.label = p_label) THEN
-        RAISE EXCEPTION 'sisy: no task labelled %', p_label USING ERRCODE = 'no_data_found';
-    END IF;
-    RETURN false;
-END;
+    SELECT * FROM sisy_act_v1('run_now', ARRAY[sisy_task_id_v1(p_task)]);
 $$;
 
--- Runs the task labelled p_label once, now, then as scheduled (next_run =
--- now(): the planners fire what is due). False when it cannot run: paused,
--- finished or broken (sisy_task_status says which).
-CREATE FUNCTION sisy_run_now_v1(p_label text) RETURNS boolean
-    LANGUAGE plpgsql
+CREATE FUNCTION sisy_pause_v1(p_task text)
+    RETURNS TABLE (task_id bigint, label varchar, done boolean, refusal text)
+    LANGUAGE sql SECURITY DEFINER
     SET search_path FROM CURRENT
 AS $$
-BEGIN
-    UPDATE sisy_task AS t SET next_run = now()
-     WHERE t.label = p_label AND t.enabled AND t.finished_at IS NULL AND t.error = '';
-    IF FOUND THEN
-        RETURN true;
-    END IF;
-    IF NOT EXISTS (SELECT 1 FROM sisy_task AS t WHERE t.label = p_label) THEN
-        RAISE EXCEPTION 'sisy: no task labelled %', p_label USING ERRCODE = 'no_data_found';
-    END IF;
-    RETURN false;
-END;
+    SELECT * FROM sisy_act_v1('pause', ARRAY[sisy_task_id_v1(p_task)]);
+$$;
+
+CREATE FUNCTION sisy_resume_v1(p_task text)
+    RETURNS TABLE (task_id bigint, label varchar, done boolean, refusal text)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+    SELECT * FROM sisy_act_v1('resume', ARRAY[sisy_task_id_v1(p_task)]);
+$$;
+
+CREATE FUNCTION sisy_clear_error_v1(p_task text)
+    RETURNS TABLE (task_id bigint, label varchar, done boolean, refusal text)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+    SELECT * FROM sisy_act_v1('clear_error', ARRAY[sisy_task_id_v1(p_task)]);
 $$;
 
 -- Views for people with psql ----------------------------------------------------------
 
--- One row per task: its state (broken, finished, paused, running, failing,
--- scheduled), why it is broken, and its latest outcome.
+-- One row per task: its state (sisy_task_state_v1), why it is broken, and its
+-- latest outcome.
 CREATE VIEW sisy_task_status AS
 SELECT t.id, t.label, t.schedule, t.timezone, t.enabled,
-       CASE
-           WHEN t.error <> '' THEN 'broken'
-           WHEN t.finished_at IS NOT NULL THEN 'finished'
-           WHEN NOT t.enabled THEN 'paused'
-           WHEN running.id IS NOT NULL THEN 'running'
-           WHEN last.status IN ('failed', 'timed_out') THEN 'failing'
-           ELSE 'scheduled'
-       END AS state,
+       sisy_task_state_v1(
+           t.error, t.finished_at, t.enabled, t.next_run, running.id IS NOT NULL, last.status
+       ) AS state,
        t.error,
        t.next_run, t.last_run, t.fire_count, t.iterations, t.finished_at,
        running.id IS NOT NULL AS running,
@@ -1173,3 +1294,23 @@ SELECT r.id, r.task_id, t.label, r.scheduled_for, r.status,
        r.queued_at, r.started_at, r.finished_at, r.worker, r.job_id, r.error
   FROM sisy_taskrun AS r
   JOIN sisy_task AS t ON t.id = r.task_id;
+
+-- Privileges ----------------------------------------------------------------------------
+-- No sisy function is everyone's to call: EXECUTE is revoked from PUBLIC on
+-- all of them. The owner keeps every right; sql/roles.sql grants the worker,
+-- operator and monitor roles what each needs (docs/security.md).
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid FROM pg_proc AS p
+          JOIN pg_namespace AS n ON n.oid = p.pronamespace
+         WHERE n.nspname = current_schema()
+           AND p.proname LIKE 'sisy\_%'
+         ORDER BY p.oid
+    LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+    END LOOP;
+END;
+$$;

@@ -299,7 +299,10 @@ def act(client, action, *labels, button=False):
     return [str(message) for message in get_messages(response.wsgi_request)]
 
 
-FINISHED = "finished (its iterations are used up or its end_running has passed)"
+FINISHED = (
+    "finished (its iterations are used up or its end_running has passed; "
+    "change them to run it again)"
+)
 
 
 @pytest.mark.parametrize("button", [False, True], ids=["dropdown", "button"])
@@ -319,24 +322,21 @@ FINISHED = "finished (its iterations are used up or its end_running has passed)"
         (
             "run_now",
             "paused",
-            "1 task(s) not run, disabled (enable it first): Task {paused}: paused",
+            "1 task(s) not run, paused (resume it first): Task {paused}: paused",
         ),
         ("pause", "scheduled", "1 task(s) paused: their waiting runs are cancelled."),
         ("pause", "paused", "1 task(s) not paused, already paused: Task {paused}: paused"),
         (
             "pause",
             "finished",
-            f"1 task(s) not paused, {FINISHED}: nothing to pause: Task {{finished}}: finished",
+            f"1 task(s) not paused, {FINISHED}: Task {{finished}}: finished",
         ),
         ("resume", "paused", "1 task(s) resumed: a worker's planner plans their next run now."),
         ("resume", "scheduled", "1 task(s) not resumed, not paused: Task {scheduled}: scheduled"),
         (
             "resume",
             "finished",
-            (
-                f"1 task(s) not resumed, {FINISHED}; it stays finished until its iterations "
-                "or end_running change: Task {finished}: finished"
-            ),
+            f"1 task(s) not resumed, {FINISHED}: Task {{finished}}: finished",
         ),
         (
             "clear_error",
@@ -375,7 +375,7 @@ def test_a_finished_run_once_task_stays_finished_when_resumed(client):
     task = Task.run_once(jobs.record)
     Task.objects.filter(pk=task.pk).update(fire_count=1, finished_at=database_now(), enabled=False)
     (message,) = act(client, "resume", task.label)
-    assert message.startswith("1 task(s) not resumed, finished") and "stays finished" in message
+    assert message.startswith("1 task(s) not resumed, finished") and "change them to run it again" in message
     assert not Task.objects.get(pk=task.pk).enabled
 
 

@@ -204,7 +204,7 @@ def test_run_sets_next_run_to_now_or_says_why_not():
         (True,)
     ]
     Task.objects.filter(pk=task.pk).update(enabled=False)
-    with pytest.raises(CommandError, match="disabled"):
+    with pytest.raises(CommandError, match=r"cannot run: it is paused \(resume it first\)"):
         sisy("run", "Yearly")
     broken = make_task("Broken")
     break_task(broken)

@@ -173,7 +173,7 @@ def test_run_asap_sets_next_run_to_the_database_now():
     [
         (
             lambda: saved_task(label="off", enabled=False),
-            r"Task \d+: off cannot run: it is disabled \(enable it first\)",
+            r"Task \d+: off cannot run: it is paused \(resume it first\)",
         ),
         (finished_task, r"Task \d+: done cannot run: it is finished \(its iterations are used up"),
         (lambda: task_with_callable(jobs.record), r"Task \(unsaved\).*cannot run: save it first"),
@@ -189,7 +189,7 @@ def test_run_asap_refuses_with_the_reason(make, message):
 def test_run_asap_obeys_the_row_not_a_stale_copy():
     task = saved_task()
     Task.objects.filter(pk=task.pk).update(enabled=False)
-    with pytest.raises(ValueError, match="it is disabled"):
+    with pytest.raises(ValueError, match="it is paused"):
         task.run_asap()
     assert not task.enabled
 
@@ -221,9 +221,9 @@ def test_admin_run_now_reports_what_ran_and_why_the_others_did_not(admin_client)
         "1 task(s) will run now.",
         (
             "1 task(s) not run, finished (its iterations are used up or its end_running has "
-            f"passed): Task {tasks[2].pk}: done"
+            f"passed; change them to run it again): Task {tasks[2].pk}: done"
         ),
-        f"1 task(s) not run, disabled (enable it first): Task {tasks[1].pk}: off",
+        f"1 task(s) not run, paused (resume it first): Task {tasks[1].pk}: off",
     ]
     assert Task.objects.get(pk=tasks[0].pk).next_run <= database_now()
 

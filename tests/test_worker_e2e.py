@@ -273,3 +273,45 @@ def test_a_callable_outside_the_allowlist_is_refused_at_run_time(
     assert not TaskRun.objects.filter(task__label__in=["forbidden", "os"], status="succeeded")
     assert not marker.exists()  # the worker never imported the module
     assert worker.process.poll() is None
+
+
+def test_a_stored_path_that_walks_out_of_an_allowed_module_is_never_called(start_worker):
+    """Paths under an allowed prefix that reach a standard-library object through a module's
+    attributes, written by raw SQL and by ``queryset.update()``: each task is broken with the
+    reason, its callable never called (``dict.update`` on the worker's builtins would show
+    in the probe's next calls), and the worker carries on."""
+    worker = start_worker()
+    probe = task_with_callable(jobs.builtins_probe, label="probe", schedule="* * * * * *")
+    probe.save()
+    psql("""INSERT INTO sisy_task (label, callable_info, schedule, timezone) VALUES
+            ('system', '{"func_type": "function",
+                         "func_path": "tests.testapp.models.uuid.os.system"}',
+             '* * * * * *', 'UTC')""")
+    builtins_update = task_with_callable(jobs.record, label="builtins", schedule=FAR_AWAY)
+    builtins_update.save()
+    Task.objects.filter(pk=builtins_update.pk).update(
+        callable_info={"func_type": "function", "func_path": "tests.testapp.jobs.__builtins__.update"},
+        schedule="* * * * * *",
+    )
+    bad = ["system", "builtins"]
+    wait_until(
+        lambda: TaskRun.objects.filter(task__label__in=bad, status="failed").count() == 2,
+        timeout=15,
+    )
+    last_bad_run = TaskRun.objects.filter(task__label__in=bad).latest("finished_at").finished_at
+    wait_until(
+        lambda: Hit.objects.filter(task_id=probe.pk, scheduled_for__gt=last_bad_run).count() >= 2,
+        timeout=10,
+    )
+    dump = [
+        (r.task.label, r.status, r.error, r.details)
+        for r in TaskRun.objects.filter(task__label__in=bad).select_related("task")
+    ] + list(Hit.objects.filter(task_id=probe.pk).values_list("name", flat=True))
+    for run in TaskRun.objects.filter(task__label__in=bad).select_related("task"):
+        assert run.status == "failed" and run.details["reason"] == "broken", dump
+        assert run.task.error and run.task.next_run is None
+        assert run.error == f"broken: {run.task.error}"
+    assert TaskRun.objects.filter(task__label__in=bad).count() == 2  # one run each
+    assert not Hit.objects.filter(name="builtins_changed").exists()
+    assert Hit.objects.filter(name="builtins_intact", task_id=probe.pk).count() >= 2
+    assert worker.process.poll() is None

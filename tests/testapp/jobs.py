@@ -78,3 +78,14 @@ def fail_counted(message):
     """Always fails, after recording the call (so the attempts can be counted)."""
     _hit("fail_counted", message)
     raise RuntimeError("always fails")
+
+
+def builtins_probe(message):
+    """Records whether this process's builtins were changed by a call of ``dict.update``.
+
+    A row naming ``tests.testapp.jobs.__builtins__.update`` must never be
+    called: had it been, the message's keys would be builtins of the worker.
+    """
+    import builtins
+
+    _hit("builtins_changed" if hasattr(builtins, "channel_message") else "builtins_intact", message)

@@ -1,8 +1,10 @@
 """``manage.py sisy``: list, inspect, drive and probe the tasks from a shell.
 
 One command with subcommands (``list``, ``show``, ``next``, ``run``,
-``pause``, ``resume``, ``history``, ``check``, ``health``), so that an
-operator needs neither the admin nor psql. Those that print data take
+``pause``, ``resume``, ``clear-error``, ``history``, ``check``, ``health``), so
+that an operator needs neither the admin nor psql. A task is named by its
+label or its id (``sisy_task_id_v1``: the label wins), and what may be done to
+it is decided by the database (``sisy_act_v1``), as for the admin and psql. Those that print data take
 ``--json`` for scripts. Failures raise ``CommandError``: a one-line message
 and a non-zero exit status (``health`` is meant for liveness probes).
 """
@@ -16,14 +18,15 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connections
+from django.db import DatabaseError, connections, transaction
 
 from sisy_pg import conf, procrastinate_seam, schedule
-from sisy_pg.models import NOT_RUNNABLE_MESSAGES, Task, TaskRun, database_now
+from sisy_pg.models import ActionRefused, Task, TaskRun, database_now
 from sisy_pg.schedule_text import describe, instants_of, seconds_first_warning
 from sisy_pg.schedule_text import (  # re-exported: tests/test_sisy_command.py imports it
     seconds_first_suggestion as seconds_first_suggestion,
 )
+from sisy_pg.vocabulary import Action, TaskState
 
 UTC = dt.timezone.utc
 _ONE_MICROSECOND = dt.timedelta(microseconds=1)
@@ -207,8 +210,9 @@ def health_problems(
     )
     broken = list(
         Task.objects.using(alias)
-        .filter(enabled=True)
-        .exclude(error="")
+        .with_status()
+        # A paused broken task fires nothing: no alarm until it is resumed.
+        .filter(current_state=TaskState.BROKEN, enabled=True)
         .order_by("label")
         .values_list("label", flat=True)
     )
@@ -262,20 +266,26 @@ class Command(BaseCommand):
         def action(name: str, help: str, label: bool = False, data: bool = True) -> Any:
             sub = actions.add_parser(name, help=help, description=help)
             if label:
-                sub.add_argument("label", help="the task's label")
+                sub.add_argument("label", metavar="TASK", help="the task's label, or its id")
             if data:
                 sub.add_argument(
                     "--json", action="store_true", dest="as_json", help="one JSON document"
                 )
             return sub
 
-        action("list", "every task: state, schedule, next and last run, last outcome")
+        action("list", "every task: id, label, state, schedule, next and last run, last outcome")
         action("show", "everything about one task, its next instants and last runs", label=True)
         sub = action("next", "the task's next instants, in its time zone and UTC", label=True)
         sub.add_argument("-n", type=_positive, default=5, help="how many (default 5)")
         action("run", "run the task once, now (then as scheduled)", label=True, data=False)
         action("pause", "disable the task (its queued runs are cancelled)", label=True, data=False)
-        action("resume", "enable the task again", label=True, data=False)
+        action("resume", "enable the paused task again", label=True, data=False)
+        action(
+            "clear-error",
+            "forget why the broken task broke: a planner plans it again",
+            label=True,
+            data=False,
+        )
         sub = action("history", "the task's last runs", label=True)
         sub.add_argument("-n", type=_positive, default=20, help="how many (default 20)")
         sub = action("check", "validate a schedule, describe it, show its next instants")
@@ -296,7 +306,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
-        handler = getattr(self, f"do_{action}")
+        handler = getattr(self, f"do_{action.replace('-', '_')}")
         handler(**options)
 
     # --- output ---
@@ -311,11 +321,28 @@ class Command(BaseCommand):
             for line in lines:
                 self.out(line)
 
-    def task(self, label: str) -> Task:
-        task = Task.objects.with_status().filter(label=label).first()
-        if task is None:
-            raise CommandError(f"no task labelled {label!r} (manage.py sisy list shows them)")
+    def task(self, name: str) -> Task:
+        """The task ``name`` names: its label or, when no task has that label, its id."""
+        try:
+            with transaction.atomic(), connections[Task.objects.db].cursor() as cursor:
+                cursor.execute("SELECT sisy_task_id_v1(%s)", [name])
+                task_id = cursor.fetchone()[0]
+        except DatabaseError as exc:
+            if getattr(exc.__cause__, "sqlstate", None) != "P0002":  # no_data_found
+                raise
+            raise CommandError(
+                f"no task labelled {name!r} (nor with that id): manage.py sisy list shows them"
+            ) from None
+        task: Task = Task.objects.with_status().get(pk=task_id)
         return task
+
+    def act(self, name: str, action: Action, done: str) -> None:
+        task = self.task(name)
+        try:
+            task.act(action)
+        except ActionRefused as exc:
+            raise CommandError(str(exc)) from exc
+        self.out(f"{task}: {done}")
 
     # --- subcommands ---
 
@@ -391,38 +418,32 @@ class Command(BaseCommand):
         lines = table([(i["local"], i["utc"]) for i in instants], (task.timezone, "UTC"))
         if not instants:
             lines = ["No instant left: the task's window or iterations are used up."]
-        elif task.state in ("paused", "finished", "broken"):
+        elif task.state in (TaskState.PAUSED, TaskState.FINISHED, TaskState.BROKEN):
             lines.append(f"(the task is {task.state}: these instants will not fire)")
         self.emit(document, lines, as_json)
 
     def do_run(self, label: str, **options: Any) -> None:
-        task = self.task(label)
-        if task.broken:
-            raise CommandError(
-                f"{task} cannot run: it is broken ({first_line(task.error)}); mend it first"
-            )
-        try:
-            task.run_asap()
-        except ValueError as exc:
-            raise CommandError(str(exc)) from exc
-        self.out(f"{task}: runs now (a worker's planner fires it), then as scheduled.")
+        self.act(
+            label, Action.RUN_NOW, "runs now (a worker's planner fires it), then as scheduled."
+        )
 
     def do_pause(self, label: str, **options: Any) -> None:
-        task = self.task(label)
-        if not task.enabled:
-            raise CommandError(f"{task} is already paused")
-        if task.finished:
-            raise CommandError(f"{task} is {NOT_RUNNABLE_MESSAGES['finished']}: nothing to pause")
-        Task.objects.filter(pk=task.pk, enabled=True).update(enabled=False)
-        self.out(f"{task}: paused (its waiting runs are cancelled); resume it with 'sisy resume'.")
+        self.act(
+            label,
+            Action.PAUSE,
+            "paused (its waiting runs are cancelled); resume it with 'sisy resume'.",
+        )
 
     def do_resume(self, label: str, **options: Any) -> None:
-        task = self.task(label)
-        if task.enabled:
-            why = f"is {NOT_RUNNABLE_MESSAGES['finished']}" if task.finished else "is not paused"
-            raise CommandError(f"{task} {why}")
-        Task.objects.filter(pk=task.pk, enabled=False).update(enabled=True)
-        self.out(f"{task}: resumed; a worker's planner plans its next run now.")
+        self.act(label, Action.RESUME, "resumed; a worker's planner plans its next run now.")
+
+    def do_clear_error(self, label: str, **options: Any) -> None:
+        self.act(
+            label,
+            Action.CLEAR_ERROR,
+            "error cleared; a worker's planner plans it again (it breaks again at its next "
+            "run if the cause remains).",
+        )
 
     def do_history(self, label: str, n: int, as_json: bool = False, **options: Any) -> None:
         task = self.task(label)

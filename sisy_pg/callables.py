@@ -5,18 +5,26 @@ A description is the JSON dict Sisy stored (``taskinfo_with_label`` returns it):
 ``module_name``, ``class_name``, ``class_path``, ``func_name``, ``func_path`` and,
 for instance methods of Django models, ``model_pk``.
 
-Everything is checked when the task is created, so a typo fails in the
-migration or the form, not at 3 a.m. in the worker.
+One rule, :func:`locate`, says what a dotted path may name. ``describe()``
+(``task_with_callable``, ``save()``, the admin form, ``bulk_create``) and
+``resolve()`` (the worker, before each run) both apply it, so what the worker
+calls is exactly what could have been saved, whoever wrote the row (raw SQL
+and ``queryset.update()`` skip ``save()``). Everything is checked when the
+task is created, so a typo fails in the migration or the form, not at 3 a.m.
+in the worker.
 
-Only callables under a prefix of ``SISY_ALLOWED_CALLABLES`` are described or
-resolved, and the prefix is checked before anything is imported: a path typed
-in a form, or written into ``sisy_task`` with SQL, cannot make the web process
-or the worker import a module outside the allowlist (see docs/security.md).
-Descriptions are plain JSON: nothing is pickled or evaluated.
+Only callables under a prefix of ``SISY_ALLOWED_CALLABLES``, and defined
+there, are described or resolved, and the prefix is checked before anything
+is imported: a path typed in a form, or written into ``sisy_task`` with SQL,
+cannot make the web process or the worker import a module outside the
+allowlist, nor reach an object outside it through an allowed module's
+attributes (see docs/security.md). Descriptions are plain JSON: nothing is
+pickled or evaluated.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import types
@@ -34,9 +42,22 @@ FUNC_TYPES = (FUNCTION, CLASSMETHOD, STATICMETHOD, INSTANCEMETHOD)
 
 PARAMETER_NAME = "message"
 
+_UNBOUND_SISY = (
+    "Can't call instance method without an instance! (Try sisy.models.task_with_callable)"
+)
+
 
 class CallableError(ValueError):
-    """A callable that cannot be stored, or can no longer be found."""
+    """A callable that cannot be stored, or can no longer be found.
+
+    ``sisy_message`` is the text Sisy 1.0b3's ``func_from_string`` gave for
+    the same refusal, if it refused it: Sisy's helpers (sisy_pg.models) raise
+    that text, sisy-pg's own API the message, which says more.
+    """
+
+    def __init__(self, message: str, sisy_message: str | None = None) -> None:
+        super().__init__(message)
+        self.sisy_message = sisy_message
 
 
 class CallableRefused(CallableError):
@@ -53,52 +74,67 @@ def _check_dotted(path: str) -> list[str]:
     return parts
 
 
+def _allowed_prefixes(path: str) -> tuple[str, ...]:
+    """SISY_ALLOWED_CALLABLES resolved; an invalid setting refuses ``path`` (fails closed)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        return conf.allowed_callable_prefixes()
+    except ImproperlyConfigured as exc:
+        raise CallableRefused(f"refused: {path!r}: {exc}") from None
+
+
+def _allowlist_text(prefixes: tuple[str, ...]) -> str:
+    if conf.settings.ALLOWED_CALLABLES is None:
+        allowed = "the default: the modules of INSTALLED_APPS but Django, procrastinate and sisy"
+    else:
+        allowed = "as set in the settings"
+    return f"SISY_ALLOWED_CALLABLES ({allowed}: {', '.join(prefixes) or 'nothing'})"
+
+
 def check_allowed(path: str) -> None:
     """Refuse ``path`` unless it is under a prefix of SISY_ALLOWED_CALLABLES.
 
     Reads the path only: nothing is imported. An invalid setting refuses
     everything (and ``manage.py check`` reports it as sisy.E007).
     """
-    from django.core.exceptions import ImproperlyConfigured
-
-    try:
-        prefixes = conf.allowed_callable_prefixes()
-    except ImproperlyConfigured as exc:
-        raise CallableRefused(f"refused: {path!r}: {exc}") from None
-    if any(conf.is_under(path, prefix) for prefix in prefixes):
-        return
-    if conf.settings.ALLOWED_CALLABLES is None:
-        allowed = "the default: the modules of INSTALLED_APPS but Django, procrastinate and sisy"
-    else:
-        allowed = "as set in the settings"
-    shown = ", ".join(prefixes) or "nothing"
-    raise CallableRefused(
-        f"refused: {path!r} is not under a module prefix of SISY_ALLOWED_CALLABLES "
-        f"({allowed}: {shown})"
-    )
+    prefixes = _allowed_prefixes(path)
+    if not any(conf.is_under(path, prefix) for prefix in prefixes):
+        raise CallableRefused(
+            f"refused: {path!r} is not under a module prefix of {_allowlist_text(prefixes)}"
+        )
 
 
 def _import_object(path: str) -> tuple[types.ModuleType, list[str], Any]:
     """Import the longest module prefix of ``path``; return (module, attribute names, object)."""
-    parts = _check_dotted(path)
+    module, attrs = _import_module(_check_dotted(path), path)
+    obj: Any = module
+    for index, attr in enumerate(attrs):
+        owner_name = ".".join([module.__name__, *attrs[:index]])
+        obj = get_member(obj, attr, owner_name=owner_name)
+    return module, attrs, obj
+
+
+def _import_module(parts: list[str], path: str) -> tuple[types.ModuleType, list[str]]:
+    """The longest prefix of ``parts`` that is a module, imported, and the names after it."""
+    missing = parts[0]
     for split in range(len(parts), 0, -1):
         module_name = ".".join(parts[:split])
         try:
-            module = importlib.import_module(module_name)
+            return importlib.import_module(module_name), parts[split:]
         except ModuleNotFoundError as exc:
             # Only "this prefix is not a module" moves on; a module that fails
             # to import one of its own dependencies is a real error.
             if exc.name and (module_name + ".").startswith(exc.name + "."):
+                missing = exc.name
                 continue
             raise CallableError(f"importing {module_name!r} failed: {exc}") from exc
         except Exception as exc:
             raise CallableError(f"importing {module_name!r} failed: {exc!r}") from exc
-        obj: Any = module
-        attrs = parts[split:]
-        for index, attr in enumerate(attrs):
-            obj = get_member(obj, attr, owner_name=".".join(parts[: split + index]))
-        return module, attrs, obj
-    raise CallableError(f"unknown module: no prefix of {path!r} can be imported")
+    raise CallableError(
+        f"Module {missing!r} not found: no prefix of {path!r} can be imported",
+        sisy_message=f"Module {missing} not found",
+    )
 
 
 def get_member(owner: Any, name: str, owner_name: str | None = None) -> Any:
@@ -120,16 +156,222 @@ def _dotted_name(obj: Any) -> str:
 
 
 def import_object(path: str) -> Any:
-    """The object at dotted ``path`` (module, class, function, method, constant)."""
+    """The object at dotted ``path`` (module, class, function, method, constant).
+
+    Follows any chain of attributes and consults no allowlist: for Sisy's
+    ``get_module_member_by_dottedpath``, never for a callable to store or call
+    (:func:`locate` is the rule for those).
+    """
     return _import_object(path)[2]
 
 
-def _check_signature(func: Any, path: str, bound: bool) -> None:
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What a dotted path names, found by :func:`locate`."""
+
+    path: str
+    func_type: str
+    module: types.ModuleType
+    cls: type | None
+    func: types.FunctionType  # the function itself (a method's, unbound)
+
+    def info(self, model_pk: Any = None) -> dict[str, Any]:
+        """The description to store (Sisy's format)."""
+        module_name = self.module.__name__
+        class_name = self.path.split(".")[-2] if self.cls is not None else None
+        class_path = f"{module_name}.{class_name}" if class_name else None
+        func_name = self.path.split(".")[-1]
+        info = {
+            "func_type": self.func_type,
+            "module_name": module_name,
+            "class_name": class_name,
+            "class_path": class_path,
+            "func_name": func_name,
+            "func_path": f"{class_path or module_name}.{func_name}",
+        }
+        if self.func_type == INSTANCEMETHOD:
+            info["model_pk"] = model_pk
+        return info
+
+    def bind(self, instance: Any = None) -> Callable[[Any], Any]:
+        """The callable to call: a method bound to its class or to the model row ``instance``."""
+        if self.func_type == CLASSMETHOD:
+            return types.MethodType(self.func, self.cls)
+        if self.func_type == INSTANCEMETHOD:
+            return types.MethodType(self.func, instance)
+        return self.func
+
+
+def locate(path: str, *, allowlist: bool = True) -> Target:
+    """What dotted ``path`` names, if a task may call it: the one rule, checked in this order.
+
+    1. With ``allowlist`` (always, but for Sisy's ``func_from_string``, which
+       returns an object to its caller and neither stores nor calls it): the
+       path is under a prefix of SISY_ALLOWED_CALLABLES, before any import.
+    2. A module, then a function, or a class then one of its members. Nothing
+       else of a module is followed (a module it imported, its
+       ``__builtins__``): ``allowed.uuid.os.system`` is refused unimported.
+    3. The function, class and method are what the path names (their
+       ``__qualname__``, a method's ``__name__``: an alias is refused) and,
+       with ``allowlist``, defined under an allowed prefix:
+       ``from os.path import join`` in an allowed module does not allow
+       ``allowed.join``, nor does a model class imported from Django.
+    4. A Python function (``def`` or ``async def``, not a generator), a
+       classmethod, a staticmethod, or an instance method of a Django model,
+       taking exactly one parameter, ``message``.
+
+    The row an instance method runs on is not checked here (see
+    :func:`describe` and :func:`resolve`).
+    """
+    parts = _check_dotted(path)
+    prefixes = _allowed_prefixes(path) if allowlist else None
+    if allowlist:
+        check_allowed(path)  # before importing anything
+    if len(parts) < 2:
+        raise CallableError(
+            f"{path!r} is not a full dotted path: give a module and a callable in it, "
+            "such as 'myapp.tasks.cleanup'",
+            sisy_message="Need full dotted path to task function",
+        )
+    module, attrs = _import_module(parts, path)
+    if not attrs:
+        raise CallableError(
+            f"{path!r} is a module, not a callable", sisy_message="Cannot call module directly"
+        )
+    if len(attrs) > 2:
+        raise CallableError(
+            f"{path!r} is nested too deep: a task's callable is a function of a module or a "
+            "method of a class defined in it (a module's other attributes are not followed)"
+        )
+    if len(attrs) == 1:
+        obj = _module_member(module, attrs[0])
+        _check_plain_function(obj, path)
+        _check_defined(obj, obj.__qualname__, path, prefixes)
+        return _checked(Target(path, FUNCTION, module, None, obj))
+
+    class_name, func_name = attrs
+    cls = _module_member(module, class_name)
+    if not isinstance(cls, type):
+        raise CallableError(
+            f"{module.__name__}.{class_name} is not a class (it is {type(cls).__name__}): a "
+            "task's callable is a function of a module or a method of a class defined in it",
+            sisy_message=f"Function {func_name} is not a member of {module.__name__}.{class_name}",
+        )
+    _check_defined(cls, cls.__qualname__, path, prefixes)
+    raw = _class_member(cls, func_name, path)
+    if isinstance(raw, classmethod):
+        func_type, func = CLASSMETHOD, raw.__func__
+    elif isinstance(raw, staticmethod):
+        func_type, func = STATICMETHOD, raw.__func__
+    elif inspect.isfunction(raw):
+        func_type, func = INSTANCEMETHOD, raw
+    elif not callable(raw):
+        raise _not_callable(path, raw)
+    else:
+        raise CallableError(f"{path!r} is not a method (it is {type(raw).__name__})")
+    if not inspect.isfunction(func):
+        raise CallableError(
+            f"{path!r} is a {func_type} of a {type(func).__name__}, not of a Python function"
+        )
+    _check_defined(func, f"{cls.__qualname__}.{func.__name__}", path, prefixes)
+    if func_type == INSTANCEMETHOD:
+        from django.db import models
+
+        if not issubclass(cls, models.Model):
+            raise CallableError(
+                f"{path!r} is an instance method of {cls.__qualname__}, which is not a "
+                "Django model: only model instance methods can be bound to a row",
+                sisy_message=(
+                    f"Can only call instance methods of Django model objects, not {path}."
+                ),
+            )
+    return _checked(Target(path, func_type, module, cls, func))
+
+
+def _module_member(module: types.ModuleType, name: str) -> Any:
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise CallableError(
+            f"{module.__name__!r} has no attribute {name!r}",
+            sisy_message=f"{name} is not a member of {module.__name__}",
+        ) from None
+
+
+def _class_member(cls: type, name: str, path: str) -> Any:
+    """``name`` as defined in ``cls`` or a base class (not its metaclass), descriptors unapplied."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            return vars(klass)[name]
+    owner = ".".join(path.split(".")[:-1])
+    raise CallableError(
+        f"{owner!r} has no attribute {name!r}",
+        sisy_message=f"Function {name} is not a member of {owner}",
+    )
+
+
+def _not_callable(path: str, obj: Any) -> CallableError:
+    return CallableError(
+        f"{path!r} is not callable (it is {type(obj).__name__})",
+        sisy_message=f"{path} ({str(type(obj))[1:-1]}) is not a callable object",
+    )
+
+
+def _check_plain_function(obj: Any, path: str) -> None:
+    if inspect.ismodule(obj):
+        raise CallableError(
+            f"{path!r} is a module, not a callable", sisy_message="Cannot call module directly"
+        )
+    if inspect.isclass(obj):
+        raise CallableError(
+            f"{path!r} is a class, not a callable: name one of its methods",
+            sisy_message="Cannot call class directly",
+        )
+    if not callable(obj):
+        raise _not_callable(path, obj)
+    if not inspect.isfunction(obj):
+        raise CallableError(
+            f"{path!r} is a {type(obj).__name__}; give a function, a classmethod, "
+            "a staticmethod or a model instance method"
+        )
+
+
+def _check_defined(
+    obj: Any, qualname: str, path: str, prefixes: tuple[str, ...] | None
+) -> None:
+    """``obj`` is what ``path`` names (``qualname``), defined under an allowed prefix if given."""
+    defined = f"{obj.__module__}.{obj.__qualname__}"
+    if obj.__qualname__ != qualname:
+        raise CallableError(
+            f"{path!r} is {defined}, not an object of that name: name it where it is defined"
+        )
+    if prefixes is not None and not any(conf.is_under(obj.__module__, p) for p in prefixes):
+        raise CallableRefused(
+            f"refused: {path!r} is {defined}, defined outside the module prefixes of "
+            f"{_allowlist_text(prefixes)}"
+        )
+
+
+def _checked(target: Target) -> Target:
+    """Check what the target's function is: its kind of body, and Sisy's signature contract."""
+    func, path = target.func, target.path
+    if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+        raise CallableError(
+            f"{path!r} is a generator function: calling it would not run its body"
+        )
+    bound = target.func_type in (CLASSMETHOD, INSTANCEMETHOD)
+    _check_signature(func, path, bound=bound, sisy_sees_self=target.func_type == INSTANCEMETHOD)
+    return target
+
+
+def _check_signature(func: Any, path: str, bound: bool, sisy_sees_self: bool = False) -> None:
     """Sisy's contract: the callable takes exactly one parameter, ``message``."""
     try:
         params = list(inspect.signature(func).parameters.values())
     except (TypeError, ValueError) as exc:
         raise CallableError(f"cannot read the signature of {path!r}: {exc}") from exc
+    # What Sisy's func_from_string counted: a method unbound (self too), a classmethod bound.
+    seen_by_sisy = len(params) - (1 if bound and not sisy_sees_self else 0)
     if bound:
         params = params[1:]  # self or cls
     names = [p.name for p in params]
@@ -139,111 +381,41 @@ def _check_signature(func: Any, path: str, bound: bool) -> None:
     ):
         shown = ", ".join(names) or "no parameters"
         raise CallableError(
-            f"{path!r} must take exactly one parameter named 'message' (it takes: {shown})"
+            f"{path!r} must take exactly one parameter named 'message' (it takes: {shown})",
+            sisy_message=(
+                "Task function must have one parameter, named 'message'"
+                if seen_by_sisy == 1
+                else "Improper signature for task function (needs only 'message')"
+            ),
         )
 
 
-def _model_pk(cls: type, pk: Any, path: str) -> Any:
-    """Check ``pk`` names a row of the Django model ``cls``; return it JSON-ready."""
+def _model_pk(target: Target, pk: Any) -> Any:
+    """``pk`` as the primary key of an instance method's model (None for other callables)."""
     from django.core.exceptions import ValidationError
-    from django.db import models
 
-    if not (isinstance(cls, type) and issubclass(cls, models.Model)):
-        raise CallableError(
-            f"{path!r} is an instance method of {cls.__qualname__}, which is not a "
-            "Django model: only model instance methods can be bound to a row"
-        )
+    path = target.path
+    if target.func_type != INSTANCEMETHOD:
+        if pk is not None:
+            raise CallableError(
+                f"pk_override is only for model instance methods; {path!r} is a "
+                f"{target.func_type}"
+            )
+        return None
+    cls: Any = target.cls
     if pk is None:
         raise CallableError(
             f"{path!r} is an instance method: pass pk_override= with the primary key "
-            f"of the {cls.__name__} row it runs on"
+            f"of the {cls.__name__} row it runs on",
+            sisy_message=_UNBOUND_SISY,
         )
     try:
-        value = cls._meta.pk.to_python(pk)
+        return cls._meta.pk.to_python(pk)
     except ValidationError as exc:
         raise CallableError(
             f"pk_override {pk!r} is not a valid primary key for {cls.__name__}: "
             f"{'; '.join(exc.messages)}"
         ) from exc
-    if not cls._default_manager.filter(pk=value).exists():
-        raise CallableError(f"{cls.__name__} with pk={value!r} does not exist")
-    return str(value) if isinstance(value, uuid.UUID) else value
-
-
-def _describe_attribute(
-    module: types.ModuleType, attrs: list[str], pk_override: Any, path: str
-) -> dict[str, Any]:
-    """Describe ``module.<attrs>`` where attrs is [func] or [Class, func]."""
-    if len(attrs) == 1:
-        func = getattr(module, attrs[0])
-        _check_plain_function(func, path)
-        _check_signature(func, path, bound=False)
-        if pk_override is not None:
-            raise CallableError(
-                f"pk_override is only for model instance methods; {path!r} is a function"
-            )
-        return _info(FUNCTION, module.__name__, None, attrs[0])
-    if len(attrs) != 2:
-        raise CallableError(
-            f"{path!r} is nested too deep: give a module-level function or a method "
-            "of a module-level class"
-        )
-    class_name, func_name = attrs
-    cls = getattr(module, class_name)
-    if not isinstance(cls, type):
-        raise CallableError(f"{module.__name__}.{class_name} is not a class")
-    raw = inspect.getattr_static(cls, func_name)
-    if isinstance(raw, classmethod):
-        _check_signature(raw.__func__, path, bound=True)
-        func_type, model_pk = CLASSMETHOD, None
-    elif isinstance(raw, staticmethod):
-        _check_signature(raw.__func__, path, bound=False)
-        func_type, model_pk = STATICMETHOD, None
-    elif inspect.isfunction(raw):
-        _check_signature(raw, path, bound=True)
-        func_type, model_pk = INSTANCEMETHOD, _model_pk(cls, pk_override, path)
-    else:
-        raise CallableError(f"{path!r} is not a method (it is {type(raw).__name__})")
-    if func_type != INSTANCEMETHOD and pk_override is not None:
-        raise CallableError(
-            f"pk_override is only for model instance methods; {path!r} is a {func_type}"
-        )
-    return _info(func_type, module.__name__, class_name, func_name, model_pk)
-
-
-def _check_plain_function(obj: Any, path: str) -> None:
-    if inspect.ismodule(obj):
-        raise CallableError(f"{path!r} is a module, not a callable")
-    if inspect.isclass(obj):
-        raise CallableError(f"{path!r} is a class, not a callable: name one of its methods")
-    if not callable(obj):
-        raise CallableError(f"{path!r} is not callable (it is {type(obj).__name__})")
-    if not inspect.isfunction(obj):
-        raise CallableError(
-            f"{path!r} is a {type(obj).__name__}; give a function, a classmethod, "
-            "a staticmethod or a model instance method"
-        )
-
-
-def _info(
-    func_type: str,
-    module_name: str,
-    class_name: str | None,
-    func_name: str,
-    model_pk: Any = None,
-) -> dict[str, Any]:
-    class_path = f"{module_name}.{class_name}" if class_name else None
-    info = {
-        "func_type": func_type,
-        "module_name": module_name,
-        "class_name": class_name,
-        "class_path": class_path,
-        "func_name": func_name,
-        "func_path": f"{class_path or module_name}.{func_name}",
-    }
-    if func_type == INSTANCEMETHOD:
-        info["model_pk"] = model_pk
-    return info
 
 
 def _path_of(obj: Any) -> tuple[str, Any]:
@@ -255,10 +427,16 @@ def _path_of(obj: Any) -> tuple[str, Any]:
         target = obj.__func__
         if not isinstance(obj.__self__, type):
             instance = obj.__self__
-    if inspect.ismodule(obj) or inspect.isclass(obj):
-        name = getattr(obj, "__qualname__", getattr(obj, "__name__", repr(obj)))
-        kind = "module" if inspect.ismodule(obj) else "class"
-        raise CallableError(f"{name!r} is a {kind}, not a callable")
+    if inspect.ismodule(obj):
+        raise CallableError(
+            f"{obj.__name__!r} is a module, not a callable",
+            sisy_message="Cannot call module directly",
+        )
+    if inspect.isclass(obj):
+        raise CallableError(
+            f"{obj.__qualname__!r} is a class, not a callable",
+            sisy_message="Cannot call class directly",
+        )
     module_name = getattr(target, "__module__", None)
     qualname = getattr(target, "__qualname__", None)
     if not (module_name and qualname):
@@ -274,75 +452,81 @@ def _path_of(obj: Any) -> tuple[str, Any]:
 def describe(the_callable: Any, pk_override: Any = None) -> dict[str, Any]:
     """Describe ``the_callable`` (an object or a dotted path) for storage.
 
-    Raises CallableError (a ValueError) naming the problem: a path outside
-    SISY_ALLOWED_CALLABLES (CallableRefused, checked before any import),
-    unknown module, missing attribute, wrong signature, a class or module
-    instead of a callable, an instance method without a row to run on.
+    Raises CallableError (a ValueError) naming the problem: anything
+    :func:`locate` refuses (a path outside SISY_ALLOWED_CALLABLES is
+    CallableRefused, checked before any import), an instance method without
+    a row to run on, or whose row does not exist.
     """
     path, instance = _path_of(the_callable)
     _check_dotted(path)
-    check_allowed(path)  # before importing anything
+    check_allowed(path)  # before importing anything, even to name a bound method's row
     if instance is not None and pk_override is None:
         pk_override = getattr(instance, "pk", None)
         if pk_override is None:
             raise CallableError(
                 f"{path!r} is bound to an unsaved {type(instance).__name__}: save it first"
             )
-    module, attrs, obj = _import_object(path)
-    if not attrs:
-        raise CallableError(f"{path!r} is a module, not a callable")
-    if len(attrs) == 1:
-        _check_plain_function(obj, path)
-    return _describe_attribute(module, attrs, pk_override, path)
+    target = locate(path)
+    pk = _model_pk(target, pk_override)
+    if pk is not None:
+        cls: Any = target.cls
+        if not cls._default_manager.filter(pk=pk).exists():
+            raise CallableError(f"{cls.__name__} with pk={pk!r} does not exist")
+    return target.info(str(pk) if isinstance(pk, uuid.UUID) else pk)
 
 
-def validate_info(info: Any) -> dict[str, Any]:
-    """Check a stored description (from a form, fixture or raw SQL) still resolves."""
-    if not isinstance(info, dict) or not info.get("func_path"):
-        raise CallableError("the callable description must be a dict with a 'func_path'")
-    if info.get("func_type") not in FUNC_TYPES:
-        raise CallableError(f"unknown func_type {info.get('func_type')!r}")
-    return describe(info["func_path"], pk_override=info.get("model_pk"))
+def _stored_target(info: Any) -> Target:
+    """What a stored description names, by :func:`locate`; its ``func_type`` must agree.
 
-
-def resolve(info: dict[str, Any], using: str | None = None) -> Callable[[Any], Any]:
-    """Return the callable a description names, bound to its model row if any.
-
-    The row of an instance method is fetched now, from database ``using``, so
-    the method sees the row as it is when the run starts.
-
-    The description may come from raw SQL, so it is not trusted: a path
-    outside SISY_ALLOWED_CALLABLES is refused (CallableRefused) before
-    anything is imported, and an instance method must belong to a Django model.
+    A row that says "function" for a path that is a classmethod (written by
+    hand, or left behind by a change of the code) is refused rather than
+    guessed at: ``save()`` stores what the path is, so a row saved again is
+    mended.
     """
-    from django.core.exceptions import ObjectDoesNotExist
-    from django.db import models
-
+    if not isinstance(info, dict):
+        raise CallableError("the callable description must be a dict with a 'func_path'")
     path = info.get("func_path")
     if not isinstance(path, str) or not path:
         raise CallableError("the callable description has no 'func_path'")
-    _check_dotted(path)
-    check_allowed(path)  # before importing anything
-    if info.get("func_type") not in FUNC_TYPES:
-        raise CallableError(f"unknown func_type {info.get('func_type')!r}")
-    module, attrs, obj = _import_object(path)
-    if info["func_type"] != INSTANCEMETHOD:
-        if not callable(obj):
-            raise CallableError(f"{path!r} is no longer callable")
-        func: Callable[[Any], Any] = obj
-        return func
-    cls = getattr(module, attrs[0]) if len(attrs) == 2 else None
-    if not (isinstance(cls, type) and issubclass(cls, models.Model)):
+    stored = info.get("func_type")
+    if stored not in FUNC_TYPES:
+        raise CallableError(f"unknown func_type {stored!r}")
+    target = locate(path)
+    if target.func_type != stored:
         raise CallableError(
-            f"{path!r} is not an instance method of a Django model: only model "
-            "instance methods can be bound to a row"
+            f"{path!r} is stored as a {stored}, but it is a {target.func_type}: "
+            "save the task again to store what it is"
         )
-    manager = cls._default_manager.db_manager(using)
+    return target
+
+
+def validate_info(info: Any) -> dict[str, Any]:
+    """Check a stored description (from a form, fixture or raw SQL) by the worker's rule;
+    return it complete."""
+    if not isinstance(info, dict) or not info.get("func_path"):
+        raise CallableError("the callable description must be a dict with a 'func_path'")
+    target = _stored_target(info)
+    return describe(target.path, pk_override=info.get("model_pk"))
+
+
+def resolve(info: dict[str, Any], using: str | None = None) -> Callable[[Any], Any]:
+    """Return the callable a stored description names, bound to its model row if any.
+
+    The description may come from raw SQL, so it is not trusted: it must
+    name what :func:`locate` allows (a path outside SISY_ALLOWED_CALLABLES
+    is refused before anything is imported) as the ``func_type`` it states.
+    The row of an instance method is fetched now, from database ``using``,
+    so the method sees the row as it is when the run starts.
+    """
+    from django.core.exceptions import ObjectDoesNotExist
+
+    target = _stored_target(info)
+    pk = _model_pk(target, info.get("model_pk"))
+    if target.func_type != INSTANCEMETHOD:
+        return target.bind()
+    cls: Any = target.cls
     try:
-        instance = manager.get(pk=info.get("model_pk"))
+        instance = cls._default_manager.db_manager(using).get(pk=pk)
     except ObjectDoesNotExist:
-        raise CallableError(
-            f"{cls.__name__} with pk={info.get('model_pk')!r} does not exist (any more)"
-        ) from None
-    method: Callable[[Any], Any] = getattr(instance, attrs[1])
-    return method
+        raise CallableError(f"{cls.__name__} with pk={pk!r} does not exist (any more)") from None
+    return target.bind(instance)

@@ -27,6 +27,7 @@ from psycopg.rows import DictRow
 
 from . import policies, schedule
 from .store import Store
+from .vocabulary import RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ class Planner:
 
 def _log_decision(task_id: int, record: policies.Record) -> None:
     extra = {"task_id": task_id, "scheduled_for": record.instant.isoformat()}
-    if record.status == "queued":
+    if record.status == RunStatus.QUEUED:
         logger.info(
             f"Fired task {task_id} for {record.instant.isoformat()}",
             extra={"action": "task_fired", **extra},
@@ -279,7 +280,7 @@ def _log_decision(task_id: int, record: policies.Record) -> None:
     else:
         # Missed instants are news (workers were down or too busy); a
         # coalesced or overlapping fire is the policy working as asked.
-        level = logging.WARNING if record.status == "missed" else logging.INFO
+        level = logging.WARNING if record.status == RunStatus.MISSED else logging.INFO
         logger.log(
             level,
             f"Task {task_id}: {record.error}",

@@ -27,9 +27,16 @@ import math
 from typing import Any
 
 from . import conf, schedule
+from .vocabulary import (
+    DEFAULT_MISSED,
+    DEFAULT_RETRIES,
+    DEFAULT_RETRY_DELAY,
+    MISSED_POLICIES,
+    OVERLAP_POLICIES,
+    Reason,
+    RunStatus,
+)
 
-MISSED_POLICIES = ("coalesce", "skip", "all")
-OVERLAP_POLICIES = ("allow", "skip", "buffer_one")
 # The keys of Task.options, with what each must be.
 OPTIONS = {
     "missed": f"one of {', '.join(MISSED_POLICIES)}",
@@ -41,7 +48,6 @@ OPTIONS = {
 }
 MAX_RETRIES = 100
 MAX_SECONDS = 315_360_000  # ten years: beyond, a setting is a mistake (and overflows dates)
-DEFAULT_RETRY_DELAY = 10.0
 
 
 def _is_seconds(value: Any) -> bool:
@@ -84,11 +90,11 @@ def options_errors(options: Any) -> list[str]:
 class Policy:
     """A task's policies, defaults filled in."""
 
-    missed: str = "coalesce"
+    missed: str = DEFAULT_MISSED
     overlap: str = "allow"
     grace: dt.timedelta = dt.timedelta(seconds=60)
     timeout: float | None = None
-    retries: int = 0
+    retries: int = DEFAULT_RETRIES
     retry_delay: float = DEFAULT_RETRY_DELAY
 
     @classmethod
@@ -96,11 +102,11 @@ class Policy:
         """The policy of a task row; an ``overlap`` option wins over ``allow_overlap``."""
         grace = options.get("grace")
         return cls(
-            missed=options.get("missed") or "coalesce",
+            missed=options.get("missed") or DEFAULT_MISSED,
             overlap=options.get("overlap") or ("allow" if allow_overlap else "skip"),
             grace=dt.timedelta(seconds=conf.settings.GRACE if grace is None else grace),
             timeout=options.get("timeout"),
-            retries=int(options.get("retries") or 0),
+            retries=int(options.get("retries") or DEFAULT_RETRIES),
             retry_delay=float(options.get("retry_delay") or DEFAULT_RETRY_DELAY),
         )
 
@@ -141,7 +147,7 @@ class Record:
     """A row of the run history: a run to execute ('queued') or an instant not run."""
 
     instant: dt.datetime
-    status: str  # queued, skipped or missed
+    status: RunStatus  # queued, skipped or missed
     error: str = ""
     details: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -153,7 +159,7 @@ class Decision:
 
     @property
     def fired(self) -> Record | None:
-        return next((r for r in self.records if r.status == "queued"), None)
+        return next((r for r in self.records if r.status == RunStatus.QUEUED), None)
 
 
 def _at(instant: dt.datetime) -> str:
@@ -197,7 +203,7 @@ def decide(due: Due, *, lead: dt.timedelta, all_limit: int) -> Decision:
     if fire is not None:
         record = _make_way(due, fire, details, all_limit)
         records.append(record)
-        fired = record.status == "queued"
+        fired = record.status == RunStatus.QUEUED
     if fired:
         task = dataclasses.replace(task, fire_count=task.fire_count + 1)
     return Decision(records=records, plan=schedule.plan_after(task, last_dealt_with))
@@ -248,12 +254,12 @@ def _missed(due: Due, through: dt.datetime, fire: dt.datetime | None) -> Record:
     span = _at(due.instant) if through == due.instant else f"{_at(due.instant)} to {_at(through)}"
     return Record(
         instant=due.instant,
-        status="missed",
+        status=RunStatus.MISSED,
         error=(
             f"missed: {span} could not start within the grace of {grace:g} s "
             f"(workers stopped or busy); policy {due.policy.missed}: {outcome}"
         ),
-        details={"reason": "missed", "through": _at(through), "policy": due.policy.missed},
+        details={"reason": Reason.MISSED, "through": _at(through), "policy": due.policy.missed},
     )
 
 
@@ -266,27 +272,29 @@ def _make_way(due: Due, fire: dt.datetime, details: dict[str, Any], all_limit: i
         state = "running" if running else "waiting to start"
         return Record(
             fire,
-            "skipped",
+            RunStatus.SKIPPED,
             f"overlap: run {other.run_id} (for {_at(other.instant)}) is still {state} "
             "and the task does not allow overlap",
-            {"reason": "overlap", "overlapped_run": other.run_id},
+            {"reason": Reason.OVERLAP, "overlapped_run": other.run_id},
         )
     if policy.overlap == "buffer_one" and running and not waiting:
-        return Record(fire, "queued", details={**details, "buffered_behind": running.run_id})
+        return Record(
+            fire, RunStatus.QUEUED, details={**details, "buffered_behind": running.run_id}
+        )
     if waiting and (policy.missed != "all" or policy.overlap == "buffer_one"):
         return Record(
             fire,
-            "skipped",
+            RunStatus.SKIPPED,
             f"coalesced: run {waiting.run_id} (for {_at(waiting.instant)}) is still waiting "
             "to start",
-            {"reason": "coalesced", "into_run": waiting.run_id},
+            {"reason": Reason.COALESCED, "into_run": waiting.run_id},
         )
     if waiting and waiting.count >= all_limit:
         return Record(
             fire,
-            "skipped",
+            RunStatus.SKIPPED,
             f"backlog: {waiting.count} runs of this task are waiting to start "
             f"(SISY_MISSED_ALL_LIMIT is {all_limit})",
-            {"reason": "backlog", "waiting": waiting.count},
+            {"reason": Reason.BACKLOG, "waiting": waiting.count},
         )
-    return Record(fire, "queued", details=details)
+    return Record(fire, RunStatus.QUEUED, details=details)

@@ -657,7 +657,8 @@ def test_a_run_page_is_titled_with_the_run_and_shows_its_traceback_as_written(cl
     html = response.content.decode()
     title = f"Run {run.pk} of task {run.task_id}: export"
     assert f"<title>{title} | Django site admin</title>" in html
-    assert f"<h1>{title}</h1>" in html and f"&rsaquo; {title}" in html
+    # Its last crumb too: tests/test_admin_pages.py (the markup differs by Django version).
+    assert f"<h1>{title}</h1>" in html
     assert (
         '<pre class="sisy-pre">Traceback (most recent call last):\n  File &quot;jobs.py&quot;, '
         "line 3, in fail\n    raise RuntimeError(&quot;boom&quot;)\nRuntimeError: boom</pre>"

@@ -330,7 +330,11 @@ BEGIN
         IF NEW.next_run IS NOT DISTINCT FROM OLD.next_run THEN
             NEW.next_run := NULL;
         END IF;
-        NEW.error := '';
+        -- The new definition may mend a broken task: it is tried again. A
+        -- paused task keeps its error (it shows broken) until it is resumed.
+        IF NEW.enabled THEN
+            NEW.error := '';
+        END IF;
         IF NEW.enabled AND NOT OLD.enabled THEN
             -- Re-enabled: the planner decides again whether it is finished.
             NEW.finished_at := NULL;

@@ -42,11 +42,6 @@ FUNC_TYPES = (FUNCTION, CLASSMETHOD, STATICMETHOD, INSTANCEMETHOD)
 
 PARAMETER_NAME = "message"
 
-_UNBOUND_SISY = (
-    "Can't call instance method without an instance! (Try sisy.models.task_with_callable)"
-)
-
-
 class CallableError(ValueError):
     """A callable that cannot be stored, or can no longer be found.
 
@@ -92,8 +87,8 @@ def _allowlist_text(prefixes: tuple[str, ...]) -> str:
     return f"SISY_ALLOWED_CALLABLES ({allowed}: {', '.join(prefixes) or 'nothing'})"
 
 
-def check_allowed(path: str) -> None:
-    """Refuse ``path`` unless it is under a prefix of SISY_ALLOWED_CALLABLES.
+def check_allowed(path: str) -> tuple[str, ...]:
+    """Refuse ``path`` unless it is under a prefix of SISY_ALLOWED_CALLABLES; the prefixes.
 
     Reads the path only: nothing is imported. An invalid setting refuses
     everything (and ``manage.py check`` reports it as sisy.E007).
@@ -103,6 +98,7 @@ def check_allowed(path: str) -> None:
         raise CallableRefused(
             f"refused: {path!r} is not under a module prefix of {_allowlist_text(prefixes)}"
         )
+    return prefixes
 
 
 def _import_object(path: str) -> tuple[types.ModuleType, list[str], Any]:
@@ -224,9 +220,7 @@ def locate(path: str, *, allowlist: bool = True) -> Target:
     :func:`describe` and :func:`resolve`).
     """
     parts = _check_dotted(path)
-    prefixes = _allowed_prefixes(path) if allowlist else None
-    if allowlist:
-        check_allowed(path)  # before importing anything
+    prefixes = check_allowed(path) if allowlist else None  # before importing anything
     if len(parts) < 2:
         raise CallableError(
             f"{path!r} is not a full dotted path: give a module and a callable in it, "
@@ -246,7 +240,7 @@ def locate(path: str, *, allowlist: bool = True) -> Target:
     if len(attrs) == 1:
         obj = _module_member(module, attrs[0])
         _check_plain_function(obj, path)
-        _check_defined(obj, obj.__qualname__, path, prefixes)
+        _check_defined(obj, attrs[0], obj.__qualname__, path, prefixes)
         return _checked(Target(path, FUNCTION, module, None, obj))
 
     class_name, func_name = attrs
@@ -254,10 +248,9 @@ def locate(path: str, *, allowlist: bool = True) -> Target:
     if not isinstance(cls, type):
         raise CallableError(
             f"{module.__name__}.{class_name} is not a class (it is {type(cls).__name__}): a "
-            "task's callable is a function of a module or a method of a class defined in it",
-            sisy_message=f"Function {func_name} is not a member of {module.__name__}.{class_name}",
+            "task's callable is a function of a module or a method of a class defined in it"
         )
-    _check_defined(cls, cls.__qualname__, path, prefixes)
+    _check_defined(cls, class_name, cls.__qualname__, path, prefixes)
     raw = _class_member(cls, func_name, path)
     if isinstance(raw, classmethod):
         func_type, func = CLASSMETHOD, raw.__func__
@@ -273,7 +266,8 @@ def locate(path: str, *, allowlist: bool = True) -> Target:
         raise CallableError(
             f"{path!r} is a {func_type} of a {type(func).__name__}, not of a Python function"
         )
-    _check_defined(func, f"{cls.__qualname__}.{func.__name__}", path, prefixes)
+    # A method may be inherited, from a base class defined under an allowed prefix too.
+    _check_defined(func, func_name, func.__name__, path, prefixes)
     if func_type == INSTANCEMETHOD:
         from django.db import models
 
@@ -337,11 +331,12 @@ def _check_plain_function(obj: Any, path: str) -> None:
 
 
 def _check_defined(
-    obj: Any, qualname: str, path: str, prefixes: tuple[str, ...] | None
+    obj: Any, named: str, name: str, path: str, prefixes: tuple[str, ...] | None
 ) -> None:
-    """``obj`` is what ``path`` names (``qualname``), defined under an allowed prefix if given."""
+    """``obj``, called ``named`` in ``path``, is ``name`` where it is defined, under an allowed
+    prefix if ``prefixes`` are given: not an alias, nor an object imported from elsewhere."""
     defined = f"{obj.__module__}.{obj.__qualname__}"
-    if obj.__qualname__ != qualname:
+    if name != named:
         raise CallableError(
             f"{path!r} is {defined}, not an object of that name: name it where it is defined"
         )
@@ -356,23 +351,21 @@ def _checked(target: Target) -> Target:
     """Check what the target's function is: its kind of body, and Sisy's signature contract."""
     func, path = target.func, target.path
     if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
-        raise CallableError(
-            f"{path!r} is a generator function: calling it would not run its body"
-        )
-    bound = target.func_type in (CLASSMETHOD, INSTANCEMETHOD)
-    _check_signature(func, path, bound=bound, sisy_sees_self=target.func_type == INSTANCEMETHOD)
+        raise CallableError(f"{path!r} is a generator function: calling it would not run its body")
+    _check_signature(func, path, target.func_type)
     return target
 
 
-def _check_signature(func: Any, path: str, bound: bool, sisy_sees_self: bool = False) -> None:
+def _check_signature(func: Any, path: str, func_type: str) -> None:
     """Sisy's contract: the callable takes exactly one parameter, ``message``."""
     try:
         params = list(inspect.signature(func).parameters.values())
     except (TypeError, ValueError) as exc:
         raise CallableError(f"cannot read the signature of {path!r}: {exc}") from exc
-    # What Sisy's func_from_string counted: a method unbound (self too), a classmethod bound.
-    seen_by_sisy = len(params) - (1 if bound and not sisy_sees_self else 0)
-    if bound:
+    # What Sisy's func_from_string counted: an instance method unbound (self too),
+    # a classmethod bound (without cls).
+    seen_by_sisy = len(params) - (func_type == CLASSMETHOD)
+    if func_type in (CLASSMETHOD, INSTANCEMETHOD):
         params = params[1:]  # self or cls
     names = [p.name for p in params]
     if names != [PARAMETER_NAME] or params[0].kind not in (
@@ -398,17 +391,12 @@ def _model_pk(target: Target, pk: Any) -> Any:
     if target.func_type != INSTANCEMETHOD:
         if pk is not None:
             raise CallableError(
-                f"pk_override is only for model instance methods; {path!r} is a "
-                f"{target.func_type}"
+                f"pk_override is only for model instance methods; {path!r} is a {target.func_type}"
             )
         return None
     cls: Any = target.cls
     if pk is None:
-        raise CallableError(
-            f"{path!r} is an instance method: pass pk_override= with the primary key "
-            f"of the {cls.__name__} row it runs on",
-            sisy_message=_UNBOUND_SISY,
-        )
+        raise unbound_error(target)
     try:
         return cls._meta.pk.to_python(pk)
     except ValidationError as exc:
@@ -416,6 +404,19 @@ def _model_pk(target: Target, pk: Any) -> Any:
             f"pk_override {pk!r} is not a valid primary key for {cls.__name__}: "
             f"{'; '.join(exc.messages)}"
         ) from exc
+
+
+def unbound_error(target: Target) -> CallableError:
+    """The error for an instance method given without the row it is to run on."""
+    cls: Any = target.cls
+    return CallableError(
+        f"{target.path!r} is an instance method: pass pk_override= with the primary key "
+        f"of the {cls.__name__} row it runs on",
+        sisy_message=(
+            "Can't call instance method without an instance! "
+            "(Try sisy.models.task_with_callable)"
+        ),
+    )
 
 
 def _path_of(obj: Any) -> tuple[str, Any]:
@@ -466,7 +467,11 @@ def describe(the_callable: Any, pk_override: Any = None) -> dict[str, Any]:
             raise CallableError(
                 f"{path!r} is bound to an unsaved {type(instance).__name__}: save it first"
             )
-    target = locate(path)
+    return _described(locate(path), pk_override)
+
+
+def _described(target: Target, pk_override: Any) -> dict[str, Any]:
+    """The description of ``target``, an instance method's row checked to exist."""
     pk = _model_pk(target, pk_override)
     if pk is not None:
         cls: Any = target.cls
@@ -483,11 +488,9 @@ def _stored_target(info: Any) -> Target:
     guessed at: ``save()`` stores what the path is, so a row saved again is
     mended.
     """
-    if not isinstance(info, dict):
-        raise CallableError("the callable description must be a dict with a 'func_path'")
-    path = info.get("func_path")
+    path = info.get("func_path") if isinstance(info, dict) else None
     if not isinstance(path, str) or not path:
-        raise CallableError("the callable description has no 'func_path'")
+        raise CallableError("the callable description must be a dict with a 'func_path'")
     stored = info.get("func_type")
     if stored not in FUNC_TYPES:
         raise CallableError(f"unknown func_type {stored!r}")
@@ -503,10 +506,7 @@ def _stored_target(info: Any) -> Target:
 def validate_info(info: Any) -> dict[str, Any]:
     """Check a stored description (from a form, fixture or raw SQL) by the worker's rule;
     return it complete."""
-    if not isinstance(info, dict) or not info.get("func_path"):
-        raise CallableError("the callable description must be a dict with a 'func_path'")
-    target = _stored_target(info)
-    return describe(target.path, pk_override=info.get("model_pk"))
+    return _described(_stored_target(info), info.get("model_pk"))
 
 
 def resolve(info: dict[str, Any], using: str | None = None) -> Callable[[Any], Any]:

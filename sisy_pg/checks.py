@@ -9,7 +9,7 @@ from django.apps import AppConfig, apps
 from django.conf import settings
 from django.core import checks
 
-from . import conf, schedule
+from . import conf, limits, schedule
 
 PROCRASTINATE_APP = "procrastinate.contrib.django"
 
@@ -97,6 +97,19 @@ def check_settings(
             )
             messages.append(
                 checks.Error(f"SISY_{name} must be {allowed}, not {value!r}.", id="sisy.E006")
+            )
+    for name, hard in (
+        ("JSON_MAX_DEPTH", limits.HARD_MAX_DEPTH),
+        ("JSON_MAX_BYTES", limits.HARD_MAX_BYTES),
+    ):
+        value = getattr(conf.settings, name)
+        if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= hard):
+            messages.append(
+                checks.Error(
+                    f"SISY_{name} must be a whole number from 1 to {hard}, not {value!r}.",
+                    hint=f"The database refuses more than {hard}: a setting may only lower it.",
+                    id="sisy.E008",
+                )
             )
     problem = conf.allowed_callables_problem(conf.settings.ALLOWED_CALLABLES)
     if problem:

@@ -55,6 +55,13 @@ DEFAULTS: dict[str, Any] = {
     # Django's, procrastinate's and sisy's (see allowed_callable_prefixes and
     # docs/security.md).
     "ALLOWED_CALLABLES": None,
+    # The deepest nesting (objects and arrays) and the largest size (bytes of
+    # JSON text) of a task's userdata and options. Python refuses more when a
+    # task is saved; the database refuses more than the hard limits, which
+    # are these defaults: a setting may lower them, not raise them (see
+    # sisy_pg/limits.py and check sisy.E008).
+    "JSON_MAX_DEPTH": 32,
+    "JSON_MAX_BYTES": 1024 * 1024,
 }
 
 #: Settings of the original Sisy that mean nothing here (see checks.py).

@@ -164,7 +164,14 @@ def test_a_role_granted_nothing_can_call_no_sisy_function():
 
 @pytest.mark.e2e
 def test_the_worker_role_plans_and_runs_a_task_end_to_end(roles, start_worker):
-    worker = start_worker("as-role", env={"DATABASE_URL": roles["worker"]})
+    import glob
+    try:
+        worker = start_worker("as-role", env={"DATABASE_URL": roles["worker"]})
+    except AssertionError:
+        from tests import conftest
+        for f in glob.glob(str(conftest._LOGS / "*")):
+            print(open(f).read()[-5000:])
+        raise
     # It really is the worker role: the planner's session logged in as its member.
     login = psycopg.conninfo.conninfo_to_dict(roles["worker"])["user"]
     with connection.cursor() as cursor:

@@ -80,6 +80,7 @@ def test_the_cookbook_has_its_recipes():
         "sisy_pause_v1",
         "sisy_resume_v1",
         "sisy_run_now_v1",
+        "sisy_clear_error_v1",
         "percentile_cont",
         "LIKE",
         "'missed'",

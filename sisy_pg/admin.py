@@ -32,7 +32,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
-from . import conf, schedule
+from . import conf, limits, schedule
 from .forms import TaskForm
 from .models import ActionResult, Task, TaskQuerySet, TaskRun, database_now
 from .schedule_text import describe, instants_of, seconds_first_warning
@@ -140,6 +140,18 @@ def _pre(text: str) -> str:
     return format_html('<pre class="sisy-pre">{}</pre>', text) if text else "-"
 
 
+def _json(value: Any) -> str:
+    """A stored JSON document for a page: indented, keys sorted.
+
+    On one line when beyond the limits (a row written before them: the
+    indenting encoder recurses), and a notice when too deep to be read at all.
+    """
+    if isinstance(value, limits.UnreadableJSON):
+        return str(value)
+    indent = None if limits.json_error("value", value) else 2
+    return json.dumps(value, indent=indent, sort_keys=True, default=str)
+
+
 # --- the schedule preview -------------------------------------------------------------
 
 
@@ -196,11 +208,10 @@ class StateFilter(admin.SimpleListFilter):
         return list(TaskState.choices)
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
-        # TaskQuerySet.with_status() annotates the state sisy_task_state_v1 decides.
         value = self.value()
         if value not in TaskState.values:
             return queryset
-        return queryset.filter(current_state=value)
+        return cast(TaskQuerySet, queryset).in_state(value)
 
 
 class LastOutcomeFilter(admin.SimpleListFilter):
@@ -459,8 +470,9 @@ class TaskAdmin(_TaskAdminBase):
 
     @admin.display(description="state")
     def state_display(self, task: Task) -> str:
-        text = _badge(task.state)
-        if task.broken and not task.enabled:
+        state = task.state
+        text = _badge(state, state.label)
+        if state == TaskState.BROKEN and not task.enabled:
             text = format_html("{} {}", text, _badge("paused"))
         if task.broken:
             # Why it cannot run, where the list shows it (the whole text on its page).
@@ -777,4 +789,4 @@ class TaskRunAdmin(RunDisplays, _TaskRunAdminBase):
     def details_display(self, run: TaskRun) -> str:
         if not run.details:
             return "-"
-        return _pre(json.dumps(run.details, indent=2, sort_keys=True, default=str))
+        return _pre(_json(run.details))

@@ -42,6 +42,7 @@ FUNC_TYPES = (FUNCTION, CLASSMETHOD, STATICMETHOD, INSTANCEMETHOD)
 
 PARAMETER_NAME = "message"
 
+
 class CallableError(ValueError):
     """A callable that cannot be stored, or can no longer be found.
 
@@ -238,13 +239,19 @@ def locate(path: str, *, allowlist: bool = True) -> Target:
             "method of a class defined in it (a module's other attributes are not followed)"
         )
     if len(attrs) == 1:
-        obj = _module_member(module, attrs[0])
+        # Sisy named a missing function so, but for a path of two names.
+        kind = "Function " if len(parts) > 2 else ""
+        obj = _module_member(
+            module, attrs[0], f"{kind}{attrs[0]} is not a member of {module.__name__}"
+        )
         _check_plain_function(obj, path)
         _check_defined(obj, attrs[0], obj.__qualname__, path, prefixes)
         return _checked(Target(path, FUNCTION, module, None, obj))
 
     class_name, func_name = attrs
-    cls = _module_member(module, class_name)
+    cls = _module_member(
+        module, class_name, f"Class {class_name} is not a member of {module.__name__}"
+    )
     if not isinstance(cls, type):
         raise CallableError(
             f"{module.__name__}.{class_name} is not a class (it is {type(cls).__name__}): a "
@@ -282,13 +289,12 @@ def locate(path: str, *, allowlist: bool = True) -> Target:
     return _checked(Target(path, func_type, module, cls, func))
 
 
-def _module_member(module: types.ModuleType, name: str) -> Any:
+def _module_member(module: types.ModuleType, name: str, sisy_message: str) -> Any:
     try:
         return getattr(module, name)
     except AttributeError:
         raise CallableError(
-            f"{module.__name__!r} has no attribute {name!r}",
-            sisy_message=f"{name} is not a member of {module.__name__}",
+            f"{module.__name__!r} has no attribute {name!r}", sisy_message=sisy_message
         ) from None
 
 
@@ -413,8 +419,7 @@ def unbound_error(target: Target) -> CallableError:
         f"{target.path!r} is an instance method: pass pk_override= with the primary key "
         f"of the {cls.__name__} row it runs on",
         sisy_message=(
-            "Can't call instance method without an instance! "
-            "(Try sisy.models.task_with_callable)"
+            "Can't call instance method without an instance! (Try sisy.models.task_with_callable)"
         ),
     )
 
@@ -497,8 +502,8 @@ def _stored_target(info: Any) -> Target:
     target = locate(path)
     if target.func_type != stored:
         raise CallableError(
-            f"{path!r} is stored as a {stored}, but it is a {target.func_type}: "
-            "save the task again to store what it is"
+            f"{path!r} is stored with func_type {stored!r}, but its func_type is "
+            f"{target.func_type!r}: save the task again to store what it is"
         )
     return target
 

@@ -13,8 +13,8 @@ from django.core.exceptions import ValidationError
 from django.db import connections
 from django.forms.fields import InvalidJSONInput
 
-from . import callables, procrastinate_seam
-from .models import Task, has_nul
+from . import callables, limits, procrastinate_seam
+from .models import Task
 
 if TYPE_CHECKING:
     # ModelForm is generic only in the stubs: it cannot be subscripted at run time.
@@ -36,19 +36,42 @@ def timezone_names() -> tuple[str, ...]:
     return tuple(sorted(zoneinfo.available_timezones() & known))
 
 
+class JSONTextarea(forms.Textarea):
+    """A textarea whose ``maxlength`` stops a browser sending more than SISY_JSON_MAX_BYTES."""
+
+    def get_context(self, name: str, value: Any, attrs: dict[str, Any] | None) -> dict[str, Any]:
+        return super().get_context(name, value, {**(attrs or {}), "maxlength": limits.max_bytes()})
+
+
 class IndentedJSONField(forms.JSONField):
-    """JSON shown indented, keys sorted: people read userdata and options here."""
+    """JSON shown indented, keys sorted: people read userdata and options here.
+
+    A document too deep or too big (see sisy_pg/limits.py) is an error on the
+    field, never a ``RecursionError``; one stored too deep to be read is
+    shown as its text, to be replaced.
+    """
 
     def prepare_value(self, value: Any) -> Any:
         if isinstance(value, InvalidJSONInput):
             return value
-        return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True, cls=self.encoder)
+        if isinstance(value, limits.UnreadableJSON):
+            return value.text
+        # Beyond the limits (a row written before them): on one line, since
+        # the indenting encoder recurses.
+        indent = None if limits.json_error("value", value) else 2
+        return json.dumps(value, ensure_ascii=False, indent=indent, sort_keys=True, cls=self.encoder)
+
+    def bound_data(self, data: Any, initial: Any) -> Any:
+        value = super().bound_data(data, initial)
+        if not isinstance(value, InvalidJSONInput) and limits.json_error("value", value):
+            return InvalidJSONInput(data)  # shown again as typed
+        return value
 
     def to_python(self, value: Any) -> Any:
         converted = super().to_python(value)
-        # PostgreSQL's jsonb has no NUL character: refused here, not by the database.
-        if has_nul(converted):
-            raise ValidationError("JSON strings cannot contain the NUL character (\\u0000).")
+        error = limits.json_error("this JSON", converted)
+        if error:
+            raise ValidationError(error[0].upper() + error[1:] + ".")
         return converted
 
 
@@ -93,8 +116,8 @@ class TaskForm(_TaskFormBase):
             "schedule": forms.TextInput(
                 attrs={"class": "vTextField", "spellcheck": "false", "autocomplete": "off"}
             ),
-            "userdata": forms.Textarea(attrs={"rows": 5, "class": "sisy-json"}),
-            "options": forms.Textarea(attrs={"rows": 5, "class": "sisy-json"}),
+            "userdata": JSONTextarea(attrs={"rows": 5, "class": "sisy-json"}),
+            "options": JSONTextarea(attrs={"rows": 5, "class": "sisy-json"}),
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
-import json
 from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
@@ -19,7 +18,7 @@ from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, models, rou
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
 
-from . import callables, conf, policies, schedule
+from . import callables, conf, limits, policies, schedule
 from .schedule import PlanInput
 from .vocabulary import FINAL_STATUSES, Action, Refusal, RunStatus, TaskState
 
@@ -36,31 +35,12 @@ LABEL_MAX_LENGTH = 255
 
 
 def _userdata_error(userdata: Any) -> str | None:
-    """Why ``userdata`` cannot be stored (a JSON object), or None."""
+    """Why ``userdata`` cannot be stored (a JSON object within the limits), or None."""
+    if isinstance(userdata, limits.UnreadableJSON):
+        return limits.json_error("userdata", userdata)
     if not isinstance(userdata, dict):
         return f"userdata must be a dict, not {type(userdata).__name__}"
-    try:
-        # What the JSON column will hold; PostgreSQL's jsonb has no NaN or Infinity.
-        json.dumps(userdata, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        return (
-            "userdata must be JSON-serialisable (dicts, lists, strings, finite numbers, "
-            f"booleans, None): {exc}"
-        )
-    if has_nul(userdata):
-        return "userdata must not contain the NUL character (\\u0000): PostgreSQL cannot store it"
-    return None
-
-
-def has_nul(value: Any) -> bool:
-    """Whether a JSON value holds a string with NUL, which PostgreSQL's jsonb refuses."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return any(has_nul(item) for item in value)
-    return False
+    return limits.json_error("userdata", userdata)
 
 
 def _label_error(label: Any) -> str | None:
@@ -71,8 +51,14 @@ def _label_error(label: Any) -> str | None:
     if len(label) > LABEL_MAX_LENGTH:
         return (
             f"label is {len(label)} characters long; at most {LABEL_MAX_LENGTH} are allowed "
-            f"(it starts {label[:40]!r})"
+            f"(it starts {limits.printable(label[:40])!r})"
         )
+    controls = limits.control_characters(label)
+    if controls:
+        # A newline or an escape sequence in a label would forge lines of
+        # manage.py sisy list and of the logs (sisy_task_label_printable).
+        shown = ", ".join(repr(c) for c in controls)
+        return f"label must not contain control characters (it has {shown})"
     return None
 
 
@@ -269,6 +255,11 @@ class TaskQuerySet(models.QuerySet["Task"]):
         )
         return tasks
 
+    def in_state(self, *states: TaskState | str) -> TaskQuerySet:
+        """The tasks in one of ``states`` (``with_status()`` annotated)."""
+        tasks: TaskQuerySet = self.with_status().filter(models.Q(current_state__in=states))
+        return tasks
+
 
 class Task(models.Model):
     """A recurring task: a stored callable, a cron schedule and its state."""
@@ -282,6 +273,7 @@ class Task(models.Model):
         help_text="Unique. Defaults to the callable's dotted path.",
     )
     callable_info = models.JSONField(
+        decoder=limits.JSONDecoder,
         help_text="Description of the callable (see taskinfo_with_label)."
     )
     schedule = models.CharField(
@@ -308,13 +300,16 @@ class Task(models.Model):
         default=True,
         help_text="Off: a fire that would overlap a running run is skipped.",
     )
-    userdata = models.JSONField(default=dict, blank=True)
+    # limits.JSONDecoder: a row nested too deep for Python's parser (written
+    # by raw SQL) is read as an UnreadableJSON, not a RecursionError.
+    userdata = models.JSONField(default=dict, blank=True, decoder=limits.JSONDecoder)
     # The task's policies (policies.py: missed, grace, overlap, timeout,
     # retries, retry_delay), and the options of later releases: the columns
     # this model maps are frozen since sisy.0001_initial (see the upgrade rule,
     # docs/concepts.md#the-upgrade-rule), so options are keys here, checked by
     # Python and by SQL.
     options = models.JSONField(
+        decoder=limits.JSONDecoder,
         default=dict,
         blank=True,
         help_text=(
@@ -660,7 +655,8 @@ class Task(models.Model):
         userdata_error = _userdata_error(self.userdata)
         if userdata_error:
             errors["userdata"] = userdata_error
-        options_errors = policies.options_errors(self.options)
+        options_error = limits.json_error("options", self.options)
+        options_errors = [options_error] if options_error else policies.options_errors(self.options)
         if options_errors:
             errors["options"] = "; ".join(options_errors)
         try:
@@ -690,8 +686,21 @@ class Task(models.Model):
                 f"end_running {self.end_running.isoformat()} is in the past: "
                 "the task would never run"
             )
-        if not isinstance(self.iterations, int) or self.iterations < 0:
-            errors["iterations"] = "iterations must be 0 (forever) or a positive integer"
+        # The columns' bounds, so that the database never answers with a DataError.
+        for name, lowest, largest in (
+            ("iterations", 0, limits.INTEGER_MAX),
+            ("fire_count", 0, limits.INTEGER_MAX),
+            ("id", -limits.BIGINT_MAX - 1, limits.BIGINT_MAX),
+        ):
+            value = getattr(self, name)
+            if name == "id" and not isinstance(value, int):
+                continue  # None (a new task), or a key Django converts
+            if not isinstance(value, int) or not lowest <= value <= largest:
+                forever = " (forever)" if name == "iterations" else ""
+                errors[name] = (
+                    f"{name} must be a whole number from {lowest}{forever} to {largest}, "
+                    f"not {value!r}"
+                )
         if not self.label:
             self.label = self.callable_path
         defaulted = bool(self.label) and self.label == self.callable_path
@@ -757,7 +766,9 @@ class TaskRun(models.Model):
     worker = models.CharField(max_length=255, blank=True, default="")
     # Facts about a run that later releases record (the columns are frozen,
     # as for Task.options).
-    details = models.JSONField(default=dict, blank=True, editable=False)
+    details = models.JSONField(
+        default=dict, blank=True, editable=False, decoder=limits.JSONDecoder
+    )
 
     class Meta:
         ordering = ("-scheduled_for", "-id")
@@ -850,28 +861,30 @@ def taskinfo_with_label(label: str) -> dict[str, Any]:
 # sisy-pg's own API (task_with_callable, save, the admin) says more.
 
 
-@contextlib.contextmanager
-def _in_sisy_words() -> Iterator[None]:
-    try:
-        yield
-    except callables.CallableError as exc:
-        if exc.sisy_message is None:
-            raise
+def _raise_in_sisy_words(exc: callables.CallableError) -> None:
+    """Raise what Sisy 1.0b3 raised for the refusal ``exc``, if Sisy refused it too."""
+    if exc.sisy_message is not None:
         raise type(exc)(exc.sisy_message) from exc
 
 
 def get_func_info(the_callable: Any, pk_override: Any = None) -> dict[str, Any]:
     """The description ``task_with_callable`` stores for ``the_callable``."""
-    with _in_sisy_words():
+    try:
         return callables.describe(the_callable, pk_override=pk_override)
+    except callables.CallableError as exc:
+        _raise_in_sisy_words(exc)
+        raise
 
 
 def funcinfo_from_string(dotted_path: str, pk_override: Any = None) -> dict[str, Any]:
     """The description of the callable at ``dotted_path``."""
     if not isinstance(dotted_path, str):
         raise ValueError(f"dotted_path must be a string, not {type(dotted_path).__name__}")
-    with _in_sisy_words():
+    try:
         return callables.describe(dotted_path, pk_override=pk_override)
+    except callables.CallableError as exc:
+        _raise_in_sisy_words(exc)
+        raise
 
 
 def get_module_member_by_dottedpath(path: str) -> Any:
@@ -892,10 +905,13 @@ def func_from_string(dotted_path: str) -> Callable[..., Any]:
     """
     if not isinstance(dotted_path, str):
         raise ValueError(f"path must be a dotted string, not {type(dotted_path).__name__}")
-    with _in_sisy_words():
+    try:
         target = callables.locate(dotted_path, allowlist=False)
         if target.func_type == callables.INSTANCEMETHOD:
             raise callables.unbound_error(target)
+    except callables.CallableError as exc:
+        _raise_in_sisy_words(exc)
+        raise
     return target.bind()
 
 

@@ -6,10 +6,11 @@ asynchronous: it waits for the instant on the worker's event loop, starts
 the runs in one statement (which also reads their tasks' rows) and records
 each outcome in one more, on a small pool of autocommit connections of the
 worker's, and calls each callable in a thread, where Django's connections
-are handled as around a request. Runs claimed ahead therefore hold no thread
-while they wait, the runs of one instant share a job fetch and a worker
-slot, and a run opens no database connection unless its callable uses the
-ORM.
+are handled as around a request (an ``async def`` callable too: see
+:func:`_await_on_a_loop_of_its_own`). Runs claimed ahead therefore hold no
+thread while they wait, the runs of one instant share a job fetch and a
+worker slot, and a run opens no database connection unless its callable uses
+the ORM.
 """
 
 from __future__ import annotations
@@ -21,14 +22,16 @@ import contextvars
 import dataclasses
 import datetime as dt
 import functools
+import inspect
 import logging
 import os
 import socket
 import time
 import traceback as tb
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from django.db import close_old_connections, reset_queries
 from procrastinate import JobContext
 
@@ -151,7 +154,9 @@ def _call(info: dict[str, Any], message: dict[str, Any], using: str) -> Outcome:
         except callables.CallableError as exc:
             return Outcome("broken", exception=exc, traceback=tb.format_exc())
         started = time.perf_counter()
-        func(message)
+        result = func(message)
+        if inspect.isawaitable(result):  # an async def, or a sync function returning a coroutine
+            _await_on_a_loop_of_its_own(result)
         return Outcome("succeeded", time.perf_counter() - started)
     except BaseException as exc:
         return Outcome("failed", time.perf_counter() - started, exc, tb.format_exc())
@@ -161,6 +166,27 @@ def _call(info: dict[str, Any], message: dict[str, Any], using: str) -> Outcome:
             reset_queries()
         except Exception:
             logger.exception("Closing Django's connections after a run failed")
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _await_on_a_loop_of_its_own(awaitable: Awaitable[Any]) -> None:
+    """Await an async callable's coroutine from its callable thread, which it holds meanwhile.
+
+    Not on the worker's event loop: a coroutine that blocks (``time.sleep``,
+    a sync library, a long computation) would stall the planner, every
+    other run and procrastinate itself. It gets an event loop of its own
+    (``async_to_sync``, in a thread asgiref starts for it) while this
+    thread waits, so it holds a callable slot as a sync callable does, with
+    the same timeout, retries, history and log lines. This thread also
+    serves its ``sync_to_async`` calls, Django's async ORM among them: its
+    queries run here, on this thread's connection, which ``_call`` closes
+    as around a request, rather than queueing in asgiref's one thread for
+    the whole process, whose connections nothing would close.
+    """
+    async_to_sync(_awaited, force_new_loop=True)(awaitable)
 
 
 async def _wait_for(at: float | None, store: Store, query: Query) -> None:

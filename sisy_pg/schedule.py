@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
+import re
 import threading
 import zoneinfo
 from functools import lru_cache
@@ -26,8 +27,33 @@ _ONE_SECOND = dt.timedelta(seconds=1)
 # as a clock correction; Antarctica/Troll's 2 hours is the largest DST shift.
 _MAX_SHIFT = dt.timedelta(hours=3)
 # Longest gap between two instants of a cron expression that fires at all:
-# 29 February, 2096 to 2104 (1900, 2100, 2200 are not leap years).
-_MAX_YEARS_BETWEEN_MATCHES = 9
+# the fifth Monday of February (``0 0 * 2 1#5``), 2072 to 2112 (a February
+# with five Mondays is a leap one that starts on a Monday).
+_MAX_YEARS_BETWEEN_MATCHES = 40
+# The Gregorian calendar repeats every 400 years: an expression that does not
+# fire within 400 years never does.
+_CALENDAR_CYCLE_YEARS = 400
+
+_FIELDS = ("minute", "hour", "day-of-month", "month", "day-of-week", "second")
+# The documented syntax (docs/schedules.md#syntax), item by item (a field is
+# a comma-separated list of items): *, */n, a, a-b, a-b/n; names (jan, mon)
+# in the month and day-of-week fields; l (the last day) in day-of-month;
+# d#n (the n-th weekday d of the month) in day-of-week. croniter reads more
+# (R, H, ?, W, L in day-of-week, a/n, ...): refused, so that a schedule
+# means one thing to every process and to the documentation.
+_NUMBERS = r"\*(?:/\d+)?|\d+(?:-\d+(?:/\d+)?)?"
+_NAMES = r"\*(?:/\d+)?|(?:\d+|[a-z]{3})(?:-(?:\d+|[a-z]{3})(?:/\d+)?)?"
+_ITEMS = tuple(
+    re.compile(f"(?:{pattern})", re.ASCII | re.IGNORECASE)
+    for pattern in (
+        _NUMBERS,
+        _NUMBERS,
+        _NUMBERS + "|l",
+        _NAMES,
+        _NAMES + r"|(?:\d+|[a-z]{3})#\d+",
+        _NUMBERS,
+    )
+)
 
 
 class ScheduleError(ValueError):
@@ -51,6 +77,21 @@ def _validated(expression: str) -> str:
             "(minute hour day-of-month month day-of-week) or 6 (the sixth is seconds)"
         )
     normalised = " ".join(fields)
+    for index, field in enumerate(fields):
+        for item in field.split(","):
+            if not _ITEMS[index].fullmatch(item):
+                raise ScheduleError(
+                    f"schedule {expression!r} is not valid cron: {item!r} in the "
+                    f"{_FIELDS[index]} field is {_not_supported(item)} (see the syntax in "
+                    "docs/schedules.md)"
+                )
+    if "#" in fields[4] and fields[2] != "*":
+        raise ScheduleError(
+            f"schedule {expression!r} is not valid cron: a day-of-week with # "
+            f"({fields[4]}) needs * as day-of-month. croniter does not combine the two "
+            "(it fires on the # days alone, or never when none of them is ever one of the "
+            f"days of the month named): write {' '.join([*fields[:2], '*', *fields[3:]])!r}"
+        )
     try:
         croniter(normalised)
     except (ValueError, KeyError) as exc:  # CroniterError is a ValueError (not exported by 2.0)
@@ -63,20 +104,43 @@ def _validated(expression: str) -> str:
     return normalised
 
 
+def _not_supported(item: str) -> str:
+    """What an item outside the documented syntax is, for the message that refuses it."""
+    shapes = (
+        (
+            r"r(\(\d+-\d+\))?(/\d+)?",
+            "croniter's R (random), not supported: each process draws its own value",
+        ),
+        (r"h(\(\d+-\d+\))?(/\d+)?", "croniter's H (hashed), not supported"),
+        (r".*\?.*", "Quartz's ?, not supported: write *"),
+        (r"\d+w|w\d+|lw", "a nearest weekday (W), not supported"),
+        (
+            r"l\d*|\d+l|.+-l(/\d+)?",
+            "an L form, not supported: l alone, in day-of-month, is the last day of the month",
+        ),
+        (r"[^-*/]+/\d+", "a step without a range, not supported: write */n or a-b/n"),
+    )
+    for shape, what in shapes:
+        if re.fullmatch(shape, item, re.ASCII | re.IGNORECASE):
+            return what
+    return "not cron: an item is *, */n, a, a-b or a-b/n"
+
+
 @lru_cache(maxsize=1024)
 def _has_an_instant(expression: str) -> bool:
     """Whether a valid cron expression ever fires (``'0 0 31 2 *'`` never does).
 
-    Cron fields have no year, so an expression that fires at all fires within
-    any eight consecutive years (29 February, across a century that skips a
-    leap year). croniter stops looking after ``max_years_between_matches``
+    Cron fields have no year and the calendar repeats every 400 years, so
+    an expression that fires at all fires within 400 years of any instant
+    (``0 0 * 2 1#5``, the fifth Monday of February, fires in 2016, 2044,
+    2072, then 2112). croniter stops looking after ``max_years_between_matches``
     years and raises CroniterBadDateError: a bounded search, never a hang.
     The answer does not depend on the start, hence the cache (the planner
     validates the schedule of every task it plans).
     """
     start = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
     try:
-        croniter(expression, start, max_years_between_matches=_MAX_YEARS_BETWEEN_MATCHES).get_next(
+        croniter(expression, start, max_years_between_matches=_CALENDAR_CYCLE_YEARS).get_next(
             dt.datetime
         )
     except CroniterBadDateError:
@@ -159,7 +223,9 @@ def _iterator(expression: str, start: dt.datetime) -> croniter:
     if iterator is None:
         if len(cache) >= 4096:
             cache.clear()
-        iterator = cache[expression] = croniter(expression, start)
+        iterator = cache[expression] = croniter(
+            expression, start, max_years_between_matches=_MAX_YEARS_BETWEEN_MATCHES
+        )
     else:
         iterator.set_current(start, force=True)
     return iterator

@@ -1,4 +1,4 @@
-"""sisy-pg's SQL files: the frozen migrations, the current schema and the named queries.
+"""sisy-pg's SQL files: migrations, the current schema, the named queries, the role recipe.
 
 They live in the top-level ``sql/`` folder of the source tree; the wheel
 carries the same folder as ``sisy_pg/sql/`` (see pyproject.toml). Either way
@@ -59,5 +59,5 @@ def queries() -> dict[str, str]:
 
 
 def roles() -> str:
-    """The role recipe: a psql script that creates and grants the worker, operator and monitor roles."""
+    """The role recipe: a psql script that makes the worker, operator and monitor roles."""
     return read("roles.sql")

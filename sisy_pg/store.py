@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.rows import DictRow, dict_row
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
-from . import policies, procrastinate_seam, schedule, sql_files
+from . import limits, policies, procrastinate_seam, schedule, sql_files
 
 if TYPE_CHECKING:
     from .models import Task
@@ -76,7 +76,11 @@ def due_from_row(row: dict[str, Any]) -> policies.Due:
     return policies.Due(
         task_id=row["id"],
         plan_input=_plan_input(row),
-        policy=policies.Policy.of(row["options"], row["allow_overlap"]),
+        # An UnreadableJSON (a row beyond the limits, written before them):
+        # the defaults; its run breaks the task (sisy_start_run_v1).
+        policy=policies.Policy.of(
+            row["options"] if isinstance(row["options"], dict) else {}, row["allow_overlap"]
+        ),
         instant=row["instant"],
         claimed_at=row["claimed_at"],
         waiting=waiting,
@@ -130,9 +134,13 @@ class Store:
     async def connect(self) -> psycopg.AsyncConnection[DictRow]:
         """A planner connection, named so that pg_stat_activity shows what it is."""
         params = {**self.connection_params(), "application_name": "sisy-planner"}
-        return await psycopg.AsyncConnection.connect(
+        conn = await psycopg.AsyncConnection.connect(
             **params, autocommit=True, row_factory=dict_row
         )
+        # A task's options nested too deep for Python's parser must not stop
+        # the planner: they are read as an UnreadableJSON.
+        set_json_loads(limits.loads, conn)
+        return conn
 
     async def claim_due(
         self,

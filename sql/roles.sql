@@ -82,8 +82,10 @@ GRANT SELECT, UPDATE (next_run, last_run, fire_count, enabled, finished_at, erro
 GRANT SELECT, INSERT, UPDATE, DELETE ON sisy_taskrun TO :"worker";
 GRANT SELECT, UPDATE ON sisy_housekeeping TO :"worker";
 -- The planner's and the runners' functions (sql/queries.sql), those they
--- call, and the health probe's.
+-- call, the one the CHECK constraints of sisy_task call on every write, and
+-- those of the health probe (manage.py sisy health).
 GRANT EXECUTE ON FUNCTION
+    sisy_json_limits_error_v1(jsonb),
     sisy_claim_due_v1(integer, interval, interval),
     sisy_store_decisions_v1(
         text, text, bigint[], timestamptz[], text[], text[], jsonb[],
@@ -93,6 +95,7 @@ GRANT EXECUTE ON FUNCTION
     sisy_cancel_run_job_v1(bigint),
     sisy_job_alive_v1(bigint, interval),
     sisy_job_pending_v1(bigint, interval),
+    sisy_policy_v1(jsonb, boolean, interval),
     sisy_start_run_v1(bigint, bigint, text, interval, interval),
     sisy_finish_run_v1(bigint, text, text, text, text, text),
     sisy_retry_run_v1(bigint, text, text, interval, text, text),
@@ -103,7 +106,8 @@ GRANT EXECUTE ON FUNCTION
     sisy_fail_orphaned_runs_v1(interval, text, text),
     sisy_prune_runs_v1(interval, integer),
     sisy_delete_finished_jobs_v1(bigint[]),
-    sisy_live_workers_v1(interval)
+    sisy_live_workers_v1(interval),
+    sisy_task_state_v1(text, timestamptz, boolean, timestamptz, boolean, text)
     TO :"worker";
 
 -- monitor ---------------------------------------------------------------------------

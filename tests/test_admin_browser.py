@@ -295,7 +295,9 @@ def test_an_operator_adds_runs_pauses_and_reads_failures(
     # The failed run's page: titled with the run, its traceback as written.
     run = TaskRun.objects.get(task=failing, status="failed")
     admin.open(f"/admin/sisy/taskrun/{run.pk}/change/")
-    assert admin.texts("#content h1") == [f"Run {run.pk} of task {failing.pk}: export to the warehouse"]
+    assert admin.texts("#content h1") == [
+        f"Run {run.pk} of task {failing.pk}: export to the warehouse"
+    ]
     (traceback,) = admin.texts(".field-traceback_display pre")
     assert "Traceback (most recent call last)" in traceback
     assert "RuntimeError: boom from the test callable" in traceback

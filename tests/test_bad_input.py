@@ -16,7 +16,9 @@ Each time, nothing is saved.
 
 import dataclasses
 import datetime as dt
+import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -35,6 +37,9 @@ pytestmark = pytest.mark.django_db
 TAKEN = "taken label"
 LONG_LABEL = "x" * 300
 PAST = dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc)
+# Deep enough to exhaust a recursive check in a web request (500 levels
+# typed into the admin's form answered 500 before the limits).
+DEEP: dict[str, Any] = {"deep": functools.reduce(lambda inner, _: [inner], range(499), [])}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,6 +169,61 @@ BAD_INPUTS = [
         sql_message="null character not permitted",
     ),
     BadInput(
+        name="userdata nested 500 levels deep",
+        field="userdata",
+        message="userdata is nested more than 32 levels deep",
+        api=lambda: task_with_callable(jobs.record, userdata=DEEP),
+        on_task=_set(userdata=DEEP),
+        form={"userdata": json.dumps(DEEP)},
+        form_message="This JSON is nested more than 32 levels deep",
+        sql=("userdata", f"'{json.dumps(DEEP)}'"),
+        sql_message="sisy_task_userdata_within_limits",
+    ),
+    BadInput(
+        name="options nested 500 levels deep",
+        field="options",
+        message="options is nested more than 32 levels deep",
+        api=None,
+        on_task=_set(options={"later": DEEP}),
+        form={"options": json.dumps({"later": DEEP})},
+        form_message="This JSON is nested more than 32 levels deep",
+        sql=("options", f"""'{json.dumps({"later": DEEP})}'"""),
+        sql_message="sisy_task_options_within_limits",
+    ),
+    BadInput(
+        name="iterations beyond an integer",
+        field="iterations",
+        message="iterations must be a whole number from 0 (forever) to 2147483647, not 2147483648",
+        api=None,
+        on_task=_set(iterations=2**31),
+        form={"iterations": str(2**31)},
+        form_message="less than or equal to 2147483647",
+        sql=("iterations", str(2**31)),
+        sql_message="integer out of range",
+    ),
+    BadInput(
+        name="label with a newline",
+        field="label",
+        message="label must not contain control characters",
+        api=lambda: task_with_callable(jobs.record, label="one\n 2  forged line"),
+        on_task=_set(label="one\n 2  forged line"),
+        form={"label": "one\n 2  forged line"},
+        form_message="label must not contain control characters (it has '\\n')",
+        sql=("label", "'one' || chr(10) || ' 2  forged line'"),
+        sql_message="sisy_task_label_printable",
+    ),
+    BadInput(
+        name="label with an ANSI escape",
+        field="label",
+        message="label must not contain control characters",
+        api=lambda: task_with_callable(jobs.record, label="\x1b[31mred"),
+        on_task=_set(label="\x1b[31mred"),
+        form={"label": "\x1b[31mred"},
+        form_message="label must not contain control characters (it has '\\x1b')",
+        sql=("label", "chr(27) || '[31mred'"),
+        sql_message="sisy_task_label_printable",
+    ),
+    BadInput(
         name="callable outside SISY_ALLOWED_CALLABLES",
         field="callable_info",
         message="refused: 'os.system' is not under a module prefix of SISY_ALLOWED_CALLABLES",
@@ -190,7 +250,7 @@ def assert_nothing_saved():
 @pytest.mark.parametrize("bad", BAD_INPUTS, ids=IDS)
 def test_python_api(bad):
     if bad.api is not None:
-        with pytest.raises(ValueError, match=bad.message.replace("(", r"\(")):
+        with pytest.raises(ValueError, match=re.escape(bad.message)):
             bad.api()
     task = task_with_callable(jobs.record, label="new")
     bad.on_task(task)

@@ -228,7 +228,7 @@ def test_an_explicit_allowlist_replaces_the_default():
 
 @override_settings(SISY_ALLOWED_CALLABLES=["nowhere"])
 def test_an_allowed_prefix_that_does_not_import_is_an_unknown_module():
-    with pytest.raises(CallableError, match="unknown module"):
+    with pytest.raises(CallableError, match="Module 'nowhere' not found"):
         callables.describe("nowhere.at_all.func")
 
 
@@ -265,19 +265,127 @@ def test_resolve_refuses_a_stored_path_outside_the_allowlist_without_importing_i
                 "func_path": "tests.testapp.jobs.Things.plain_instance_job",
                 "model_pk": 1,
             },
-            "is not an instance method of a Django model",
+            "which is not a Django model",
         ),
         (
             {"func_type": "instancemethod", "func_path": "tests.testapp.jobs.record"},
-            "is not an instance method of a Django model",
+            "stored with func_type 'instancemethod', but its func_type is 'function'",
         ),
         ({"func_type": "pickle", "func_path": "tests.testapp.jobs.record"}, "unknown func_type"),
-        ({"func_type": "function"}, "has no 'func_path'"),
+        ({"func_type": "function"}, "must be a dict with a 'func_path'"),
     ],
 )
 def test_resolve_binds_instance_methods_of_django_models_only(info, message):
     with pytest.raises(CallableError, match=message):
         callables.resolve(info)
+
+
+# --- One rule: what save() stores is what the worker calls ----------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        # The two walks of issue 13, through an allowed module's attributes.
+        ("tests.testapp.models.uuid.os.system", "is nested too deep"),
+        (
+            "tests.testapp.jobs.__builtins__.update",
+            "tests.testapp.jobs.__builtins__ is not a class (it is dict)",
+        ),
+        ("tests.testapp.models.uuid", "is a module, not a callable"),
+        (
+            "tests.testapp.models.uuid.uuid4",
+            "tests.testapp.models.uuid is not a class (it is module)",
+        ),
+        # Imported into an allowed module, defined elsewhere.
+        (
+            "tests.testapp.borrowed.dumps",
+            (
+                "refused: 'tests.testapp.borrowed.dumps' is json.dumps, defined outside the "
+                "module prefixes of SISY_ALLOWED_CALLABLES"
+            ),
+        ),
+        (
+            "tests.testapp.borrowed.F.resolve_expression",
+            (
+                "refused: 'tests.testapp.borrowed.F.resolve_expression' is "
+                "django.db.models.expressions.F, defined outside"
+            ),
+        ),
+        (
+            "tests.testapp.borrowed.Borrowing.basename",
+            "refused: 'tests.testapp.borrowed.Borrowing.basename' is posixpath.basename",
+        ),
+        (
+            "tests.testapp.models.Widget.save",
+            "refused: 'tests.testapp.models.Widget.save' is django.db.models.base.Model.save",
+        ),
+        (
+            "tests.testapp.borrowed.alias_of_record",
+            "is tests.testapp.jobs.record, not an object of that name: name it where it is defined",
+        ),
+        ("tests.testapp.borrowed.generator", "is a generator function"),
+        ("tests.testapp.models.Widget.objects", "is not callable (it is ManagerDescriptor)"),
+        (
+            "tests.testapp.models.Widget.gone",
+            "'tests.testapp.models.Widget' has no attribute 'gone'",
+        ),
+        ("tests.testapp.models.Widget.mro", "has no attribute 'mro'"),  # the metaclass's
+    ],
+)
+def test_describe_and_resolve_refuse_alike(path, message):
+    """describe() (save, the form, bulk_create) and resolve() (the worker) apply one rule."""
+    with pytest.raises(CallableError) as described:
+        callables.describe(path)
+    with pytest.raises(CallableError) as resolved:
+        callables.resolve({"func_type": "function", "func_path": path})
+    assert message in str(described.value)
+    assert str(resolved.value) == str(described.value)
+    assert type(resolved.value) is type(described.value)
+    assert isinstance(described.value, CallableRefused) == message.startswith("refused: ")
+
+
+@pytest.mark.parametrize(
+    ("path", "func_type"),
+    [
+        ("tests.testapp.borrowed.record", "function"),  # imported from another allowed module
+        ("tests.testapp.borrowed.Child.inherited_job", "classmethod"),  # from an allowed base
+    ],
+)
+def test_objects_defined_under_an_allowed_prefix_may_be_named_where_they_are_held(path, func_type):
+    info = callables.describe(path)
+    assert info["func_type"] == func_type and info["func_path"] == path
+    assert callables.resolve(info)
+
+
+@pytest.mark.parametrize(
+    ("stored", "path", "actual"),
+    [
+        ("function", "tests.testapp.jobs.Things.class_job", "classmethod"),
+        ("staticmethod", "tests.testapp.jobs.Things.class_job", "classmethod"),
+        ("classmethod", "tests.testapp.jobs.Things.static_job", "staticmethod"),
+        ("classmethod", "tests.testapp.jobs.record", "function"),
+    ],
+)
+def test_a_stored_func_type_that_disagrees_with_the_code_is_refused(stored, path, actual):
+    """Written by hand, or left by a change of the code: refused, not guessed at."""
+    info = {"func_type": stored, "func_path": path}
+    message = f"is stored with func_type {stored!r}, but its func_type is {actual!r}"
+    with pytest.raises(CallableError, match=message):
+        callables.resolve(info)
+    with pytest.raises(CallableError, match=message):
+        callables.validate_info(info)
+    mended = callables.describe(path)  # what save() stores
+    assert mended["func_type"] == actual and callables.resolve(mended)
+
+
+def test_a_model_instance_method_needs_its_row_in_the_stored_description():
+    info = {"func_type": "instancemethod", "func_path": "tests.testapp.models.Widget.touch"}
+    with pytest.raises(CallableError, match="pass pk_override="):
+        callables.resolve(info)
+    row = Widget.objects.create()
+    bound = callables.resolve({**info, "model_pk": row.pk})
+    assert bound.__self__ == row and bound.__func__ is Widget.touch
 
 
 def test_nothing_is_pickled_or_evaluated():

@@ -212,7 +212,7 @@ def test_state_is_the_database_s_definition_everywhere():
     annotated = {t.label: t.state for t in Task.objects.with_status()}
     one_by_one = {t.label: t.state for t in Task.objects.all()}
     assert view == annotated == one_by_one == expected
-    assert {t.label for t in Task.objects.with_status().filter(current_state="broken")} == {
+    assert {t.label for t in Task.objects.in_state(TaskState.BROKEN)} == {
         "broken",
         "broken_paused",
     }

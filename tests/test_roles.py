@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 
@@ -24,7 +25,7 @@ from psycopg.conninfo import make_conninfo
 from devtools.embedded_pg import find_bindir, with_database
 from sisy_pg import sql_files
 from sisy_pg.models import Task, TaskRun, task_with_callable
-from tests.conftest import wait_until
+from tests.conftest import ROOT, wait_until
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -102,15 +103,16 @@ def refused(url: str, query: str) -> str:
     return str(failure.value)
 
 
-def sisy_functions() -> list[tuple[str, str]]:
+def sisy_functions() -> list[str]:
+    """Every sisy function's signature."""
     with connection.cursor() as cursor:
         cursor.execute(
-            r"""SELECT p.proname, p.oid::regprocedure::text FROM pg_proc AS p
+            r"""SELECT p.oid::regprocedure::text FROM pg_proc AS p
                  WHERE p.pronamespace = current_schema()::regnamespace
                    AND p.proname LIKE 'sisy\_%%'
-                 ORDER BY 1, 2"""
+                 ORDER BY 1"""
         )
-        return cursor.fetchall()
+        return [signature for (signature,) in cursor.fetchall()]
 
 
 def make_task(label: str) -> Task:
@@ -144,7 +146,7 @@ def test_a_role_granted_nothing_can_call_no_sisy_function():
     with connection.cursor() as cursor:
         cursor.execute(f'CREATE ROLE "{name}" LOGIN')
         try:
-            for proname, signature in sisy_functions():
+            for signature in sisy_functions():
                 cursor.execute(
                     "SELECT has_function_privilege(%s, %s, 'EXECUTE')", [name, signature]
                 )
@@ -164,14 +166,7 @@ def test_a_role_granted_nothing_can_call_no_sisy_function():
 
 @pytest.mark.e2e
 def test_the_worker_role_plans_and_runs_a_task_end_to_end(roles, start_worker):
-    import glob
-    try:
-        worker = start_worker("as-role", env={"DATABASE_URL": roles["worker"]})
-    except AssertionError:
-        from tests import conftest
-        for f in glob.glob(str(conftest._LOGS / "*")):
-            print(open(f).read()[-5000:])
-        raise
+    worker = start_worker("as-role", env={"DATABASE_URL": roles["worker"]})
     # It really is the worker role: the planner's session logged in as its member.
     login = psycopg.conninfo.conninfo_to_dict(roles["worker"])["user"]
     with connection.cursor() as cursor:
@@ -192,8 +187,22 @@ def test_the_worker_role_plans_and_runs_a_task_end_to_end(roles, start_worker):
     wait_until(lambda: TaskRun.objects.filter(task=failing, status="failed").exists(), timeout=30)
     run = TaskRun.objects.filter(task=failing, status="failed").first()
     assert run is not None and len(run.details["attempts"]) == 1
-    # Disabling (a writer's change) cancels its queued runs; the worker goes on.
-    Task.objects.filter(pk=task.pk).update(enabled=False)
+    # Its liveness probe, as the same role.
+    probe = subprocess.run(
+        [sys.executable, "-m", "django", "sisy", "health"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": roles["worker"],
+            "PYTHONPATH": str(ROOT),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stdout + probe.stderr
     assert "permission denied" not in worker.output(), worker.output()
 
 
@@ -201,9 +210,9 @@ def test_the_worker_role_cannot_change_a_definition_nor_act_as_an_operator(roles
     make_task("Defined")
     url = roles["worker"]
     assert as_role(url, "SELECT userdata ->> 'token' FROM sisy_task") == [(SECRET,)]
-    refused(url, "UPDATE sisy_task SET callable_info = '{\"func_path\": \"os.system\"}'")
+    refused(url, 'UPDATE sisy_task SET callable_info = \'{"func_path": "os.system"}\'')
     refused(url, "UPDATE sisy_task SET schedule = '* * * * * *'")
-    refused(url, "INSERT INTO sisy_task (callable_info) VALUES ('{\"func_path\": \"x.y\"}')")
+    refused(url, 'INSERT INTO sisy_task (callable_info) VALUES (\'{"func_path": "x.y"}\')')
     refused(url, "DELETE FROM sisy_task")
     refused(url, "SELECT sisy_pause_v1('Defined')")
     refused(url, "SELECT * FROM sisy_act_v1('pause', ARRAY[1::bigint])")

@@ -109,9 +109,7 @@ def test_planning_and_running_with_temp_tables_use_the_real_tables():
     before = copies()
     # The planner's functions: claim a due task, store the decision, defer its job.
     sql("UPDATE public.sisy_task SET next_run = clock_timestamp() WHERE id = %s", [task.pk])
-    queued = one(
-        "SELECT count(*) FROM sisy_claim_due_v1(100, interval '0', interval '30 seconds')"
-    )
+    queued = one("SELECT count(*) FROM sisy_claim_due_v1(100, interval '0', interval '30 seconds')")
     assert queued == 1
     plan = sql(
         """SELECT sisy_store_decisions_v1(
@@ -119,8 +117,11 @@ def test_planning_and_running_with_temp_tables_use_the_real_tables():
                ARRAY['queued'], ARRAY[''], ARRAY['{}'::jsonb],
                ARRAY[%(id)s]::bigint[], ARRAY[%(next)s]::timestamptz[], ARRAY[false], ARRAY[''],
                1)""",
-        {"id": task.pk, "at": dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc),
-         "next": dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc)},
+        {
+            "id": task.pk,
+            "at": dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc),
+            "next": dt.datetime(2100, 1, 1, tzinfo=dt.timezone.utc),
+        },
     )
     assert plan == [(1,)]
     run_id, job_id = sql(
@@ -131,7 +132,7 @@ def test_planning_and_running_with_temp_tables_use_the_real_tables():
 
     # The runner's functions: start the run (the task's grace is wide), fail it
     # for a retry, start it again, finish it.
-    sql("UPDATE public.sisy_task SET options = '{\"missed\": \"all\"}' WHERE id = %s", [task.pk])
+    sql('UPDATE public.sisy_task SET options = \'{"missed": "all"}\' WHERE id = %s', [task.pk])
     started = "SELECT status FROM sisy_start_run_v1(%s, %s, 'w1', '30 seconds', '60 seconds')"
     assert one(started, [run_id, job_id]) == "running"
     assert run_status(run_id) == "running"
@@ -141,9 +142,7 @@ def test_planning_and_running_with_temp_tables_use_the_real_tables():
     assert retry_at is not None and run_status(run_id) == "queued"
     new_job = one("SELECT job_id FROM public.sisy_taskrun WHERE id = %s", [run_id])
     assert one(started, [run_id, new_job]) == "running"
-    assert one(
-        "SELECT sisy_finish_run_v1(%s, 'succeeded', '', '', 'sisy', 'sisy.run')", [run_id]
-    )
+    assert one("SELECT sisy_finish_run_v1(%s, 'succeeded', '', '', 'sisy', 'sisy.run')", [run_id])
     assert run_status(run_id) == "succeeded"
 
     # Housekeeping: claimed on the real row, prune deletes the real run.
@@ -164,9 +163,7 @@ def test_a_broken_run_and_an_operator_pause_with_temp_tables_use_the_real_tables
     other_run, other_job = queued_run(other)
     shadow()
     before = copies()
-    sql(
-        "UPDATE public.sisy_taskrun SET scheduled_for = clock_timestamp() WHERE id = %s", [run_id]
-    )
+    sql("UPDATE public.sisy_taskrun SET scheduled_for = clock_timestamp() WHERE id = %s", [run_id])
     assert (
         one(
             "SELECT status FROM sisy_start_run_v1(%s, %s, 'w1', '30 seconds', '60 seconds')",

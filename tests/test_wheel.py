@@ -38,6 +38,7 @@ WHEEL_FILES = [
     "sisy_pg/migrations/0001_initial.py",
     "sisy_pg/sql/schema.sql",
     "sisy_pg/sql/queries.sql",
+    "sisy_pg/sql/roles.sql",
     "sisy_pg/sql/migrations/0001_initial.sql",
     "sisy_pg/sql/migrations/0001_initial.reverse.sql",
     "sisy_pg/py.typed",

@@ -276,42 +276,53 @@ def test_a_callable_outside_the_allowlist_is_refused_at_run_time(
 
 
 def test_a_stored_path_that_walks_out_of_an_allowed_module_is_never_called(start_worker):
-    """Paths under an allowed prefix that reach a standard-library object through a module's
-    attributes, written by raw SQL and by ``queryset.update()``: each task is broken with the
-    reason, its callable never called (``dict.update`` on the worker's builtins would show
-    in the probe's next calls), and the worker carries on."""
+    """Paths under an allowed prefix that reach the standard library through a module's
+    attributes (written by raw SQL and by ``queryset.update()``, which skip ``save()``), and a
+    row whose func_type disagrees with its code: each task is broken with the reason, its
+    callable never called, and the worker carries on.
+
+    Never called: ``dict.update`` on the worker's builtins would show in the probe's later
+    calls, ``os.system`` given the message would fail with a TypeError (not be ``broken``),
+    and ``Things.class_job`` records each call it gets.
+    """
     worker = start_worker()
     probe = task_with_callable(jobs.builtins_probe, label="probe", schedule="* * * * * *")
     probe.save()
     psql("""INSERT INTO sisy_task (label, callable_info, schedule, timezone) VALUES
             ('system', '{"func_type": "function",
                          "func_path": "tests.testapp.models.uuid.os.system"}',
+             '* * * * * *', 'UTC'),
+            ('mismatch', '{"func_type": "function",
+                           "func_path": "tests.testapp.jobs.Things.class_job"}',
              '* * * * * *', 'UTC')""")
     builtins_update = task_with_callable(jobs.record, label="builtins", schedule=FAR_AWAY)
     builtins_update.save()
     Task.objects.filter(pk=builtins_update.pk).update(
-        callable_info={"func_type": "function", "func_path": "tests.testapp.jobs.__builtins__.update"},
+        callable_info={
+            "func_type": "function",
+            "func_path": "tests.testapp.jobs.__builtins__.update",
+        },
         schedule="* * * * * *",
     )
-    bad = ["system", "builtins"]
-    wait_until(
-        lambda: TaskRun.objects.filter(task__label__in=bad, status="failed").count() == 2,
-        timeout=15,
-    )
-    last_bad_run = TaskRun.objects.filter(task__label__in=bad).latest("finished_at").finished_at
+    bad = TaskRun.objects.filter(task__label__in=["system", "builtins", "mismatch"])
+    wait_until(lambda: bad.filter(status__in=TaskRun.FINAL_STATUSES).count() == 3, timeout=15)
+    last_bad_run = bad.latest("finished_at").finished_at
     wait_until(
         lambda: Hit.objects.filter(task_id=probe.pk, scheduled_for__gt=last_bad_run).count() >= 2,
         timeout=10,
     )
-    dump = [
-        (r.task.label, r.status, r.error, r.details)
-        for r in TaskRun.objects.filter(task__label__in=bad).select_related("task")
-    ] + list(Hit.objects.filter(task_id=probe.pk).values_list("name", flat=True))
-    for run in TaskRun.objects.filter(task__label__in=bad).select_related("task"):
+    dump = "\n".join(f"{r.task.label}: {r.status} {r.error!r} {r.details}" for r in bad)
+    reasons = {
+        "system": "'tests.testapp.models.uuid.os.system' is nested too deep",
+        "builtins": "tests.testapp.jobs.__builtins__ is not a class (it is dict)",
+        "mismatch": "is stored with func_type 'function', but its func_type is 'classmethod'",
+    }
+    for run in bad.select_related("task"):
         assert run.status == "failed" and run.details["reason"] == "broken", dump
-        assert run.task.error and run.task.next_run is None
-        assert run.error == f"broken: {run.task.error}"
-    assert TaskRun.objects.filter(task__label__in=bad).count() == 2  # one run each
-    assert not Hit.objects.filter(name="builtins_changed").exists()
+        assert reasons[run.task.label] in run.task.error, dump
+        assert run.error == f"broken: {run.task.error}" and run.task.next_run is None, dump
+    assert bad.count() == 3, dump  # one run each: broken tasks stop firing
+    assert not Hit.objects.filter(name__in=["builtins_changed", "class_job"]).exists()
     assert Hit.objects.filter(name="builtins_intact", task_id=probe.pk).count() >= 2
+    assert "TypeError" not in worker.output()
     assert worker.process.poll() is None

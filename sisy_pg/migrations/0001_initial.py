@@ -14,6 +14,7 @@ import django.utils.timezone
 from django.db import migrations, models
 
 import sisy_pg.conf
+import sisy_pg.limits
 from sisy_pg.migration_utils import RunSisySQL
 
 
@@ -54,6 +55,7 @@ class Migration(migrations.Migration):
                         (
                             "callable_info",
                             models.JSONField(
+                                decoder=sisy_pg.limits.JSONDecoder,
                                 help_text="Description of the callable (see taskinfo_with_label)."
                             ),
                         ),
@@ -107,11 +109,17 @@ class Migration(migrations.Migration):
                                 help_text="Off: a fire that would overlap a running run is skipped.",
                             ),
                         ),
-                        ("userdata", models.JSONField(blank=True, default=dict)),
+                        (
+                            "userdata",
+                            models.JSONField(
+                                blank=True, decoder=sisy_pg.limits.JSONDecoder, default=dict
+                            ),
+                        ),
                         (
                             "options",
                             models.JSONField(
                                 blank=True,
+                                decoder=sisy_pg.limits.JSONDecoder,
                                 default=dict,
                                 help_text='Policies, e.g. {"missed": "skip", "grace": 30, '
                                 '"overlap": "buffer_one", "timeout": 600, "retries": 3, '
@@ -195,7 +203,15 @@ class Migration(migrations.Migration):
                             ),
                         ),
                         ("worker", models.CharField(blank=True, default="", max_length=255)),
-                        ("details", models.JSONField(blank=True, default=dict, editable=False)),
+                        (
+                            "details",
+                            models.JSONField(
+                                blank=True,
+                                decoder=sisy_pg.limits.JSONDecoder,
+                                default=dict,
+                                editable=False,
+                            ),
+                        ),
                         (
                             "task",
                             models.ForeignKey(

@@ -38,3 +38,4 @@ DROP FUNCTION sisy_job_pending_v1(bigint, interval);
 DROP FUNCTION sisy_job_alive_v1(bigint, interval);
 DROP FUNCTION sisy_cancel_run_job_v1(bigint);
 DROP FUNCTION sisy_defer_run_jobs_v1(text, text, bigint[], timestamptz[], integer, timestamptz);
+DROP FUNCTION sisy_json_limits_error_v1(jsonb);

@@ -40,6 +40,31 @@ SELECT set_config(
     true
 );
 
+-- Limits -------------------------------------------------------------------------
+
+-- Why a JSON document of sisy_task (userdata, options, callable_info) is
+-- beyond the limits, or NULL: nested more than 32 levels (objects and arrays;
+-- '{}' is one level), or more than 1 MiB of JSON text. The CHECK constraints
+-- below apply it to every writer; sisy_start_run_v1 breaks a task whose row
+-- predates them rather than hand it to a worker. sisy_pg/limits.py checks
+-- the same in Python (HARD_MAX_DEPTH, HARD_MAX_BYTES: a test keeps them
+-- equal), where settings may lower them. The depth costs no more than the
+-- limit: a container at level 32 (the document is level 0) is one too many,
+-- and nothing below it is read.
+CREATE FUNCTION sisy_json_limits_error_v1(p_document jsonb) RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path FROM CURRENT
+AS $$
+    SELECT CASE
+        WHEN jsonb_path_exists(
+                 p_document, 'strict $.**{32} ? (@.type() == "object" || @.type() == "array")'
+             )
+        THEN 'is nested more than 32 levels deep (at most 32)'
+        WHEN octet_length(p_document::text) > 1048576
+        THEN format('is %s bytes of JSON (at most 1048576)', octet_length(p_document::text))
+    END;
+$$;
+
 -- Tables -------------------------------------------------------------------------
 -- Column types are those Django gives the fields of sisy_pg.models (a test
 -- compares them); the defaults serve writers that bypass Django.
@@ -75,6 +100,15 @@ CREATE TABLE sisy_task (
         cardinality(regexp_split_to_array(btrim(schedule), '\s+')) BETWEEN 5 AND 6
     ),
     CONSTRAINT sisy_task_userdata_is_object CHECK (jsonb_typeof(userdata) = 'object'),
+    -- Depth and size (sisy_json_limits_error_v1): what Python's JSON parser,
+    -- the admin and the workers can read.
+    CONSTRAINT sisy_task_userdata_within_limits CHECK (sisy_json_limits_error_v1(userdata) IS NULL),
+    CONSTRAINT sisy_task_options_within_limits CHECK (sisy_json_limits_error_v1(options) IS NULL),
+    CONSTRAINT sisy_task_callable_info_within_limits
+        CHECK (sisy_json_limits_error_v1(callable_info) IS NULL),
+    -- No control character (Unicode category Cc): a newline or an escape
+    -- sequence would forge lines of manage.py sisy list and of the logs.
+    CONSTRAINT sisy_task_label_printable CHECK (label !~ '[\x01-\x1f\x7f-\u009f]'),
     -- The per-task policies (docs/reliability.md); sisy_pg.policies checks
     -- the same in Python with a message per key. Other keys are left to later
     -- releases.
@@ -693,7 +727,9 @@ $$;
 --     start -- or its instant): 'missed', not run late (not for the policy
 --     missed='all', which runs every instant, nor for a retry);
 --   * the task does not allow overlap and another of its runs executes on
---     a live worker: 'skipped', naming that run.
+--     a live worker: 'skipped', naming that run;
+--   * the task's row is beyond the limits (sisy_json_limits_error_v1): the
+--     run fails and the task is broken (sisy_break_task_v1): 'broken'.
 -- Returns the run's status afterwards (anything but 'running' means the
 -- caller must not run the callable: a run already running under another job
 -- is 'started_elsewhere'), its attempt (1 for the first), when it started
@@ -722,6 +758,7 @@ DECLARE
     other_id bigint;
     other_for timestamptz;
     started_now boolean := false;
+    beyond_limits text;
 BEGIN
     SELECT * INTO run FROM sisy_taskrun AS r WHERE r.id = p_run_id FOR UPDATE SKIP LOCKED;
     IF NOT FOUND THEN
@@ -743,6 +780,26 @@ BEGIN
     END IF;
     IF run.status = 'queued' THEN
         SELECT * INTO task FROM sisy_task AS t WHERE t.id = run.task_id;
+        -- A row written before the limits (or past the constraints) is not
+        -- handed to a worker, whose JSON parser it could exhaust: the task is
+        -- broken, with the reason, until a writer fixes the row.
+        beyond_limits := coalesce(
+            'userdata ' || sisy_json_limits_error_v1(task.userdata),
+            'options ' || sisy_json_limits_error_v1(task.options),
+            'callable_info ' || sisy_json_limits_error_v1(task.callable_info)
+        );
+        IF beyond_limits IS NOT NULL THEN
+            UPDATE sisy_taskrun AS r
+               SET status = 'running', started_at = now_, worker = p_worker,
+                   job_id = coalesce(r.job_id, p_job_id)
+             WHERE r.id = run.id;
+            PERFORM sisy_break_task_v1(
+                run.id, beyond_limits || ': the row is beyond the limits of sisy_task', ''
+            );
+            RETURN QUERY SELECT 'broken'::varchar, run.task_id, run.scheduled_for, NULL::integer,
+                                now_, NULL::float8;
+            RETURN;
+        END IF;
         SELECT * INTO policy FROM sisy_policy_v1(task.options, task.allow_overlap, p_default_grace);
         late_by := now_ - coalesce((run.details ->> 'due_at')::timestamptz, run.scheduled_for);
         IF policy.overlap IN ('skip', 'buffer_one') THEN

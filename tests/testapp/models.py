@@ -50,3 +50,20 @@ def _record_touch(row, message):
         scheduled_for=message["message"]["scheduled_for"],
         row_pk=str(row.pk),
     )
+
+
+class AsyncWidget(Widget):
+    """A Widget row whose ``touch`` is a coroutine, using Django's async ORM."""
+
+    class Meta:
+        proxy = True
+
+    async def touch(self, message):
+        await type(self).objects.filter(pk=self.pk).aupdate(touched=F("touched") + 1)
+        await Hit.objects.acreate(
+            name="AsyncWidget.touch",
+            task_id=message["task"].pk,
+            run_id=message["message"]["run_id"],
+            scheduled_for=message["message"]["scheduled_for"],
+            row_pk=str(self.pk),
+        )

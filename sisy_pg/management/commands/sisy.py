@@ -210,9 +210,9 @@ def health_problems(
     )
     broken = list(
         Task.objects.using(alias)
-        .with_status()
+        .in_state(TaskState.BROKEN)
         # A paused broken task fires nothing: no alarm until it is resumed.
-        .filter(current_state=TaskState.BROKEN, enabled=True)
+        .filter(enabled=True)
         .order_by("label")
         .values_list("label", flat=True)
     )

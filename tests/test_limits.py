@@ -1,0 +1,397 @@
+"""Bounded input (sisy_pg/limits.py): userdata, options and labels at every layer.
+
+Python (``task_with_callable``, ``save()``, ``bulk_create``), the admin's form and
+the database's constraints refuse the same documents, each with a message on
+its field; rows written before the limits (simulated: the constraints dropped,
+rows written by raw SQL, the constraints added back ``NOT VALID`` as a later
+migration would) are shown by the admin and ``manage.py sisy``, and a worker
+breaks their task instead of running it.
+"""
+
+import contextlib
+import io
+import json
+import re
+
+import pytest
+from django.core import checks
+from django.core.management import call_command
+from django.db import IntegrityError, connection, transaction
+from django.test import override_settings
+from django.urls import reverse
+from django.utils.html import escape
+
+from sisy_pg import limits
+from sisy_pg.checks import check_settings
+from sisy_pg.models import Task, TaskDefinitionError, TaskRun, task_with_callable
+from tests.conftest import wait_until
+from tests.test_admin import form_data
+from tests.testapp import jobs
+
+CALLABLE_INFO = json.dumps({"func_type": "function", "func_path": "tests.testapp.jobs.record"})
+# Nested 5,000 levels: more than Python's JSON parser (it recurses) can read.
+TOO_DEEP_TEXT = '{"deep": ' + "[" * 5000 + "]" * 5000 + "}"
+# What constraints limit what; dropped to write rows "from before the limits".
+CONSTRAINTS = {
+    "userdata": "sisy_task_userdata_within_limits",
+    "options": "sisy_task_options_within_limits",
+    "label": "sisy_task_label_printable",
+}
+
+
+def nested(depth: int) -> dict:
+    """An object nested ``depth`` levels (``{}`` is 1), built without recursion."""
+    inner: object = []
+    for _ in range(depth - 2):
+        inner = [inner]
+    return {"x": inner} if depth > 1 else {}
+
+
+def sql_error(document: object) -> str | None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT sisy_json_limits_error_v1(%s::jsonb)", [json.dumps(document)])
+        return cursor.fetchone()[0]
+
+
+def sql_size(document: object) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT octet_length(%s::jsonb::text)", [json.dumps(document)])
+        return cursor.fetchone()[0]
+
+
+# --- one set of limits: Python's defaults are the database's ------------------------
+
+
+@pytest.mark.django_db
+def test_python_and_the_database_draw_the_depth_limit_at_the_same_level():
+    assert limits.max_depth() == limits.HARD_MAX_DEPTH == 32
+    for depth in (1, 2, 31, 32):
+        assert limits.json_error("userdata", nested(depth)) is None
+        assert sql_error(nested(depth)) is None
+    for depth in (33, 34, 200):
+        assert "nested more than 32 levels" in limits.json_error("userdata", nested(depth))
+        assert sql_error(nested(depth)) == "is nested more than 32 levels deep (at most 32)"
+    # Objects count as arrays do, and scalars do not.
+    deep_objects = {"v": 1}
+    for _ in range(31):
+        deep_objects = {"o": deep_objects}
+    assert limits.json_error("userdata", deep_objects) is None
+    assert sql_error(deep_objects) is None
+    assert limits.json_error("userdata", {"o": deep_objects}) is not None
+    assert sql_error({"o": deep_objects}) is not None
+
+
+@pytest.mark.django_db
+def test_python_and_the_database_measure_the_size_alike_floats_included():
+    assert limits.max_bytes() == limits.HARD_MAX_BYTES == 1024 * 1024
+    # PostgreSQL writes 1e-07 as 0.0000001 and 1e300 with its 300 zeros; the
+    # text Python measures is the one PostgreSQL will write.
+    sample = {"floats": [1e-07, 1e300, 0.1, 123.0, 2.5e-12], "text": 'é\n\u0001"\\ 𝄞', "n": None}
+    base = sql_size(sample)
+    padding = limits.HARD_MAX_BYTES - base
+    at_limit = {**sample, "pad": "a" * (padding - len(', "pad": ""'))}
+    assert sql_size(at_limit) == limits.HARD_MAX_BYTES
+    assert limits.json_error("userdata", at_limit) is None
+    assert sql_error(at_limit) is None
+    beyond = {**at_limit, "pad": at_limit["pad"] + "a"}
+    assert limits.json_error("userdata", beyond) == (
+        f"userdata is {limits.HARD_MAX_BYTES + 1} bytes of JSON; at most 1048576 are allowed"
+    )
+    assert sql_error(beyond) == f"is {limits.HARD_MAX_BYTES + 1} bytes of JSON (at most 1048576)"
+
+
+@pytest.mark.django_db
+@override_settings(SISY_JSON_MAX_DEPTH=3, SISY_JSON_MAX_BYTES=100)
+def test_settings_lower_the_limits_for_python():
+    with pytest.raises(TaskDefinitionError) as info:
+        task_with_callable(jobs.record, userdata=nested(4))
+    assert "nested more than 3 levels deep" in info.value.message_dict["userdata"][0]
+    with pytest.raises(TaskDefinitionError) as info:
+        task_with_callable(jobs.record, userdata={"text": "a" * 100})
+    assert "at most 100 are allowed" in info.value.message_dict["userdata"][0]
+    task_with_callable(jobs.record, label="small", userdata=nested(3)).save()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("JSON_MAX_DEPTH", 33),
+        ("JSON_MAX_DEPTH", 0),
+        ("JSON_MAX_BYTES", 2**21),
+        ("JSON_MAX_BYTES", True),
+    ],
+)
+def test_a_limit_above_the_database_s_is_a_system_check_error(name, value):
+    with override_settings(**{f"SISY_{name}": value}):
+        errors = [m for m in check_settings() if m.id == "sisy.E008"]
+    assert len(errors) == 1 and errors[0].level == checks.ERROR
+    assert f"SISY_{name} must be a whole number from 1 to" in errors[0].msg
+
+
+# --- Python: one function, no recursion ------------------------------------------
+
+
+def test_the_check_never_recurses():
+    deep = nested(100_000)  # would exhaust the stack of any recursive check
+    assert "nested more than 32 levels" in limits.json_error("userdata", deep)
+    cyclic: dict = {}
+    cyclic["self"] = cyclic
+    assert "nested more than 32 levels" in limits.json_error("userdata", cyclic)
+    assert "lone surrogate" in limits.json_error("userdata", {"x": "\ud800"})
+    assert "NUL" in limits.json_error("options", {"deep": [[["a\x00"]]]})
+
+
+@pytest.mark.django_db
+def test_task_with_callable_save_and_bulk_create_refuse_each_document_on_its_field():
+    with pytest.raises(TaskDefinitionError) as info:
+        task_with_callable(jobs.record, userdata=nested(100_000))
+    assert "userdata is nested more than 32 levels" in info.value.message_dict["userdata"][0]
+    task = task_with_callable(jobs.record, label="options")
+    task.options = {"later": nested(1000)}
+    with pytest.raises(TaskDefinitionError) as info:
+        task.save()
+    assert "options is nested more than 32 levels" in info.value.message_dict["options"][0]
+    fine = task_with_callable(jobs.record, label="fine")
+    wide = task_with_callable(jobs.record, label="wide")
+    wide.userdata = {"x": "a" * limits.HARD_MAX_BYTES}
+    with pytest.raises(TaskDefinitionError) as info:
+        Task.objects.bulk_create([fine, wide])
+    assert "bytes of JSON; at most 1048576" in info.value.message_dict["1.userdata"][0]
+    assert not Task.objects.exists()
+
+
+# --- the database -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("column", ["userdata", "options", "callable_info"])
+def test_the_database_refuses_a_document_beyond_the_limits(column):
+    values = {"userdata": "{}", "options": "{}", "callable_info": CALLABLE_INFO}
+    values[column] = (
+        TOO_DEEP_TEXT
+        if column != "callable_info"
+        else json.dumps({**json.loads(CALLABLE_INFO), "deep": nested(40)})
+    )
+    with (
+        pytest.raises(IntegrityError, match=f"sisy_task_{column}_within_limits"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(
+            "INSERT INTO sisy_task (label, timezone, userdata, options, callable_info) "
+            "VALUES ('raw', 'UTC', %s, %s, %s)",
+            [values["userdata"], values["options"], values["callable_info"]],
+        )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("character", ["\n", "\r", "\t", "\x1b", "\x7f", "\x85", "\x9b"])
+def test_the_database_refuses_every_control_character_in_a_label(character):
+    assert limits.control_characters(f"a{character}b") == [character]
+    with (
+        pytest.raises(IntegrityError, match="sisy_task_label_printable"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(
+            "INSERT INTO sisy_task (label, timezone, callable_info) VALUES (%s, 'UTC', %s)",
+            [f"a{character}b", CALLABLE_INFO],
+        )
+
+
+@pytest.mark.django_db
+def test_printable_labels_pass_everywhere():
+    label = "Rapport é 𝄞 — « nightly » (v2)"
+    task_with_callable(jobs.record, label=label).save()
+    assert Task.objects.get().label == label
+    assert limits.printable(label) == label
+
+
+def test_printable_escapes_what_a_terminal_would_obey():
+    assert limits.printable("ok\n 99  forged\x1b[31m") == "ok\\n 99  forged\\x1b[31m"
+    assert "\n" not in limits.printable("a\u2028b\u202ec")
+
+
+# --- the admin's form ---------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("field", ["userdata", "options"])
+@pytest.mark.parametrize("depth", [500, 5000])
+def test_a_deep_document_typed_into_the_form_is_an_error_on_its_field(admin_client, field, depth):
+    text = '{"x": ' + "[" * depth + "]" * depth + "}"
+    response = admin_client.post(
+        reverse("admin:sisy_task_add"), form_data(label="typed", **{field: text})
+    )
+    assert response.status_code == 200
+    (message,) = response.context["adminform"].form.errors[field]
+    assert "nested more than 32 levels deep" in message or "cannot be read" in message
+    assert escape(text) in response.content.decode()  # shown again as typed
+    assert not Task.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_form_lets_a_browser_send_no_more_than_the_size_limit(admin_client):
+    page = admin_client.get(reverse("admin:sisy_task_add")).content.decode()
+    for field in ("userdata", "options"):
+        tag = re.search(f'<textarea[^>]*name="{field}"[^>]*>', page).group(0)
+        assert 'maxlength="1048576"' in tag
+
+
+@pytest.mark.django_db
+def test_a_request_beyond_data_upload_max_memory_size_is_django_s_400(admin_client):
+    """10 MB posted: Django refuses the body (DATA_UPLOAD_MAX_MEMORY_SIZE) before any view.
+
+    In a real deployment its CSRF middleware reads the body first, so no view
+    of sisy's can answer instead: the project's 400.html template is the page
+    (docs/admin.md). Nothing is saved.
+    """
+    big = json.dumps({"x": "a" * 10_000_000})
+    response = admin_client.post(reverse("admin:sisy_task_add"), form_data(userdata=big))
+    assert response.status_code == 400
+    assert not Task.objects.exists()
+
+
+# --- rows written before the limits -----------------------------------------------
+
+
+@contextlib.contextmanager
+def before_the_limits(*columns: str):
+    """Drop the constraints of ``columns``; add them back NOT VALID (as a later
+    migration would, leaving older rows as they are), and valid again at the end
+    once the rows written meanwhile are gone."""
+    with connection.cursor() as cursor:
+        definitions = {}
+        for column in columns:
+            cursor.execute(
+                "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = %s",
+                [CONSTRAINTS[column]],
+            )
+            definitions[column] = cursor.fetchone()[0]
+            cursor.execute(f"ALTER TABLE sisy_task DROP CONSTRAINT {CONSTRAINTS[column]}")
+    added = []
+    try:
+        yield lambda: added.extend(_add_back(definitions))
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DELETE FROM sisy_task")
+            for column in columns:
+                if column in added:
+                    cursor.execute(
+                        f"ALTER TABLE sisy_task VALIDATE CONSTRAINT {CONSTRAINTS[column]}"
+                    )
+                else:
+                    cursor.execute(
+                        f"ALTER TABLE sisy_task ADD CONSTRAINT {CONSTRAINTS[column]} "
+                        f"{definitions[column]}"
+                    )
+
+
+def _add_back(definitions: dict[str, str]) -> list[str]:
+    with connection.cursor() as cursor:
+        for column, definition in definitions.items():
+            cursor.execute(
+                f"ALTER TABLE sisy_task ADD CONSTRAINT {CONSTRAINTS[column]} {definition} NOT VALID"
+            )
+    return list(definitions)
+
+
+def insert_raw(label: str, *, userdata: str = "{}", options: str = "{}", schedule="* * * * *"):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO sisy_task (label, callable_info, timezone, schedule, userdata, options) "
+            "VALUES (%s, %s, 'UTC', %s, %s, %s) RETURNING id",
+            [label, CALLABLE_INFO, schedule, userdata, options],
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.django_db
+def test_the_admin_and_the_cli_show_rows_written_before_the_limits(admin_client):
+    admin_client.raise_request_exception = True  # a RecursionError fails the test
+    with before_the_limits("userdata", "options", "label") as add_back:
+        deep = insert_raw("deep", userdata=TOO_DEEP_TEXT, options=TOO_DEEP_TEXT)
+        forged = insert_raw("ok\n99  forged  scheduled\x1b[31m")
+        add_back()
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO sisy_taskrun (task_id, scheduled_for, status, details) "
+                "VALUES (%s, now(), 'failed', %s)",
+                [deep, TOO_DEEP_TEXT],
+            )
+        task = Task.objects.get(pk=deep)
+        assert isinstance(task.userdata, limits.UnreadableJSON)
+        assert isinstance(task.options, limits.UnreadableJSON)
+        assert task.policy == Task(options={}).policy  # the defaults
+
+        for url in (
+            reverse("admin:sisy_task_changelist"),
+            reverse("admin:sisy_taskrun_changelist"),
+            reverse("admin:sisy_taskrun_change", args=[TaskRun.objects.get().pk]),
+        ):
+            assert admin_client.get(url).status_code == 200, url
+        change = reverse("admin:sisy_task_change", args=[deep])
+        page = admin_client.get(change)
+        assert page.status_code == 200
+        assert escape(TOO_DEEP_TEXT) in page.content.decode()  # its text, to be replaced
+        # Saved as it is: an error on each field, nothing written.
+        response = admin_client.post(
+            change,
+            form_data(label="deep", userdata=TOO_DEEP_TEXT, options=TOO_DEEP_TEXT),
+        )
+        assert response.status_code == 200
+        errors = response.context["adminform"].form.errors
+        assert "userdata" in errors and "options" in errors
+        # Replaced: saved.
+        response = admin_client.post(change, form_data(label="deep"))
+        assert response.status_code == 302
+        assert Task.objects.get(pk=deep).userdata == {}
+
+        # save() names the field of a row read as it was.
+        with pytest.raises(TaskDefinitionError) as info:
+            Task.objects.get(pk=forged).save()
+        assert "label must not contain control characters" in info.value.message_dict["label"][0]
+
+        out = io.StringIO()
+        call_command("sisy", "list", stdout=out)
+        call_command("sisy", "show", str(forged), stdout=out)
+        assert all(not line.startswith("99") for line in out.getvalue().splitlines())
+        assert "\x1b" not in out.getvalue()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_breaks_a_task_beyond_the_limits_and_runs_the_others(start_worker):
+    worker = start_worker()
+    with before_the_limits("userdata", "options") as add_back:
+        deep_userdata = insert_raw("deep userdata", userdata=TOO_DEEP_TEXT, schedule="* * * * * *")
+        deep_options = insert_raw("deep options", options=TOO_DEEP_TEXT, schedule="* * * * * *")
+        add_back()
+        healthy = task_with_callable(jobs.record, label="healthy", schedule="* * * * * *")
+        healthy.save()
+        broken = wait_until(
+            lambda: (
+                dict(
+                    Task.objects.filter(pk__in=[deep_userdata, deep_options])
+                    .exclude(error="")
+                    .values_list("label", "error")
+                )
+                if Task.objects.filter(pk__in=[deep_userdata, deep_options], error="").count() == 0
+                else None
+            ),
+            timeout=30,
+        )
+        assert broken == {
+            "deep userdata": "userdata is nested more than 32 levels deep (at most 32): "
+            "the row is beyond the limits of sisy_task",
+            "deep options": "options is nested more than 32 levels deep (at most 32): "
+            "the row is beyond the limits of sisy_task",
+        }
+        fired = healthy.runs.filter(status="succeeded").count()
+        wait_until(lambda: healthy.runs.filter(status="succeeded").count() >= fired + 2, 30)
+        for task_id in (deep_userdata, deep_options):
+            runs = TaskRun.objects.filter(task_id=task_id)
+            # Failed (the reason on the run), the others cancelled: none left running.
+            assert set(runs.values_list("status", flat=True)) <= {"failed", "cancelled"}
+            assert runs.filter(status="failed", error__startswith="broken: ").exists()
+        assert Task.objects.get(pk=deep_userdata).next_run is None
+        assert "RecursionError" not in worker.output()

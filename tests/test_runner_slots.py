@@ -1,6 +1,8 @@
-"""The runner's callable slots and its care for runs when its job is cancelled (no database)."""
+"""The runner's callable slots, its care for runs when its job is cancelled, and where it
+awaits async callables (no database)."""
 
 import asyncio
+import threading
 
 import pytest
 
@@ -56,3 +58,35 @@ def test_outcomes_of_runs_are_gathered_with_their_exceptions():
 
     first, second = asyncio.run(scenario())
     assert isinstance(first, RuntimeError) and second == "succeeded"
+
+
+def test_an_async_callable_is_awaited_on_a_loop_of_its_own_while_its_thread_waits():
+    """Not on the worker's event loop (which a blocking coroutine would stall)."""
+    seen = {}
+
+    async def callable_coroutine():
+        seen["loop"] = asyncio.get_running_loop()
+        seen["thread"] = threading.get_ident()
+        await asyncio.sleep(0.05)
+        seen["done"] = True
+
+    def callable_thread():
+        runner._await_on_a_loop_of_its_own(callable_coroutine())
+        return threading.get_ident(), seen.get("done")
+
+    async def worker():
+        loop = asyncio.get_running_loop()
+        return loop, threading.get_ident(), await loop.run_in_executor(None, callable_thread)
+
+    worker_loop, worker_thread, (slot_thread, done_on_return) = asyncio.run(worker())
+    assert done_on_return  # the callable thread waited for the coroutine's end
+    assert seen["loop"] is not worker_loop
+    assert seen["thread"] not in (worker_thread, slot_thread)
+
+
+def test_an_async_callable_s_exception_reaches_its_callable_thread():
+    async def fails():
+        raise RuntimeError("boom in a coroutine")
+
+    with pytest.raises(RuntimeError, match="boom in a coroutine"):
+        runner._await_on_a_loop_of_its_own(fails())

@@ -726,3 +726,85 @@ def test_plan_from_now_on_the_second_pass():
     assert schedule.plan_from_now(PlanInput("*/15 * * * *", "America/New_York"), now) == Plan(
         next_run=utc("11-01 06:15")
     )
+
+
+# --- only the documented syntax --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("expression", "fragment"),
+    [
+        ("R * * * *", "'R' in the minute field is croniter's R (random), not supported"),
+        ("0 R * * *", "'R' in the hour field is croniter's R (random)"),
+        ("r(0-29)/5 * * * *", "croniter's R (random)"),
+        ("H * * * *", "'H' in the minute field is croniter's H (hashed), not supported"),
+        ("0 0 ? * *", "Quartz's ?, not supported: write *"),
+        ("0 0 15W * *", "a nearest weekday (W), not supported"),
+        ("0 0 * * 5L", "an L form, not supported"),
+        ("0 0 * * l5", "an L form, not supported"),
+        ("0 0 1-l * *", "an L form, not supported"),
+        ("5/15 * * * *", "a step without a range, not supported: write */n or a-b/n"),
+        ("* * * * * blursday", "not cron: an item is *, */n, a, a-b or a-b/n"),
+        ("0 0 1 * 1#2", "a day-of-week with # (1#2) needs * as day-of-month"),
+        ("0 0 8-14 * 1#2", "write '0 0 * * 1#2'"),
+    ],
+)
+def test_croniter_extensions_are_refused_with_what_they_are(expression, fragment):
+    with pytest.raises(ScheduleError, match=re.escape(fragment)) as info:
+        schedule.validate_schedule(expression)
+    assert str(info.value).startswith(f"schedule {expression!r} is not valid cron: ")
+
+
+def test_r_was_drawn_again_by_every_process():
+    """Why R is refused: croniter draws its value per parse (six parses, six minutes here)."""
+    minutes = {croniter("R * * * *").expanded[0][0] for _ in range(50)}
+    assert len(minutes) > 1
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["0 0 * 2 1#5", "0 9 * * mon#1", "0 0 * * 1#2,1#4", "0 0 1 jan-mar *", "0 0 1-31/2 * *"],
+)
+def test_the_documented_syntax_is_accepted(expression):
+    assert schedule.validate_schedule(expression) == expression
+
+
+def test_a_fifth_weekday_of_february_is_planned_however_far_away():
+    after = at(2026, 1, 1)
+    instants = []
+    for _ in range(3):
+        after = schedule.next_after("0 0 * 2 1#5", "UTC", after)
+        instants.append(after)
+    assert instants == [at(2044, 2, 29), at(2072, 2, 29), at(2112, 2, 29)]  # 40 years apart
+    plan = schedule.plan_from_now(PlanInput(schedule="0 0 * 2 1#5", timezone="UTC"), at(2026, 1, 1))
+    assert plan == Plan(next_run=at(2044, 2, 29))
+    assert schedule.last_before("0 0 * 2 1#5", "UTC", at(2110, 1, 1), at(2000, 1, 1)) == at(
+        2072, 2, 29
+    )
+
+
+# Day-of-month and day-of-week both restricted: croniter's rule (Sisy's), either
+# matches, even when one of them starts with * (Vixie cron and cronsim then
+# require both). docs/schedules.md#day-of-month-and-day-of-week.
+@pytest.mark.parametrize(
+    ("expression", "expected_days"),
+    [
+        # The odd days, and the Mondays (2026-06-01 is a Monday).
+        ("0 0 */2 * 1", [1, 3, 5, 7, 8, 9, 11, 13, 15, 17, 19, 21, 22, 23]),
+        # The 13th, and the Fridays.
+        ("0 0 13 * 5", [5, 12, 13, 19, 26]),
+        # Only one restricted: that one alone.
+        ("0 0 * * 1", [1, 8, 15, 22, 29]),
+        ("0 0 */10 * *", [1, 11, 21]),
+        # A # form: its days alone (day-of-month must be *).
+        ("0 0 * * 1#2", [8]),
+    ],
+)
+def test_the_day_fields_rule(expression, expected_days):
+    after, days = at(2026, 5, 31, 12), []
+    while True:
+        after = schedule.next_after(expression, "UTC", after)
+        if after.month != 6 or len(days) == len(expected_days):
+            break
+        days.append(after.day)
+    assert days == expected_days

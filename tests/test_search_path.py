@@ -156,26 +156,43 @@ def test_planning_and_running_with_temp_tables_use_the_real_tables():
     assert copies() == before
 
 
-def test_a_broken_run_and_an_operator_pause_with_temp_tables_use_the_real_tables():
-    task = make_task("Broken")
-    run_id, job_id = queued_run(task)
-    other = make_task("Paused")
-    other_run, other_job = queued_run(other)
+def test_breaking_timing_out_closing_and_pausing_with_temp_tables_use_the_real_tables():
+    broken = make_task("Broken")
+    broken_run, broken_job = queued_run(broken)
+    paused = make_task("Paused")
+    paused_run, paused_job = queued_run(paused)
+    # A run past its deadline, and a queued run whose job was cancelled behind sisy's back.
+    slow = make_task("Slow")
+    slow_run, _ = queued_run(slow)
+    sql(
+        "UPDATE public.sisy_taskrun SET status = 'running', started_at = now() - interval '1 h',"
+        " details = details || jsonb_build_object('deadline', now() - interval '1 s')"
+        " WHERE id = %s",
+        [slow_run],
+    )
+    orphan = make_task("Orphan")
+    orphan_run, orphan_job = queued_run(orphan)
+    sql("UPDATE public.procrastinate_jobs SET status = 'cancelled' WHERE id = %s", [orphan_job])
+    sql(
+        "UPDATE public.sisy_taskrun SET scheduled_for = clock_timestamp() WHERE id = %s",
+        [broken_run],
+    )
     shadow()
     before = copies()
-    sql("UPDATE public.sisy_taskrun SET scheduled_for = clock_timestamp() WHERE id = %s", [run_id])
-    assert (
-        one(
-            "SELECT status FROM sisy_start_run_v1(%s, %s, 'w1', '30 seconds', '60 seconds')",
-            [run_id, job_id],
-        )
-        == "running"
-    )
-    assert one("SELECT sisy_break_task_v1(%s, 'gone', '')", [run_id]) is True
-    assert one("SELECT error FROM public.sisy_task WHERE id = %s", [task.pk]) == "gone"
+
+    started = "SELECT status FROM sisy_start_run_v1(%s, %s, 'w1', '30 seconds', '60 seconds')"
+    assert one(started, [broken_run, broken_job]) == "running"
+    assert one("SELECT sisy_break_task_v1(%s, 'gone', '')", [broken_run]) is True
+    assert one("SELECT error FROM public.sisy_task WHERE id = %s", [broken.pk]) == "gone"
+
+    assert one("SELECT sisy_time_out_runs_v1('sisy', 'sisy.run')") == 1
+    assert run_status(slow_run) == "timed_out"
+    assert one("SELECT sisy_fail_orphaned_runs_v1('30 seconds', 'sisy', 'sisy.run')") >= 1
+    assert run_status(orphan_run) == "failed"
+
     sql("SELECT sisy_pause_v1('Paused')")
-    assert one("SELECT enabled FROM public.sisy_task WHERE id = %s", [other.pk]) is False
-    assert run_status(other_run) == "cancelled" and job_status(other_job) == "cancelled"
+    assert one("SELECT enabled FROM public.sisy_task WHERE id = %s", [paused.pk]) is False
+    assert run_status(paused_run) == "cancelled" and job_status(paused_job) == "cancelled"
     assert copies() == before
 
 

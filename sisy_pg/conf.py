@@ -61,7 +61,7 @@ DEFAULTS: dict[str, Any] = {
     # are these defaults: a setting may lower them, not raise them (see
     # sisy_pg/limits.py and check sisy.E008).
     "JSON_MAX_DEPTH": 32,
-    "JSON_MAX_BYTES": 1024 * 1024,
+    "JSON_MAX_BYTES": 1048576,
 }
 
 #: Settings of the original Sisy that mean nothing here (see checks.py).

@@ -59,7 +59,9 @@ class IndentedJSONField(forms.JSONField):
         # Beyond the limits (a row written before them): on one line, since
         # the indenting encoder recurses.
         indent = None if limits.json_error("value", value) else 2
-        return json.dumps(value, ensure_ascii=False, indent=indent, sort_keys=True, cls=self.encoder)
+        return json.dumps(
+            value, ensure_ascii=False, indent=indent, sort_keys=True, cls=self.encoder
+        )
 
     def bound_data(self, data: Any, initial: Any) -> Any:
         value = super().bound_data(data, initial)

@@ -274,7 +274,7 @@ class Task(models.Model):
     )
     callable_info = models.JSONField(
         decoder=limits.JSONDecoder,
-        help_text="Description of the callable (see taskinfo_with_label)."
+        help_text="Description of the callable (see taskinfo_with_label).",
     )
     schedule = models.CharField(
         max_length=255,
@@ -766,9 +766,7 @@ class TaskRun(models.Model):
     worker = models.CharField(max_length=255, blank=True, default="")
     # Facts about a run that later releases record (the columns are frozen,
     # as for Task.options).
-    details = models.JSONField(
-        default=dict, blank=True, editable=False, decoder=limits.JSONDecoder
-    )
+    details = models.JSONField(default=dict, blank=True, editable=False, decoder=limits.JSONDecoder)
 
     class Meta:
         ordering = ("-scheduled_for", "-id")

@@ -56,7 +56,7 @@ class Migration(migrations.Migration):
                             "callable_info",
                             models.JSONField(
                                 decoder=sisy_pg.limits.JSONDecoder,
-                                help_text="Description of the callable (see taskinfo_with_label)."
+                                help_text="Description of the callable (see taskinfo_with_label).",
                             ),
                         ),
                         (

@@ -37,6 +37,7 @@ from procrastinate import JobContext
 
 from . import callables, conf, procrastinate_seam
 from .store import Query, StartedRun, Store, default_store
+from .vocabulary import RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -157,9 +158,9 @@ def _call(info: dict[str, Any], message: dict[str, Any], using: str) -> Outcome:
         result = func(message)
         if inspect.isawaitable(result):  # an async def, or a sync function returning a coroutine
             _await_on_a_loop_of_its_own(result)
-        return Outcome("succeeded", time.perf_counter() - started)
+        return Outcome(RunStatus.SUCCEEDED, time.perf_counter() - started)
     except BaseException as exc:
-        return Outcome("failed", time.perf_counter() - started, exc, tb.format_exc())
+        return Outcome(RunStatus.FAILED, time.perf_counter() - started, exc, tb.format_exc())
     finally:
         try:
             close_old_connections()
@@ -371,11 +372,11 @@ async def _run(
     )
     exc = outcome.exception
     if exc is None:
-        if not await finish(status="succeeded"):
-            log.returned_late("succeeded")
-            return "timed_out"
-        log.ended("succeeded")
-        return "succeeded"
+        if not await finish(status=RunStatus.SUCCEEDED):
+            log.returned_late(RunStatus.SUCCEEDED)
+            return RunStatus.TIMED_OUT
+        log.ended(RunStatus.SUCCEEDED)
+        return RunStatus.SUCCEEDED
 
     error = f"{type(exc).__name__}: {exc}"
     attempt = started.attempt or 1
@@ -393,11 +394,11 @@ async def _run(
         if retry_at is not None:
             log.retrying(retry_at)
             return "retrying"
-    if not await finish(status="failed", error=error, traceback=outcome.traceback):
-        log.returned_late("failed")
-        return "timed_out"
-    log.ended("failed")
-    return "failed"
+    if not await finish(status=RunStatus.FAILED, error=error, traceback=outcome.traceback):
+        log.returned_late(RunStatus.FAILED)
+        return RunStatus.TIMED_OUT
+    log.ended(RunStatus.FAILED)
+    return RunStatus.FAILED
 
 
 class _RunLog:
@@ -425,7 +426,7 @@ class _RunLog:
         }
 
     def ended(self, status: str) -> None:
-        failed = status == "failed"
+        failed = status == RunStatus.FAILED
         detail = f": {self.outcome.exception!r}" if failed else ""
         logger.log(
             logging.ERROR if failed else logging.INFO,
@@ -441,7 +442,7 @@ class _RunLog:
             f"{self.outcome.exception!r}; retrying at {retry_at.isoformat()}",
             extra={
                 "action": "run_retry",
-                "status": "queued",
+                "status": RunStatus.QUEUED,
                 "retry_at": retry_at.isoformat(),
                 **self.extra,
             },
@@ -453,14 +454,24 @@ class _RunLog:
         if not first:
             logger.info(
                 f"{self.name}: failed, its callable cannot be resolved: {reason}",
-                extra={"action": "run_failed", "status": "failed", "reason": reason, **self.extra},
+                extra={
+                    "action": "run_failed",
+                    "status": RunStatus.FAILED,
+                    "reason": reason,
+                    **self.extra,
+                },
             )
             return
         logger.error(
             f"Task {self.extra['task_id']} ({self.extra['task']}) is broken and stops firing "
             f"until its row is fixed: {reason} (run {self.extra['run_id']} for "
             f"{self.extra['scheduled_for']})",
-            extra={"action": "task_broken", "status": "failed", "reason": reason, **self.extra},
+            extra={
+                "action": "task_broken",
+                "status": RunStatus.FAILED,
+                "reason": reason,
+                **self.extra,
+            },
         )
 
     def returned_late(self, outcome: str) -> None:
@@ -469,7 +480,7 @@ class _RunLog:
             "deemed lost); noted in its details",
             extra={
                 "action": "run_returned_late",
-                "status": "timed_out",
+                "status": RunStatus.TIMED_OUT,
                 "outcome": outcome,
                 **self.extra,
             },

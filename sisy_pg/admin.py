@@ -632,7 +632,8 @@ class TaskAdmin(_TaskAdminBase):
         task); say how many were done and why the others were not, and log each in its
         History (who, what, and why not)."""
         tasks = {task.pk: task for task in queryset}
-        acted = {r.task_id: r for r in Task.objects.filter(pk__in=list(tasks)).act(action)}
+        on = Task.objects.using(queryset.db)
+        acted = {r.task_id: r for r in on.filter(pk__in=list(tasks)).act(action)}
         # In the order of the page's rows; a task deleted meanwhile is left out.
         results = [acted[pk] for pk in tasks if pk in acted]
         done = [result for result in results if result.done]

@@ -10,7 +10,7 @@ layer keeps them within the same bounds:
   form): :func:`json_error`, with the limits of SISY_JSON_MAX_DEPTH and
   SISY_JSON_MAX_BYTES, which may lower (never raise) the hard limits below;
 - PostgreSQL: the CHECK constraints of ``sisy_task`` call
-  ``sisy_json_within_limits_v1`` (sql/schema.sql), written with the hard
+  ``sisy_json_limits_error_v1`` (sql/schema.sql), written with the hard
   limits: a test keeps the two equal;
 - reading: the models' JSON fields decode with :class:`JSONDecoder`, which
   turns a document too deep for Python into an :class:`UnreadableJSON`
@@ -27,10 +27,10 @@ from decimal import Decimal
 from typing import Any
 
 #: Deepest nesting of objects and arrays a document may have (``{}`` is 1,
-#: ``{"a": [1]}`` is 2): what sisy_json_within_limits_v1 allows.
+#: ``{"a": [1]}`` is 2): what sisy_json_limits_error_v1 allows.
 HARD_MAX_DEPTH = 32
 #: Largest document, in bytes of its JSON text as PostgreSQL writes it
-#: (``octet_length(document::text)``; 1 MiB): what sisy_json_within_limits_v1 allows.
+#: (``octet_length(document::text)``; 1 MiB): what sisy_json_limits_error_v1 allows.
 HARD_MAX_BYTES = 1024 * 1024
 #: The largest value of an ``integer`` column (iterations, fire_count).
 INTEGER_MAX = 2**31 - 1

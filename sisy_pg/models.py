@@ -109,9 +109,6 @@ def _validate_delay_until(delay_until: dt.datetime | None, using: str) -> None:
 # Columns the planner and the workers keep (see Task.save).
 STATE_FIELDS = ("next_run", "last_run", "fire_count", "finished_at", "error")
 
-_RUNNABLE = models.Q(enabled=True, finished_at=None, error="")
-
-
 # How "<task> cannot ..." ends, for each action.
 _CANNOT = {
     Action.RUN_NOW: "run",
@@ -223,8 +220,18 @@ class TaskQuerySet(models.QuerySet["Task"]):
         return super().bulk_create(tasks, batch_size=batch_size or 1000, **kwargs)
 
     def not_runnable(self) -> TaskQuerySet:
-        """The tasks ``run_now()`` leaves alone: paused, finished or broken."""
-        tasks: TaskQuerySet = self.exclude(_RUNNABLE)
+        """The tasks ``run_now()`` leaves alone: paused, finished or broken (the same rule)."""
+        refusal = models.Func(
+            models.Value(Action.RUN_NOW.value),
+            "enabled",
+            "finished_at",
+            "error",
+            function="sisy_refusal_v1",
+            output_field=models.CharField(),
+        )
+        tasks: TaskQuerySet = self.alias(run_now_refusal=refusal).filter(
+            models.Q(run_now_refusal__isnull=False)
+        )
         return tasks
 
     def with_status(self) -> TaskQuerySet:
@@ -467,6 +474,8 @@ class Task(models.Model):
         if not results:
             raise ValueError(f"{self} cannot {_CANNOT[action]}: it was deleted")
         self.refresh_from_db(fields=["enabled", "finished_at", "next_run", "error"])
+        for stale in ("current_state", "is_running", "last_status"):  # with_status()'s
+            self.__dict__.pop(stale, None)
         if results[0].refusal is not None:
             raise ActionRefused(self, action, results[0].refusal)
 
@@ -579,24 +588,27 @@ class Task(models.Model):
         """The task's state, as ``sisy_task_state_v1`` defines it for every edge.
 
         Read from ``TaskQuerySet.with_status()``'s annotation when there is
-        one, else asked of the database for this copy's values.
+        one, else asked of the database: for a saved task, of its row and runs
+        as they are now; for an unsaved one, of this copy's values.
         """
-        annotated = getattr(self, "current_state", None)
-        if annotated is None:
+        state = getattr(self, "current_state", None)
+        if state is None and self.pk is not None:
+            stored = (
+                type(self)
+                ._default_manager.using(self._database())
+                .with_status()
+                .filter(pk=self.pk)
+                .first()
+            )
+            state = getattr(stored, "current_state", None)
+        if state is None:
             with connections[self._database()].cursor() as cursor:
                 cursor.execute(
-                    "SELECT sisy_task_state_v1(%s, %s, %s, %s, %s, %s)",
-                    [
-                        self.error,
-                        self.finished_at,
-                        self.enabled,
-                        self.next_run,
-                        self.pk is not None and self.running,
-                        self.last_outcome if self.pk is not None else None,
-                    ],
+                    "SELECT sisy_task_state_v1(%s, %s, %s, %s, false, NULL)",
+                    [self.error, self.finished_at, self.enabled, self.next_run],
                 )
-                annotated = cursor.fetchone()[0]
-        return TaskState(annotated)
+                state = cursor.fetchone()[0]
+        return TaskState(state)
 
     @property
     def finished(self) -> bool:

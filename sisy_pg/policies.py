@@ -29,6 +29,7 @@ from typing import Any
 from . import conf, schedule
 from .vocabulary import (
     DEFAULT_MISSED,
+    DEFAULT_OVERLAP,
     DEFAULT_RETRIES,
     DEFAULT_RETRY_DELAY,
     MISSED_POLICIES,
@@ -91,7 +92,7 @@ class Policy:
     """A task's policies, defaults filled in."""
 
     missed: str = DEFAULT_MISSED
-    overlap: str = "allow"
+    overlap: str = DEFAULT_OVERLAP
     grace: dt.timedelta = dt.timedelta(seconds=60)
     timeout: float | None = None
     retries: int = DEFAULT_RETRIES
@@ -103,7 +104,7 @@ class Policy:
         grace = options.get("grace")
         return cls(
             missed=options.get("missed") or DEFAULT_MISSED,
-            overlap=options.get("overlap") or ("allow" if allow_overlap else "skip"),
+            overlap=options.get("overlap") or (DEFAULT_OVERLAP if allow_overlap else "skip"),
             grace=dt.timedelta(seconds=conf.settings.GRACE if grace is None else grace),
             timeout=options.get("timeout"),
             retries=int(options.get("retries") or DEFAULT_RETRIES),

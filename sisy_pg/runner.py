@@ -36,8 +36,9 @@ from django.db import close_old_connections, reset_queries
 from procrastinate import JobContext
 
 from . import callables, conf, procrastinate_seam
+from .limits import printable
 from .store import Query, StartedRun, Store, default_store
-from .vocabulary import RunStatus
+from .vocabulary import NotStarted, RunStatus
 
 logger = logging.getLogger(__name__)
 
@@ -268,7 +269,7 @@ async def _start_in_slots(
         except BaseException:
             slots.give_back(taken)
             raise
-        again = [run for run in started if run.status in ("early", "busy")]
+        again = [run for run in started if run.status in (NotStarted.EARLY, NotStarted.BUSY)]
         slots.give_back(len(again))
         runs += [
             asyncio.create_task(_run_in_slot(context, store, query, run, slots))
@@ -282,7 +283,7 @@ async def _start_in_slots(
                 f"again in {wait * 1000:.1f} ms",
                 extra={"action": "runs_again", "run_ids": [r.run_id for r in again], "wait": wait},
             )
-            if any(run.status == "early" for run in again):
+            if any(run.status == NotStarted.EARLY for run in again):
                 _clock.forget()
             pending = [run.run_id for run in again] + pending
             await asyncio.sleep(wait)
@@ -333,6 +334,15 @@ async def _run(
     record and log how it ended."""
     run_id, task = started.run_id, started.task
     if task is None:
+        if started.status == NotStarted.BROKEN:
+            # sisy_start_run_v1 found the task's row beyond sisy's limits (one
+            # written before them): the run failed, the task is broken.
+            logger.error(
+                f"Run {run_id} not started: its task's row is beyond sisy's limits, and the "
+                "task is broken until the row is fixed (sisy_task.error says why)",
+                extra={"action": "task_broken", "run_id": run_id, "status": started.status},
+            )
+            return started.status
         logger.info(
             f"Run {run_id} not started: {started.status}",
             extra={"action": "run_not_started", "run_id": run_id, "status": started.status},
@@ -413,12 +423,13 @@ class _RunLog:
         self.outcome = outcome
         self.lag_ms = (started.started_at - started.scheduled_for).total_seconds() * 1000
         self.name = (
-            f"Run {run_id} of task {task.pk} ({task.label}) for {started.scheduled_for.isoformat()}"
+            f"Run {run_id} of task {task.pk} ({printable(task.label)}) for "
+            f"{started.scheduled_for.isoformat()}"
         )
         self.extra = {
             "run_id": run_id,
             "task_id": task.pk,
-            "task": task.label,
+            "task": printable(task.label),
             "scheduled_for": started.scheduled_for.isoformat(),
             "attempt": started.attempt,
             "lag_ms": round(self.lag_ms, 3),

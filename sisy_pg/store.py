@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb, set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from . import limits, policies, procrastinate_seam, schedule, sql_files
+from .vocabulary import NotStarted
 
 if TYPE_CHECKING:
     from .models import Task
@@ -353,7 +354,8 @@ class Store:
             for row in rows
         }
         return [
-            started.get(run_id) or StartedRun(run_id, "missing", None, None, None, None, None)
+            started.get(run_id)
+            or StartedRun(run_id, NotStarted.MISSING, None, None, None, None, None)
             for run_id in run_ids
         ]
 

@@ -51,6 +51,16 @@ class Reason(models.TextChoices):
     DISABLED = "disabled", "the task was paused"
 
 
+class NotStarted(models.TextChoices):
+    """What ``sisy_start_run_v1`` answers, besides a run's status, for a run it did not start."""
+
+    BUSY = "busy", "another transaction holds the run's row: try again"
+    EARLY = "early", "its instant is still to come on the database's clock: try again"
+    MISSING = "missing", "the run is gone"
+    STARTED_ELSEWHERE = "started_elsewhere", "it is running under another job"
+    BROKEN = "broken", "its task's row is beyond sisy's limits: the task is broken"
+
+
 class TaskState(models.TextChoices):
     """A task's state, as ``sisy_task_state_v1`` decides it (in this order of precedence)."""
 
@@ -94,5 +104,6 @@ class Refusal(models.TextChoices):
 MISSED_POLICIES = ("coalesce", "skip", "all")
 OVERLAP_POLICIES = ("allow", "skip", "buffer_one")
 DEFAULT_MISSED = "coalesce"
+DEFAULT_OVERLAP = "allow"
 DEFAULT_RETRIES = 0
 DEFAULT_RETRY_DELAY = 10.0

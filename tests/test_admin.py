@@ -375,7 +375,10 @@ def test_a_finished_run_once_task_stays_finished_when_resumed(client):
     task = Task.run_once(jobs.record)
     Task.objects.filter(pk=task.pk).update(fire_count=1, finished_at=database_now(), enabled=False)
     (message,) = act(client, "resume", task.label)
-    assert message.startswith("1 task(s) not resumed, finished") and "change them to run it again" in message
+    assert (
+        message.startswith("1 task(s) not resumed, finished")
+        and "change them to run it again" in message
+    )
     assert not Task.objects.get(pk=task.pk).enabled
 
 

@@ -19,6 +19,7 @@ from sisy_pg.vocabulary import (
     MISSED_POLICIES,
     OVERLAP_POLICIES,
     Action,
+    NotStarted,
     Reason,
     Refusal,
     RunStatus,
@@ -130,3 +131,11 @@ def test_policy_defaults_are_the_same_in_python_and_sql(options, allow_overlap):
         python.retries,
         python.retry_delay,
     )
+
+
+def test_what_starting_a_run_answers_is_a_run_status_or_a_not_started_word():
+    ((source,),) = sql("SELECT prosrc FROM pg_proc WHERE proname = 'sisy_start_run_v1'")
+    # Its answer is the first column: a literal, or a CASE of literals, cast ::varchar.
+    answers = re.findall(r"((?:'\w+'|CASE [^;]*? END)::varchar)", source, re.S)
+    answered = {word for answer in answers for word in re.findall(r"'(\w+)'", answer)}
+    assert answered - set(RunStatus.values) == set(NotStarted.values)

@@ -39,6 +39,17 @@ SELECT set_config(
         || ', pg_temp',
     true
 );
+-- Applied outside a transaction (psql -f without -1), the setting above would
+-- be gone by the next statement, and the functions would pin a path that
+-- searches pg_temp first: refuse.
+DO $$
+BEGIN
+    IF current_setting('search_path') !~ ', pg_temp$' THEN
+        RAISE EXCEPTION 'sisy: apply this file in one transaction (psql -1 -v ON_ERROR_STOP=1 -f ...)'
+            USING HINT = 'Its search_path, with pg_temp last, holds for one transaction only.';
+    END IF;
+END;
+$$;
 
 -- Limits -------------------------------------------------------------------------
 
@@ -398,9 +409,12 @@ BEGIN
                 );
             END IF;
         END IF;
-    ELSIF TG_OP = 'UPDATE' AND NEW.callable_info IS DISTINCT FROM OLD.callable_info THEN
-        -- A new callable may mend a broken task: the planner plans it again
-        -- (a broken task has no next_run) and its next run tries it.
+    ELSIF TG_OP = 'UPDATE'
+          AND (NEW.callable_info, NEW.userdata, NEW.options)
+              IS DISTINCT FROM (OLD.callable_info, OLD.userdata, OLD.options) THEN
+        -- A new callable, or userdata / options brought within the limits,
+        -- may mend a broken task: the planner plans it again (a broken task
+        -- has no next_run) and its next run tries it.
         NEW.error := '';
     END IF;
 

@@ -21,6 +21,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections, transaction
 
 from sisy_pg import conf, procrastinate_seam, schedule
+from sisy_pg.limits import printable
 from sisy_pg.models import ActionRefused, Task, TaskRun, database_now
 from sisy_pg.schedule_text import describe, instants_of, seconds_first_warning
 from sisy_pg.schedule_text import (  # re-exported: tests/test_sisy_command.py imports it
@@ -100,7 +101,7 @@ def list_lines(tasks: Sequence[dict[str, Any]]) -> list[str]:
     rows = [
         (
             str(t["id"]),
-            t["label"][:40],
+            printable(t["label"])[:40],
             t["state"],
             t["schedule"],
             t["timezone"],
@@ -150,16 +151,18 @@ def instant_pairs(instants: Sequence[dt.datetime], zone_name: str) -> list[dict[
 
 def run_summary(run: TaskRun) -> dict[str, Any]:
     """A run as ``history`` and ``show`` show it."""
+    # A document too deep to read (a row written before sisy's limits) is no dict.
+    details = run.details if isinstance(run.details, dict) else {}
     return {
         "id": run.pk,
         "scheduled_for": iso(run.scheduled_for),
         "status": run.status,
-        "reason": (run.details or {}).get("reason"),
+        "reason": details.get("reason"),
         "lag": seconds(run.lag),
         "duration": seconds(
             run.finished_at - run.started_at if run.started_at and run.finished_at else None
         ),
-        "attempt": (run.details or {}).get("attempt"),
+        "attempt": details.get("attempt"),
         "error": first_line(run.error),
     }
 
@@ -381,7 +384,7 @@ class Command(BaseCommand):
         }
         fields = [
             ("id", task.pk),
-            ("label", task.label),
+            ("label", printable(task.label)),
             ("state", task.state),
             ("error", task.error),
             ("callable", task.callable_path),

@@ -324,3 +324,28 @@ def test_health_fails_for_broken_tasks_naming_a_few(live_worker):
 def test_subcommand_is_required():
     with pytest.raises(CommandError):
         call_command("sisy")
+
+
+@pytest.mark.parametrize("subcommand", ["show", "next", "history"])
+def test_a_task_is_named_by_its_id_where_a_label_is_taken(subcommand):
+    """The Why's case: `sisy show 1` said "no task labelled '1'" though `sisy list` leads with ids."""
+    task = make_task("Nightly")
+    by_id, by_label = sisy_json(subcommand, str(task.pk)), sisy_json(subcommand, "Nightly")
+    assert by_id == by_label and by_id["label"] == "Nightly"
+    with pytest.raises(CommandError, match=r"no task labelled '999999' \(nor with that id\)"):
+        sisy(subcommand, "999999")
+
+
+def test_a_label_that_looks_like_an_id_wins_over_the_id():
+    first = make_task("First")
+    make_task(str(first.pk), schedule="*/7 * * * *")
+    assert sisy_json("show", str(first.pk))["schedule"] == "*/7 * * * *"
+
+
+def test_clear_error_mends_a_broken_task_and_says_why_not_otherwise():
+    task = make_task("Broken")
+    break_task(task)
+    assert "error cleared" in sisy("clear-error", "Broken")[0]
+    assert Task.objects.get(pk=task.pk).error == ""
+    with pytest.raises(CommandError, match="it is not broken: it has no error to clear"):
+        sisy("clear-error", "Broken")

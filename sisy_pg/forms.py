@@ -70,7 +70,17 @@ class IndentedJSONField(forms.JSONField):
         return value
 
     def to_python(self, value: Any) -> Any:
-        converted = super().to_python(value)
+        try:
+            converted = super().to_python(value)
+        except ValidationError:
+            if isinstance(value, str) and len(value) >= limits.max_bytes():
+                # A browser cut a longer text at the textarea's maxlength: the
+                # cause is its size, not a typo.
+                raise ValidationError(
+                    f"This JSON is too big: at most {limits.max_bytes():,} bytes "
+                    "(SISY_JSON_MAX_BYTES); the browser cut it there, so it no longer parses."
+                ) from None
+            raise
         error = limits.json_error("this JSON", converted)
         if error:
             raise ValidationError(error[0].upper() + error[1:] + ".")

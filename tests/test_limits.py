@@ -239,6 +239,17 @@ def test_the_form_lets_a_browser_send_no_more_than_the_size_limit(admin_client):
 
 
 @pytest.mark.django_db
+def test_a_text_cut_at_the_size_limit_by_a_browser_is_called_too_big(admin_client):
+    """10 MB pasted: the browser sends the first 1,048,576 characters, which do not parse."""
+    cut = json.dumps({"x": "a" * 10_000_000})[: limits.max_bytes()]
+    response = admin_client.post(reverse("admin:sisy_task_add"), form_data(userdata=cut))
+    assert response.status_code == 200
+    (message,) = response.context["adminform"].form.errors["userdata"]
+    assert message.startswith("This JSON is too big: at most 1,048,576 bytes")
+    assert not Task.objects.exists()
+
+
+@pytest.mark.django_db
 def test_a_request_beyond_data_upload_max_memory_size_is_django_s_400(admin_client):
     """10 MB posted: Django refuses the body (DATA_UPLOAD_MAX_MEMORY_SIZE) before any view.
 

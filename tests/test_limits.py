@@ -308,6 +308,14 @@ def insert_raw(label: str, *, userdata: str = "{}", options: str = "{}", schedul
         return cursor.fetchone()[0]
 
 
+def python_reads(text: str) -> bool:
+    try:
+        json.loads(text)
+    except RecursionError:
+        return False
+    return True
+
+
 @pytest.mark.django_db
 def test_the_admin_and_the_cli_show_rows_written_before_the_limits(admin_client):
     admin_client.raise_request_exception = True  # a RecursionError fails the test
@@ -321,9 +329,14 @@ def test_the_admin_and_the_cli_show_rows_written_before_the_limits(admin_client)
                 [deep, TOO_DEEP_TEXT],
             )
         task = Task.objects.get(pk=deep)
-        assert isinstance(task.userdata, limits.UnreadableJSON)
-        assert isinstance(task.options, limits.UnreadableJSON)
-        assert task.policy == Task(options={}).policy  # the defaults
+        if python_reads(TOO_DEEP_TEXT):
+            # Python 3.13's parser reads what PostgreSQL can store (3.10 and 3.11's stop
+            # near 1,000 levels): the pages below must still not fail.
+            assert task.userdata == json.loads(TOO_DEEP_TEXT)
+        else:
+            assert isinstance(task.userdata, limits.UnreadableJSON)
+            assert isinstance(task.options, limits.UnreadableJSON)
+            assert task.policy == Task(options={}).policy  # the defaults
 
         for url in (
             reverse("admin:sisy_task_changelist"),
@@ -352,14 +365,16 @@ def test_the_admin_and_the_cli_show_rows_written_before_the_limits(admin_client)
             Task.objects.get(pk=forged).save()
         assert "label must not contain control characters" in info.value.message_dict["label"][0]
 
-        # No RecursionError: the documents read as UnreadableJSON.
+        # No RecursionError: the documents read as UnreadableJSON (or, where Python
+        # reads them, are shown as they are).
         TaskRun.objects.all().delete()
         Task.objects.filter(pk=deep).update(userdata=RawSQL("%s::jsonb", [TOO_DEEP_TEXT]))
         out = io.StringIO()
         call_command("sisy", "list", stdout=out)
         call_command("sisy", "show", "deep", stdout=out)
         call_command("sisy", "show", "deep", "--json", stdout=out)
-        assert "<unreadable JSON: 10010 characters" in out.getvalue()
+        shown = "[" * 5000 if python_reads(TOO_DEEP_TEXT) else "<unreadable JSON: 10010 characters"
+        assert shown in out.getvalue()
 
 
 @pytest.mark.django_db

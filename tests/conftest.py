@@ -159,3 +159,14 @@ def start_worker(transactional_db):
         # The planner and procrastinate's side tasks never failed.
         assert worker.expect_planner_errors or "sisy planner failed" not in output, output
         assert "Side task" not in output, output
+
+
+@pytest.fixture
+def admin_client(django_user_model):
+    """A logged-in superuser named "admin" (pytest-django's own hashes a password: slow)."""
+    from django.test import Client
+
+    user = django_user_model.objects.create_superuser("admin", "admin@example.com", None)
+    client = Client()
+    client.force_login(user)
+    return client

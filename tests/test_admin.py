@@ -19,12 +19,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def client(django_user_model):
-    """A logged-in superuser (pytest-django's admin_client hashes a password: slow)."""
-    user = django_user_model.objects.create_superuser("admin", "admin@example.com", None)
-    admin = Client()
-    admin.force_login(user)
-    return admin
+def client(admin_client):
+    """A logged-in superuser (tests/conftest.py)."""
+    return admin_client
 
 
 def form_data(**overrides):

@@ -17,11 +17,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def client(django_user_model):
-    user = django_user_model.objects.create_superuser("admin", "admin@example.com", None)
-    admin = Client()
-    admin.force_login(user)
-    return admin
+def client(admin_client):
+    """A logged-in superuser (tests/conftest.py)."""
+    return admin_client
 
 
 class _Form(HTMLParser):

@@ -14,7 +14,6 @@ from django.contrib.admin.models import LogEntry
 from django.contrib.messages import get_messages
 from django.core.management import CommandError, call_command
 from django.db import connection
-from django.test import Client
 from django.urls import reverse
 
 from sisy_pg.models import ActionRefused, Task, TaskRun, task_with_callable
@@ -116,21 +115,13 @@ def by_cli(task, action):
     return None
 
 
-@pytest.fixture
-def admin_client(django_user_model):
-    user = django_user_model.objects.create_superuser("boss", "boss@example.com", None)
-    client = Client()
-    client.force_login(user)
-    return client
-
-
 def by_admin(task, action, client):
     url = reverse("admin:sisy_task_do", args=[task.pk, action.value])
     response = client.post(url, follow=True)
     assert response.status_code == 200
     (message,) = [str(m) for m in get_messages(response.wsgi_request)]
     entry = LogEntry.objects.filter(object_id=str(task.pk)).latest("action_time")
-    assert entry.user.username == "boss"
+    assert entry.user.username == "admin"
     refusal = next((r for r in Refusal if f", {r.label}: " in message), None)
     if refusal is None:
         assert entry.get_change_message().endswith("(button)")

@@ -278,6 +278,11 @@ def locate(path: str, *, allowlist: bool = True) -> Target:
     if func_type == INSTANCEMETHOD:
         from django.db import models
 
+        if issubclass(cls, models.Model) and cls._meta.abstract:
+            raise CallableError(
+                f"{path!r} is an instance method of the abstract model {cls.__qualname__}, "
+                "which has no rows: name it on the concrete model whose row it runs on"
+            )
         if not issubclass(cls, models.Model):
             raise CallableError(
                 f"{path!r} is an instance method of {cls.__qualname__}, which is not a "
@@ -433,6 +438,13 @@ def _path_of(obj: Any) -> tuple[str, Any]:
         target = obj.__func__
         if not isinstance(obj.__self__, type):
             instance = obj.__self__
+        # Named on the class it is bound to, not the base class that defines it:
+        # the worker then binds it as the caller did (a subclass's overrides kept).
+        owner = obj.__self__ if instance is None else type(instance)
+        module_name = getattr(owner, "__module__", None)
+        qualname = getattr(owner, "__qualname__", None)
+        if module_name and qualname and "<" not in qualname:
+            return f"{module_name}.{qualname}.{target.__name__}", instance
     if inspect.ismodule(obj):
         raise CallableError(
             f"{obj.__name__!r} is a module, not a callable",
@@ -501,7 +513,8 @@ def _stored_target(info: Any) -> Target:
     if target.func_type != stored:
         raise CallableError(
             f"{path!r} is stored with func_type {stored!r}, but its func_type is "
-            f"{target.func_type!r}: save the task again to store what it is"
+            f"{target.func_type!r}: describe it again (task.funcinfo = "
+            f"funcinfo_from_string({path!r}), or save it from the admin's form)"
         )
     return target
 

@@ -375,7 +375,7 @@ def test_a_stored_func_type_that_disagrees_with_the_code_is_refused(stored, path
         callables.resolve(info)
     with pytest.raises(CallableError, match=message):
         callables.validate_info(info)
-    mended = callables.describe(path)  # what save() stores
+    mended = callables.describe(path)  # described again, as the admin's form does
     assert mended["func_type"] == actual and callables.resolve(mended)
 
 
@@ -405,3 +405,27 @@ def test_nothing_is_pickled_or_evaluated():
     ]
     offending = [str(p) for p in sources if forbidden.search(p.read_text())]
     assert sources and not offending
+
+
+def test_an_inherited_method_given_as_an_object_is_named_on_the_class_it_is_bound_to():
+    """Not on the base class that defines it: the worker binds it as the caller did."""
+    from tests.testapp import borrowed
+
+    info = callables.describe(borrowed.Child.inherited_job)
+    assert info["func_path"] == "tests.testapp.borrowed.Child.inherited_job"
+    assert info["func_type"] == "classmethod"
+    assert callables.resolve(info).__self__ is borrowed.Child
+
+
+@pytest.mark.django_db
+def test_a_method_of_an_abstract_model_is_refused_not_a_crash():
+    with pytest.raises(CallableError, match="abstract model Touchable, which has no rows"):
+        callables.describe("tests.testapp.models.Touchable.ping", pk_override=1)
+    with pytest.raises(CallableError, match="abstract model Touchable"):
+        callables.resolve(
+            {
+                "func_type": "instancemethod",
+                "func_path": "tests.testapp.models.Touchable.ping",
+                "model_pk": 1,
+            }
+        )

@@ -14,6 +14,16 @@ class Hit(models.Model):
     row_pk = models.CharField(max_length=100, blank=True, default="")
 
 
+class Touchable(models.Model):
+    """An abstract model: it has no rows, so its methods cannot be bound to one."""
+
+    class Meta:
+        abstract = True
+
+    def ping(self, message):
+        pass
+
+
 class Widget(models.Model):
     name = models.CharField(max_length=50, default="widget")
     touched = models.IntegerField(default=0)

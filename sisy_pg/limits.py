@@ -32,6 +32,10 @@ HARD_MAX_DEPTH = 32
 #: Largest document, in bytes of its JSON text as PostgreSQL writes it
 #: (``octet_length(document::text)``; 1 MiB): what sisy_json_limits_error_v1 allows.
 HARD_MAX_BYTES = 1024 * 1024
+#: The most digits a number may have before its decimal point: Python reads at most
+#: 4,300 (``sys.get_int_max_str_digits()``), and PostgreSQL's jsonb stores far more.
+HARD_MAX_DIGITS = 4000
+_TOO_LONG = 10**HARD_MAX_DIGITS
 #: The largest value of an ``integer`` column (iterations, fire_count).
 INTEGER_MAX = 2**31 - 1
 #: The largest value of a ``bigint`` column (ids).
@@ -39,7 +43,8 @@ BIGINT_MAX = 2**63 - 1
 
 
 class UnreadableJSON:
-    """A stored JSON document Python's parser cannot read (nested too deep for it).
+    """A stored JSON document Python's parser cannot read (nested too deep, or a number
+    too long for it).
 
     What the models' JSON fields hold instead of raising ``RecursionError``:
     its text is kept (the admin shows it), it is never taken for data, and
@@ -51,7 +56,8 @@ class UnreadableJSON:
 
     def __str__(self) -> str:
         return (
-            f"<unreadable JSON: {len(self.text)} characters nested too deep to read; "
+            f"<unreadable JSON: {len(self.text)} characters nested too deep to read, or with "
+            "a number too long; "
             "replace it with a document within the limits>"
         )
 
@@ -59,20 +65,29 @@ class UnreadableJSON:
 
 
 class JSONDecoder(json.JSONDecoder):
-    """Django's JSON decoding, but a document too deep to parse becomes an UnreadableJSON."""
+    """Django's JSON decoding, but a document Python cannot parse becomes an UnreadableJSON.
+
+    Too deep for its parser (``RecursionError``), or holding an integer of more
+    digits than Python converts (``ValueError``): PostgreSQL's jsonb takes both.
+    """
 
     def decode(self, s: str, *args: Any, **kwargs: Any) -> Any:
         try:
             return super().decode(s, *args, **kwargs)
-        except RecursionError:
+        except (RecursionError, ValueError) as exc:
+            if isinstance(exc, json.JSONDecodeError):
+                raise  # not JSON at all: not what a jsonb column holds
             return UnreadableJSON(s)
+
+
+_DECODER = JSONDecoder()
 
 
 def loads(text: str | bytes) -> Any:
     """``json.loads`` with :class:`JSONDecoder` (for psycopg connections' loaders)."""
     if isinstance(text, (bytes, bytearray, memoryview)):
         text = bytes(text).decode()
-    return JSONDecoder().decode(text)
+    return _DECODER.decode(text)
 
 
 def max_depth() -> int:
@@ -97,21 +112,27 @@ def _text_size_correction(number: float) -> int:
     return len(format(Decimal(written), "f")) - len(written)
 
 
-def json_error(name: str, value: Any) -> str | None:
+def json_error(name: str, value: Any, *, settings: bool = True) -> str | None:
     """Why JSON ``value`` (field ``name``) cannot be stored, or None.
 
-    Too deep, too big, NUL characters (PostgreSQL's jsonb has none), lone
-    surrogates, NaN, or not JSON at all. The nesting is walked without
+    Too deep, too big, a number of more than HARD_MAX_DIGITS digits, NUL
+    characters (PostgreSQL's jsonb has none), lone surrogates, NaN, or not
+    JSON at all. The nesting is walked without
     recursion, so no document can exhaust the stack, and the walk stops at
     the first level too deep; the size is that of the JSON text PostgreSQL
     will write (it prints floats in full: ``1e-07`` is ``0.0000001``).
+    ``settings=False`` checks the hard limits alone (the database's), not the
+    settings' lower ones: for a document users do not write, the callable's.
     """
     if isinstance(value, UnreadableJSON):
         return (
             f"{name} as stored cannot be read: it is nested deeper than "
-            f"{max_depth()} levels (the limit); replace it"
+            f"{max_depth()} levels, or holds a number of more than {HARD_MAX_DIGITS} digits "
+            "(the limits); replace it"
         )
-    depth_limit, size_limit = max_depth(), max_bytes()
+    depth_limit, size_limit = (
+        (max_depth(), max_bytes()) if settings else (HARD_MAX_DEPTH, HARD_MAX_BYTES)
+    )
     correction = 0
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
@@ -126,6 +147,11 @@ def json_error(name: str, value: Any) -> str | None:
         if isinstance(item, float):
             correction += _text_size_correction(item)
             continue
+        if isinstance(item, int) and not -_TOO_LONG < item < _TOO_LONG:
+            return (
+                f"{name} holds a number of more than {HARD_MAX_DIGITS} digits; "
+                "Python cannot read it back"
+            )
         if isinstance(item, dict):
             children: list[Any] = [*item.keys(), *item.values()]
         elif isinstance(item, (list, tuple)):

@@ -671,7 +671,10 @@ class Task(models.Model):
         options_errors = [options_error] if options_error else policies.options_errors(self.options)
         if options_errors:
             errors["options"] = "; ".join(options_errors)
+        callable_info_error = limits.json_error("callable_info", self.callable_info, settings=False)
         try:
+            if callable_info_error:
+                raise callables.CallableError(callable_info_error)
             callables.validate_info(self.callable_info)
         except callables.CallableError as exc:
             errors["callable_info"] = str(exc)
@@ -707,7 +710,11 @@ class Task(models.Model):
             value = getattr(self, name)
             if name == "id" and not isinstance(value, int):
                 continue  # None (a new task), or a key Django converts
-            if not isinstance(value, int) or not lowest <= value <= largest:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or not lowest <= value <= largest
+            ):
                 forever = " (forever)" if name == "iterations" else ""
                 errors[name] = (
                     f"{name} must be a whole number from {lowest}{forever} to {largest}, "

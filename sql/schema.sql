@@ -38,7 +38,9 @@
 SELECT set_config(
     'search_path',
     (SELECT string_agg(quote_ident(s.name), ', ' ORDER BY s.position)
-       FROM unnest(current_schemas(false)) WITH ORDINALITY AS s(name, position))
+       FROM unnest(current_schemas(false)) WITH ORDINALITY AS s(name, position)
+      -- a temporary schema is another session's tomorrow
+      WHERE s.name !~ '^pg_temp_')
         || ', pg_temp',
     true
 );
@@ -47,7 +49,9 @@ SELECT set_config(
 -- searches pg_temp first: refuse.
 DO $$
 BEGIN
-    IF current_setting('search_path') !~ ', pg_temp$' THEN
+    IF current_setting('search_path') !~ ', pg_temp$'
+       OR current_setting('search_path') ~ 'pg_temp_'
+    THEN
         RAISE EXCEPTION 'sisy: apply this file in one transaction (psql -1 -v ON_ERROR_STOP=1 -f ...)'
             USING HINT = 'Its search_path, with pg_temp last, holds for one transaction only.';
     END IF;
@@ -74,6 +78,10 @@ AS $$
                  p_document, 'strict $.**{32} ? (@.type() == "object" || @.type() == "array")'
              )
         THEN 'is nested more than 32 levels deep (at most 32)'
+        WHEN jsonb_path_exists(
+                 p_document, 'strict $.** ? (@.type() == "number" && (@ >= 1e4000 || @ <= -1e4000))'
+             )
+        THEN 'holds a number of more than 4000 digits (Python cannot read it back)'
         WHEN octet_length(p_document::text) > 1048576
         THEN format('is %s bytes of JSON (at most 1048576)', octet_length(p_document::text))
     END;
@@ -682,7 +690,8 @@ BEGIN
                finished_at = CASE WHEN p.finished THEN clock_timestamp() ELSE t.finished_at END,
                error = p.error,
                last_run = coalesce(f.last_run, t.last_run),
-               fire_count = t.fire_count + coalesce(f.count, 0)
+               -- Saturated: one task at the integer's end must not fail the batch.
+               fire_count = least(t.fire_count::bigint + coalesce(f.count, 0), 2147483647)::integer
           FROM unnest(p_plan_task_ids, p_plan_next_runs, p_plan_finished, p_plan_errors)
                AS p(task_id, next_run, finished, error)
           LEFT JOIN fired AS f ON f.task_id = p.task_id

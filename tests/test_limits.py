@@ -424,3 +424,78 @@ def test_a_worker_breaks_a_task_beyond_the_limits_and_runs_the_others(start_work
             assert runs.filter(status="failed", error__startswith="broken: ").exists()
         assert Task.objects.get(pk=deep_userdata).next_run is None
         assert "RecursionError" not in worker.output()
+
+
+# --- numbers Python cannot read back ------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_python_and_the_database_draw_the_number_length_limit_alike():
+    longest, too_long = {"n": 10**4000 - 1}, {"n": 10**4000}
+    assert limits.json_error("userdata", longest) is None
+    assert sql_error(longest) is None
+    assert "more than 4000 digits" in limits.json_error("userdata", too_long)
+    assert "more than 4000 digits" in sql_error(too_long)
+    assert "more than 4000 digits" in sql_error({"n": [-(10**4000)]})
+
+
+@pytest.mark.django_db
+def test_a_number_too_long_for_python_written_before_the_rule_is_unreadable_not_a_crash():
+    """jsonb stores 1e5000 as 5,001 digits; Python refuses to convert more than 4,300."""
+    with before_the_limits("userdata", "options"):
+        long = insert_raw("long", userdata='{"n": 1e5000}', options='{"n": 1e5000}')
+        task = Task.objects.get(pk=long)
+        assert isinstance(task.userdata, limits.UnreadableJSON)
+        assert isinstance(task.options, limits.UnreadableJSON)
+        out = io.StringIO()
+        call_command("sisy", "list", stdout=out)
+        call_command("sisy", "show", "long", stdout=out)
+        assert "long" in out.getvalue()
+
+
+@pytest.mark.django_db
+def test_callable_info_beyond_the_limits_is_an_error_on_its_field_not_an_integrity_error():
+    task = task_with_callable(jobs.record, label="big")
+    task.callable_info = {**task.callable_info, "extra": nested(40)}
+    with pytest.raises(TaskDefinitionError) as info:
+        task.save()
+    assert "nested more than 32 levels" in info.value.message_dict["callable_info"][0]
+
+
+@pytest.mark.django_db
+def test_a_boolean_is_no_number_of_iterations():
+    task = task_with_callable(jobs.record, label="bool")
+    task.iterations = True
+    with pytest.raises(TaskDefinitionError) as info:
+        task.save()
+    assert "iterations must be a whole number" in info.value.message_dict["iterations"][0]
+
+
+@pytest.mark.django_db
+def test_a_task_at_the_end_of_fire_count_does_not_fail_the_planner_s_batch():
+    ended = task_with_callable(jobs.record, label="ended", schedule="0 0 1 1 *")
+    ended.save()
+    healthy = task_with_callable(jobs.record, label="healthy", schedule="0 0 1 1 *")
+    healthy.save()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE sisy_task SET fire_count = %s WHERE id = %s", [limits.INTEGER_MAX, ended.pk]
+        )
+        instant = "2030-01-01T00:00:00+00:00"
+        cursor.execute(
+            "SELECT sisy_store_decisions_v1('sisy', 'sisy.run', %s, %s, %s, %s, %s::jsonb[],"
+            " %s, %s, %s, %s, 1)",
+            [
+                [ended.pk, healthy.pk],
+                [instant, instant],
+                ["queued", "queued"],
+                ["", ""],
+                ["{}", "{}"],
+                [ended.pk, healthy.pk],
+                ["2031-01-01T00:00:00+00:00"] * 2,
+                [False, False],
+                ["", ""],
+            ],
+        )
+        cursor.execute("SELECT label, fire_count FROM sisy_task ORDER BY label")
+        assert cursor.fetchall() == [("ended", limits.INTEGER_MAX), ("healthy", 1)]

@@ -8,9 +8,11 @@ to the schemas it was created in, with ``pg_temp`` last.
 
 import datetime as dt
 
+import psycopg
 import pytest
 from django.db import connection
 
+from sisy_pg import sql_files
 from sisy_pg.models import task_with_callable
 from tests.test_sql import claim, make_due
 from tests.testapp import jobs
@@ -206,3 +208,42 @@ def test_every_function_pins_pg_temp_last():
     unpinned = {name: path for name, path in rows if not (path or "").endswith(", pg_temp")}
     assert unpinned == {}
     assert {path for _, path in rows} == {"search_path=public, pg_temp"}
+
+
+def test_a_temporary_schema_of_the_migrating_session_is_never_pinned():
+    """A session whose path names pg_temp, with a temp table already made, applies the schema:
+    its pg_temp_N (another session's tomorrow) must not be pinned before the tables."""
+    from tests.test_schema import fresh_database
+
+    with fresh_database() as conn:
+        conn.execute("BEGIN")
+        conn.execute("SET LOCAL search_path = pg_temp, public")
+        conn.execute("CREATE TEMP TABLE scratch (i integer)")
+        conn.execute(sql_files.read("schema.sql"))
+        conn.execute("COMMIT")
+        paths = {
+            setting
+            for (config,) in conn.execute(
+                r"SELECT proconfig FROM pg_proc WHERE proname LIKE 'sisy\_%'"
+            )
+            for setting in config or ()
+            if setting.startswith("search_path=")
+        }
+    assert paths == {"search_path=public, pg_temp"}
+
+
+def test_the_schema_refuses_to_be_applied_outside_one_transaction():
+    """psql -f without -1: each statement its own transaction, the pinned path lost."""
+    from tests.test_schema import fresh_database
+
+    header = sql_files.read("schema.sql").split("-- Limits ---")[0]
+    set_path = "SELECT set_config(" + header.split("SELECT set_config(", 1)[1].split(";")[0]
+    guard = "DO $$" + header.split("DO $$", 1)[1].rsplit("$$;", 1)[0] + "$$"
+    with fresh_database() as conn:  # autocommit: one transaction per statement
+        conn.execute(set_path)
+        with pytest.raises(psycopg.errors.RaiseException, match="in one transaction"):
+            conn.execute(guard)
+        conn.execute("BEGIN")
+        conn.execute(set_path)
+        conn.execute(guard)  # in one transaction: accepted
+        conn.execute("ROLLBACK")

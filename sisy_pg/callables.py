@@ -500,8 +500,7 @@ def _stored_target(info: Any) -> Target:
 
     A row that says "function" for a path that is a classmethod (written by
     hand, or left behind by a change of the code) is refused rather than
-    guessed at: ``save()`` stores what the path is, so a row saved again is
-    mended.
+    guessed at: describing the path again (the admin's form does) mends it.
     """
     path = info.get("func_path") if isinstance(info, dict) else None
     if not isinstance(path, str) or not path:

@@ -8,9 +8,10 @@ made by any writer (ORM, admin, migration, psql) is obeyed at once.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime as dt
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
@@ -672,12 +673,13 @@ class Task(models.Model):
         if options_errors:
             errors["options"] = "; ".join(options_errors)
         callable_info_error = limits.json_error("callable_info", self.callable_info, settings=False)
-        try:
-            if callable_info_error:
-                raise callables.CallableError(callable_info_error)
-            callables.validate_info(self.callable_info)
-        except callables.CallableError as exc:
-            errors["callable_info"] = str(exc)
+        if callable_info_error:
+            errors["callable_info"] = callable_info_error
+        else:
+            try:
+                callables.validate_info(self.callable_info)
+            except callables.CallableError as exc:
+                errors["callable_info"] = str(exc)
         for name in ("start_running", "end_running"):
             value = getattr(self, name)
             if value is not None and timezone.is_naive(value):
@@ -878,30 +880,29 @@ def taskinfo_with_label(label: str) -> dict[str, Any]:
 # sisy-pg's own API (task_with_callable, save, the admin) says more.
 
 
-def _raise_in_sisy_words(exc: callables.CallableError) -> None:
-    """Raise what Sisy 1.0b3 raised for the refusal ``exc``, if Sisy refused it too."""
-    if exc.sisy_message is not None:
-        raise type(exc)(exc.sisy_message) from exc
+@contextlib.contextmanager
+def _in_sisy_words() -> Iterator[None]:
+    """A refusal raised as Sisy 1.0b3 worded it, where Sisy refused it too."""
+    try:
+        yield
+    except callables.CallableError as exc:
+        if exc.sisy_message is not None:
+            raise type(exc)(exc.sisy_message) from exc
+        raise
 
 
 def get_func_info(the_callable: Any, pk_override: Any = None) -> dict[str, Any]:
     """The description ``task_with_callable`` stores for ``the_callable``."""
-    try:
+    with _in_sisy_words():
         return callables.describe(the_callable, pk_override=pk_override)
-    except callables.CallableError as exc:
-        _raise_in_sisy_words(exc)
-        raise
 
 
 def funcinfo_from_string(dotted_path: str, pk_override: Any = None) -> dict[str, Any]:
     """The description of the callable at ``dotted_path``."""
     if not isinstance(dotted_path, str):
         raise ValueError(f"dotted_path must be a string, not {type(dotted_path).__name__}")
-    try:
+    with _in_sisy_words():
         return callables.describe(dotted_path, pk_override=pk_override)
-    except callables.CallableError as exc:
-        _raise_in_sisy_words(exc)
-        raise
 
 
 def get_module_member_by_dottedpath(path: str) -> Any:
@@ -922,13 +923,10 @@ def func_from_string(dotted_path: str) -> Callable[..., Any]:
     """
     if not isinstance(dotted_path, str):
         raise ValueError(f"path must be a dotted string, not {type(dotted_path).__name__}")
-    try:
+    with _in_sisy_words():
         target = callables.locate(dotted_path, allowlist=False)
         if target.func_type == callables.INSTANCEMETHOD:
             raise callables.unbound_error(target)
-    except callables.CallableError as exc:
-        _raise_in_sisy_words(exc)
-        raise
     return target.bind()
 
 

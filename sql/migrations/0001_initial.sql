@@ -59,7 +59,8 @@ $$;
 
 -- Why a JSON document of sisy_task (userdata, options, callable_info) is
 -- beyond the limits, or NULL: nested more than 32 levels (objects and arrays;
--- '{}' is one level), or more than 1 MiB of JSON text. The CHECK constraints
+-- '{}' is one level), a number of more than 4000 digits (Python reads at
+-- most 4300), or more than 1 MiB of JSON text. The CHECK constraints
 -- below apply it to every writer; sisy_start_run_v1 breaks a task whose row
 -- predates them rather than hand it to a worker. sisy_pg/limits.py checks
 -- the same in Python (HARD_MAX_DEPTH, HARD_MAX_BYTES: a test keeps them

@@ -4,9 +4,10 @@ One command with subcommands (``list``, ``show``, ``next``, ``run``,
 ``pause``, ``resume``, ``clear-error``, ``history``, ``check``, ``health``), so
 that an operator needs neither the admin nor psql. A task is named by its
 label or its id (``sisy_task_id_v1``: the label wins), and what may be done to
-it is decided by the database (``sisy_act_v1``), as for the admin and psql. Those that print data take
-``--json`` for scripts. Failures raise ``CommandError``: a one-line message
-and a non-zero exit status (``health`` is meant for liveness probes).
+it is decided by the database (``sisy_act_v1``), as for the admin and psql.
+Those that print data take ``--json`` for scripts. Failures raise
+``CommandError``: a one-line message and a non-zero exit status (``health``
+is meant for liveness probes).
 """
 
 from __future__ import annotations

@@ -62,6 +62,38 @@ DEFAULTS: dict[str, Any] = {
     # sisy_pg/limits.py and check sisy.E008).
     "JSON_MAX_DEPTH": 32,
     "JSON_MAX_BYTES": 1048576,
+    # --- Liveness (docs/reliability.md) ---
+    # The most callable slots of a worker (its --concurrency) that the runs of
+    # one task may hold at once, threads of runs that timed out but never
+    # returned included. None: half the concurrency, at least 1. A run that
+    # would take more is recorded as skipped (reason fair_share), not queued.
+    "TASK_SLOTS": None,
+    # Seconds every callable slot of a worker may stay held by runs past their
+    # timeout before the worker exits (status 3) for its supervisor to restart
+    # it: a thread cannot be stopped, a process can. None: never.
+    "STUCK_EXIT_AFTER": 60.0,
+    # Seconds a stopping worker (SIGTERM, SIGINT) waits for the callables
+    # still running before it records them as interrupted and exits.
+    # procrastinate's shutdown_graceful_timeout, when set, wins.
+    "SHUTDOWN_TIMEOUT": 20.0,
+    # A planner or runner statement slower than this many seconds is logged
+    # as a stall, with its cause (a lock and who holds it, a lost connection).
+    "STALL_WARNING": 2.0,
+    # Seconds between the self-addressed NOTIFYs by which a worker checks that
+    # notifications reach its LISTEN connections (a pooler in transaction
+    # mode drops them); one is also sent at start.
+    "NOTIFY_PROBE_INTERVAL": 60.0,
+    # While notifications do not arrive: how often (seconds) the planner looks
+    # for changed tasks and the worker for new jobs.
+    "POLL_INTERVAL": 0.5,
+    # The Django database alias of a direct connection (not through a pooler
+    # in transaction mode) for the LISTEN connections of the planner and of
+    # procrastinate's job listener. None: procrastinate's alias.
+    "LISTEN_DATABASE": None,
+    # Seconds a runner keeps trying to record a run's start or outcome while
+    # the database is unreachable or read-only (a failover) before giving up
+    # on that run (the housekeeping then closes it).
+    "OUTAGE_TOLERANCE": 300.0,
 }
 
 #: Settings of the original Sisy that mean nothing here (see checks.py).

@@ -49,6 +49,8 @@ class Reason(models.TextChoices):
     WORKER_LOST = "worker_lost", "its worker stopped without reporting"
     NOT_STARTED = "not_started", "its job ended before the run began"
     DISABLED = "disabled", "the task was paused"
+    FAIR_SHARE = "fair_share", "its task held its share of the worker's callable slots"
+    INTERRUPTED = "interrupted", "its worker stopped before the callable returned"
 
 
 class NotStarted(models.TextChoices):

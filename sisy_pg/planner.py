@@ -12,6 +12,13 @@ history makes a double fire impossible.
 
 Every query here touches only rows that are due or changed, through partial
 indexes: the cost follows what is due, not how many tasks are defined.
+
+The planner also says what would otherwise stop the clock silently
+(liveness.py): a statement stalled longer than SISY_STALL_WARNING, with its
+cause; notifications that never reach its LISTEN connection (a pooler in
+transaction mode), found by a self-addressed probe, after which it polls
+every SISY_POLL_INTERVAL; and, in the planner doing the cluster's
+housekeeping, overload (more instants due than executed).
 """
 
 from __future__ import annotations
@@ -20,12 +27,14 @@ import asyncio
 import concurrent.futures
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import psycopg
 from psycopg.rows import DictRow
 
-from . import policies, schedule
+from . import conf, liveness, policies, schedule
+from .liveness import Notifications
 from .store import Store
 from .vocabulary import RunStatus
 
@@ -52,7 +61,19 @@ class Planner:
         retention_days: float | None = None,
         stalled_worker_timeout: float,
         missed_all_limit: int = 100,
+        wake_worker: Callable[[], Awaitable[None]] | None = None,
+        stall_warning: float | None = None,
+        notify_probe_interval: float | None = None,
+        poll_interval: float | None = None,
+        listen_database: str | None = None,
     ) -> None:
+        """The liveness arguments default to their SISY_* settings (conf.py).
+
+        ``wake_worker`` is awaited after a claim that queued runs, so that
+        this worker fetches their jobs at once, and on every poll while
+        notifications are lost.
+        """
+        settings = conf.settings
         self.store = store
         self.queue = queue
         self.task_name = task_name
@@ -72,6 +93,35 @@ class Planner:
         )
         self._housekeeping_at = float("-inf")
         self._failures = 0
+        self.wake_worker = wake_worker
+        self.stall_watch = liveness.StallWatch(
+            store, settings.STALL_WARNING if stall_warning is None else stall_warning
+        )
+        self.poll_interval = float(
+            settings.POLL_INTERVAL if poll_interval is None else poll_interval
+        )
+        self.listen_database: str | None = (
+            settings.LISTEN_DATABASE if listen_database is None else listen_database
+        )
+        self.probe = liveness.NotificationProbe(
+            float(
+                settings.NOTIFY_PROBE_INTERVAL
+                if notify_probe_interval is None
+                else notify_probe_interval
+            ),
+            poll_interval=self.poll_interval,
+            listen_database=self.listen_database,
+        )
+        # Whether this planner did the cluster's housekeeping last time it
+        # asked: then it also watches the load.
+        self._housekeeper = False
+        self.overload = liveness.OverloadWatch()
+        self._load_checked_at = float("-inf")
+
+    @property
+    def notifications(self) -> str:
+        """Whether notifications reach this planner's LISTEN connection: unknown, ok or lost."""
+        return self.probe.state.value
 
     async def run(self) -> None:
         """Plan and fire until cancelled; survive database restarts."""
@@ -86,28 +136,73 @@ class Planner:
             except Exception as exc:
                 delay = _RECONNECT_DELAYS[min(self._failures, len(_RECONNECT_DELAYS) - 1)]
                 self._failures += 1
+                cause = liveness.failure_cause(exc)
                 logger.exception(
-                    f"sisy planner failed, retrying in {delay} s",
-                    extra={"action": "planner_error", "exception": repr(exc), "retry_in": delay},
+                    f"sisy planner failed: {cause}; retrying in {delay} s",
+                    extra={
+                        "action": "planner_error",
+                        "cause": cause,
+                        "exception": repr(exc),
+                        "retry_in": delay,
+                    },
                 )
                 await asyncio.sleep(delay)
 
     async def _serve(self) -> None:
-        async with await self.store.connect() as conn, await self.store.connect() as listen_conn:
+        loop = asyncio.get_running_loop()
+        async with (
+            await self.store.connect() as conn,
+            await self.store.connect(self.listen_database) as listen_conn,
+        ):
             await listen_conn.execute(f"LISTEN {TASK_CHANNEL}")
             listener = asyncio.create_task(self._listen(listen_conn), name="sisy-listen")
+            self.probe.restart()
+            tick_at = loop.time()
             try:
                 while True:
-                    delay = await self.tick(conn)
-                    self._failures = 0
-                    await self._sleep(delay, listener)
+                    if self._wake.is_set() or loop.time() >= tick_at:
+                        self._wake.clear()
+                        delay = await self.tick(conn)
+                        self._failures = 0
+                        if self.probe.state is Notifications.LOST:
+                            # No notification will say that something changed.
+                            delay = min(delay, self.poll_interval)
+                            await self._wake_worker()
+                        tick_at = loop.time() + delay
+                    await self._probe(conn)
+                    # A probe's own wake-ups cost its NOTIFY alone, not a tick.
+                    await self._sleep(
+                        min(tick_at - loop.time(), self.probe.seconds_to_next(loop.time())),
+                        listener,
+                    )
+                    self.probe.check(loop.time())
             finally:
                 listener.cancel()
                 await asyncio.gather(listener, return_exceptions=True)
 
     async def _listen(self, listen_conn: psycopg.AsyncConnection[DictRow]) -> None:
-        async for _ in listen_conn.notifies():
-            self._wake.set()
+        async for notify in listen_conn.notifies():
+            # A probe (this planner's or another's) is no change to plan.
+            if not self.probe.received(notify.payload):
+                self._wake.set()
+
+    async def _probe(self, conn: psycopg.AsyncConnection[DictRow]) -> None:
+        """Send the probe due, if one is: a NOTIFY this planner's LISTEN connection must get."""
+        payload = self.probe.next_payload(asyncio.get_running_loop().time())
+        if payload is not None:
+            async with self.stall_watch.watch(conn, "probe"):
+                await self.store.send_probe(conn, payload)
+
+    async def _wake_worker(self) -> None:
+        if self.wake_worker is None:
+            return
+        try:
+            await self.wake_worker()
+        except Exception as exc:  # the worker's business: the planner goes on
+            logger.warning(
+                f"sisy planner could not wake its worker: {exc!r}",
+                extra={"action": "wake_worker_failed", "exception": repr(exc)},
+            )
 
     async def _sleep(self, delay: float, listener: asyncio.Task[Any]) -> None:
         if delay > 0 and not self._wake.is_set():
@@ -121,17 +216,28 @@ class Planner:
         if listener.done():
             listener.result()  # re-raise a lost LISTEN connection
             raise ConnectionError("the LISTEN connection closed")
-        self._wake.clear()
 
     async def tick(self, conn: psycopg.AsyncConnection[DictRow]) -> float:
-        """Fire what is due, plan what is pending; return seconds to sleep."""
-        fired = await self.fire_due(conn)
-        await self.housekeeping(conn)
-        planned = await self.plan_pending(conn)
-        state = await self.store.planner_state(conn)
-        if state.seconds_to_deadline is not None and state.seconds_to_deadline <= 0:
-            await self.time_out_runs(conn)
+        """Fire what is due, plan what is pending; return seconds to sleep.
+
+        Each statement is watched: one stalled past SISY_STALL_WARNING is
+        logged with its cause.
+        """
+        watch = self.stall_watch.watch
+        async with watch(conn, "claim"):
+            fired = await self.fire_due(conn)
+        async with watch(conn, "housekeeping"):
+            await self.housekeeping(conn)
+            await self.watch_load(conn)
+        async with watch(conn, "plan"):
+            planned = await self.plan_pending(conn)
+        async with watch(conn, "state"):
             state = await self.store.planner_state(conn)
+        if state.seconds_to_deadline is not None and state.seconds_to_deadline <= 0:
+            async with watch(conn, "time-out"):
+                await self.time_out_runs(conn)
+            async with watch(conn, "state"):
+                state = await self.store.planner_state(conn)
         if state.pending:
             # More than one batch was waiting (go on at once), or another
             # planner holds those rows (its commit will notify us).
@@ -170,7 +276,9 @@ class Planner:
             return
         self._housekeeping_at = loop_time
         every = dt.timedelta(seconds=self.max_sleep)
-        if not force and not await self.store.housekeeping_due(conn, every=every):
+        self._housekeeper = force or await self.store.housekeeping_due(conn, every=every)
+        if not self._housekeeper:
+            self.overload.reset()
             return
         # Runs left 'running' by a dead worker would block no-overlap tasks.
         orphans = await self.store.fail_orphaned_runs(
@@ -190,6 +298,26 @@ class Planner:
                     f"Pruned {pruned} old run(s)",
                     extra={"action": "runs_pruned", "count": pruned},
                 )
+
+    async def watch_load(
+        self, conn: psycopg.AsyncConnection[DictRow], force: bool = False
+    ) -> liveness.Load | None:
+        """Check the cluster's load, if this planner does the housekeeping; the load read.
+
+        Every LOAD_CHECK_EVERY s (or at once with ``force``), over as many
+        seconds. One planner watches the cluster's load so that overload is
+        said once (liveness.OverloadWatch has the rule); a planner that no
+        longer does the housekeeping forgets its checks.
+        """
+        loop_time = asyncio.get_running_loop().time()
+        if not force and (
+            not self._housekeeper or loop_time - self._load_checked_at < liveness.LOAD_CHECK_EVERY
+        ):
+            return None
+        self._load_checked_at = loop_time
+        load = await self.store.load(conn, window=dt.timedelta(seconds=liveness.LOAD_CHECK_EVERY))
+        self.overload.judge(load)
+        return load
 
     async def fire_due(self, conn: psycopg.AsyncConnection[DictRow]) -> int:
         """Claim due tasks, decide what each instant gets, record it all: one transaction."""
@@ -220,7 +348,7 @@ class Planner:
                 else decision.plan
                 for due, decision in zip(claimed, decisions, strict=True)
             }
-            await self.store.store_decisions(
+            queued = await self.store.store_decisions(
                 conn,
                 queue=self.queue,
                 task_name=self.task_name,
@@ -230,6 +358,10 @@ class Planner:
             )
         for task_id, record in records:
             _log_decision(task_id, record)
+        if queued:
+            # Committed: this worker may fetch their jobs without waiting
+            # for procrastinate's notification.
+            await self._wake_worker()
         return len(claimed)
 
     def _decide_all(

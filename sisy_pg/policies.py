@@ -8,15 +8,19 @@ applied again when a queued run reaches a worker (``sisy_start_run_v1``).
 
 The policies live in ``Task.options`` (docs/reliability.md):
 
-- ``missed``: what to do with instants that could not start within
-  ``grace`` seconds (workers stopped or busy, long runs). ``coalesce``
-  (default): one catch-up run for the latest, then on schedule; at most one
-  run waits to start, and a fire that finds one waiting is recorded as
-  coalesced into it. ``skip``: none is caught up, and at most one waits too.
-  ``all``: every one runs, the latest SISY_MISSED_ALL_LIMIT at most.
+- ``missed``: what to do with instants that could not start on time
+  (workers stopped or busy, long runs, a locked row, a restored database).
+  ``coalesce`` (default): only the latest instant due runs (a catch-up run
+  when it is past its ``grace``), the older ones are one 'missed' record,
+  then on schedule; at most one run waits to start, and a fire that finds
+  one waiting is recorded as coalesced into it. ``skip``: the same, but the
+  latest runs only within its grace. ``all``: every one runs, the latest
+  SISY_MISSED_ALL_LIMIT at most.
 - ``overlap``: ``allow`` (default), ``skip`` (Sisy's ``allow_overlap=False``),
   ``buffer_one`` (one run waits and starts when the running one ends).
 - ``timeout``, ``retries`` and ``retry_delay`` (applied by the runner).
+- ``priority``: procrastinate's job priority of the task's runs (higher
+  first), and the order in which the planner claims the tasks due.
 """
 
 from __future__ import annotations
@@ -46,8 +50,11 @@ OPTIONS = {
     "timeout": "a number of seconds, more than 0 and at most 315360000 (ten years)",
     "retries": "a whole number from 0 to 100",
     "retry_delay": "a number of seconds, more than 0 and at most 315360000 (ten years)",
+    "priority": "a whole number from -100 to 100",
 }
 MAX_RETRIES = 100
+MAX_PRIORITY = 100  # and -MAX_PRIORITY: room enough to rank tasks, and as in SQL
+DEFAULT_PRIORITY = 0
 MAX_SECONDS = 315_360_000  # ten years: beyond, a setting is a mistake (and overflows dates)
 
 
@@ -71,6 +78,8 @@ def _option_ok(key: str, value: Any) -> bool:
         return bool(value >= 0)
     if key == "retries":
         return bool(value == int(value) and 0 <= value <= MAX_RETRIES)
+    if key == "priority":
+        return bool(value == int(value) and -MAX_PRIORITY <= value <= MAX_PRIORITY)
     return bool(value > 0)  # timeout, retry_delay
 
 
@@ -97,6 +106,7 @@ class Policy:
     timeout: float | None = None
     retries: int = DEFAULT_RETRIES
     retry_delay: float = DEFAULT_RETRY_DELAY
+    priority: int = DEFAULT_PRIORITY
 
     @classmethod
     def of(cls, options: dict[str, Any], allow_overlap: bool) -> Policy:
@@ -109,6 +119,7 @@ class Policy:
             timeout=options.get("timeout"),
             retries=int(options.get("retries") or DEFAULT_RETRIES),
             retry_delay=float(options.get("retry_delay") or DEFAULT_RETRY_DELAY),
+            priority=int(options.get("priority") or DEFAULT_PRIORITY),
         )
 
     def retry_in(self, attempt: int) -> float | None:
@@ -172,18 +183,28 @@ def decide(due: Due, *, lead: dt.timedelta, all_limit: int) -> Decision:
 
     ``lead`` is how far ahead the planner claims: an instant due within it
     counts as due now. ``all_limit`` caps the catch-up of missed='all'.
+
+    Whatever held the task back (workers stopped, a locked row, a restored
+    database, overload), only the latest instant due may run unless the
+    policy is missed='all': the older ones are one 'missed' record, so that
+    a stall is never replayed instant after instant.
     """
     policy, task = due.policy, due.plan_input
     records: list[Record] = []
     fire: dt.datetime | None = due.instant
     details: dict[str, Any] = {}
     last_dealt_with = due.instant
-    if due.instant < due.claimed_at - policy.grace:
-        # Late beyond its grace: the workers were stopped or too busy. The
-        # policy deals with every instant up to now at once.
-        now = due.claimed_at + lead
-        if task.end_running is not None:
-            now = min(now, task.end_running)
+    now = due.claimed_at + lead
+    if task.end_running is not None:
+        now = min(now, task.end_running)
+    beyond_grace = due.instant < due.claimed_at - policy.grace
+    if beyond_grace or (
+        # Within its grace, but already past and overtaken by a later instant.
+        policy.missed != "all"
+        and due.instant < due.claimed_at
+        and schedule.next_after(task.schedule, task.timezone, due.instant) <= now
+    ):
+        # The policy deals with every instant due by now at once.
         latest = _last_up_to(task, now, due.instant)
         if policy.missed == "all":
             fire = _first_of_latest(task, due.instant, now, all_limit)
@@ -197,7 +218,7 @@ def decide(due: Due, *, lead: dt.timedelta, all_limit: int) -> Decision:
             fire = None
         through = latest if fire is None else _previous(task, fire, due.instant)
         if through is not None:
-            records.append(_missed(due, through, fire))
+            records.append(_missed(due, through, fire, beyond_grace))
         last_dealt_with = latest if fire is None else fire
 
     fired = False
@@ -244,7 +265,7 @@ def _first_of_latest(
     return earliest
 
 
-def _missed(due: Due, through: dt.datetime, fire: dt.datetime | None) -> Record:
+def _missed(due: Due, through: dt.datetime, fire: dt.datetime | None, beyond_grace: bool) -> Record:
     grace = due.policy.grace.total_seconds()
     if fire is None:
         outcome = "none is run"
@@ -253,13 +274,19 @@ def _missed(due: Due, through: dt.datetime, fire: dt.datetime | None) -> Record:
     else:
         outcome = f"only the latest, {_at(fire)}, runs"
     span = _at(due.instant) if through == due.instant else f"{_at(due.instant)} to {_at(through)}"
+    if beyond_grace:
+        why = f"could not start within the grace of {grace:g} s (workers stopped or busy)"
+    else:
+        # Within the grace, but a later instant is due already: a stall (a
+        # locked row, a restored database, overload) is not replayed.
+        why = (
+            "could not start before a later instant was due "
+            "(workers stopped or busy, or the task's row locked)"
+        )
     return Record(
         instant=due.instant,
         status=RunStatus.MISSED,
-        error=(
-            f"missed: {span} could not start within the grace of {grace:g} s "
-            f"(workers stopped or busy); policy {due.policy.missed}: {outcome}"
-        ),
+        error=f"missed: {span} {why}; policy {due.policy.missed}: {outcome}",
         details={"reason": Reason.MISSED, "through": _at(through), "policy": due.policy.missed},
     )
 

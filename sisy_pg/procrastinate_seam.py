@@ -36,36 +36,55 @@ procrastinate" of ``sql/schema.sql``:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import functools
 import inspect
+import json
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import procrastinate
+import psycopg
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate import manager as procrastinate_manager
 from procrastinate import worker as procrastinate_worker
 from procrastinate.contrib.django import procrastinate_app
 from procrastinate.contrib.django import utils as django_utils
 from procrastinate.contrib.django.settings import settings as procrastinate_settings
+from psycopg import sql as psycopg_sql
 
 logger = logging.getLogger(__name__)
 
 _INSTALLED_MARK = "_sisy_pg_installed"
-# Where install() leaves the worker's options for the jobs it runs.
-_CONTEXT_KEY = "sisy_worker_options"
+# Where install() leaves the sisy worker object for the jobs it runs.
+_CONTEXT_KEY = "sisy_worker"
+# The sisy worker object of the worker running in this context (its side
+# tasks, the job listener among them, inherit it).
+_current_worker: contextvars.ContextVar[Any] = contextvars.ContextVar("sisy_worker")
+#: The ``type`` of sisy's self-addressed notifications on procrastinate's channels
+#: (procrastinate ignores types it does not know; keep_listening swallows them).
+PROBE_TYPE = "sisy_probe"
 
 #: (object, attribute) pairs this module and the runner use.
 PYTHON_REQUIREMENTS: tuple[tuple[Any, str], ...] = (
     (procrastinate.App, "run_worker_async"),
+    (procrastinate.App, "_worker"),
+    (procrastinate.App, "perform_import_paths"),
     (procrastinate.App, "task"),
     (procrastinate.App, "worker_defaults"),
     (procrastinate.App, "job_manager"),
     (procrastinate_manager.JobManager, "listen_for_jobs"),
+    (procrastinate_manager.JobManager, "fetch_job"),
+    (procrastinate_manager.JobManager, "update_heartbeat"),
+    (procrastinate_manager.JobManager, "finish_job"),
+    (procrastinate_manager.JobManager, "retry_job"),
+    (procrastinate_manager, "get_channel_for_queues"),
     (procrastinate_exceptions, "ConnectorException"),
     (procrastinate_worker, "Worker"),
+    (procrastinate_worker.Worker, "stop"),
+    (procrastinate_worker.Worker, "run"),
     (procrastinate.JobContext, "additional_context"),
     (procrastinate.JobContext, "job"),
     (procrastinate_app, "current_app"),
@@ -105,6 +124,7 @@ class WorkerOptions:
     queues: tuple[str, ...] | None  # None: every queue
     stalled_worker_timeout: float
     concurrency: int = 1  # how many jobs the worker runs at once (procrastinate's default)
+    name: str | None = None
 
     def serves(self, queue: str) -> bool:
         return not self.queues or queue in self.queues
@@ -131,15 +151,18 @@ def worker_options(app: procrastinate.App, **kwargs: Any) -> WorkerOptions:
             _default_stalled_worker_timeout() if timeout is None else timeout
         ),
         concurrency=int(_worker_default("concurrency") if concurrency is None else concurrency),
+        name=options.get("name", _worker_default("name")),
     )
 
 
-def job_worker_options(context: procrastinate.JobContext) -> WorkerOptions:
-    """The options of the worker running a job (set by :func:`install`)."""
-    options = context.additional_context.get(_CONTEXT_KEY)
-    if isinstance(options, WorkerOptions):
-        return options
-    return worker_options(context.app)
+def sisy_worker_of(context: procrastinate.JobContext) -> Any:
+    """The sisy worker object of the worker running a job (set by :func:`install`)."""
+    sisy = context.additional_context.get(_CONTEXT_KEY)
+    if sisy is None:
+        raise RuntimeError(
+            "sisy.run ran in a worker not started through the App sisy_pg installed itself on"
+        )
+    return sisy
 
 
 def stalled_worker_timeout() -> float:
@@ -184,7 +207,12 @@ def keep_listening(job_manager: procrastinate_manager.JobManager) -> None:
 
     procrastinate's listener returns or raises only when it cannot (re)connect:
     each database error is logged and the listener started again after a
-    delay, for as long as the worker runs (cancelling it stops it).
+    delay, for as long as the worker runs (cancelling it stops it). In a
+    worker with a sisy worker object, it also: listens on the Django
+    database SISY_LISTEN_DATABASE when set (a direct connection, where the
+    App's goes through a pooler that drops notifications); hands the sisy
+    worker the means to wake the worker's fetch and where to send its
+    self-addressed probe; and swallows the probes, telling it they arrived.
     """
     listen_for_jobs = job_manager.listen_for_jobs
 
@@ -192,8 +220,11 @@ def keep_listening(job_manager: procrastinate_manager.JobManager) -> None:
     async def listen_for_jobs_again(*, on_notification: Any, **kwargs: Any) -> None:
         loop = asyncio.get_running_loop()
         failures = 0
+        sisy = _current_worker.get(None)
+        channels = list(procrastinate_manager.get_channel_for_queues(queues=kwargs.get("queues")))
+        alias = _listen_alias()
 
-        async def notified(*args: Any, **kw: Any) -> None:
+        async def notified(*, channel: str, notification: Any) -> None:
             nonlocal failures
             if failures:
                 logger.info(
@@ -201,13 +232,24 @@ def keep_listening(job_manager: procrastinate_manager.JobManager) -> None:
                     extra={"action": "listen_restored", "attempts": failures},
                 )
                 failures = 0
-            await on_notification(*args, **kw)
+            if isinstance(notification, dict) and notification.get("type") == PROBE_TYPE:
+                if sisy is not None:
+                    sisy.probe_arrived(str(notification.get("token")))
+                return
+            await on_notification(channel=channel, notification=notification)
+
+        async def wake() -> None:
+            await on_notification(channel=channels[0], notification={"type": "job_inserted"})
 
         while True:
             started = loop.time()
             try:
-                await listen_for_jobs(on_notification=notified, **kwargs)
-                return  # as procrastinate's own: it could not start listening
+                if sisy is not None:
+                    sisy.listening(wake, channels[0])
+                if alias is None:
+                    await listen_for_jobs(on_notification=notified, **kwargs)
+                    return  # as procrastinate's own: it could not start listening
+                await _listen_directly(alias, channels, notified)
             except procrastinate_exceptions.ConnectorException as exc:
                 if loop.time() - started > LISTEN_RETRY_DELAYS[-1]:
                     failures = 0  # it was listening: a new outage
@@ -226,7 +268,111 @@ def keep_listening(job_manager: procrastinate_manager.JobManager) -> None:
     job_manager.listen_for_jobs = listen_for_jobs_again  # type: ignore[method-assign]
 
 
-PlannerFactory = Callable[[WorkerOptions], Coroutine[Any, Any, None] | None]
+def _listen_alias() -> str | None:
+    from . import conf  # the seam is imported by conf's users; no cycle at import
+
+    alias = conf.settings.LISTEN_DATABASE
+    return None if alias is None else str(alias)
+
+
+async def _listen_directly(
+    alias: str, channels: list[str], notified: Callable[..., Coroutine[Any, Any, None]]
+) -> None:
+    """procrastinate's job LISTEN, on Django database ``alias`` (SISY_LISTEN_DATABASE)."""
+    try:
+        params = {**connection_params(alias), "application_name": "sisy-job-listener"}
+        async with await psycopg.AsyncConnection.connect(**params, autocommit=True) as conn:
+            for channel in channels:
+                await conn.execute(
+                    psycopg_sql.SQL("LISTEN {}").format(psycopg_sql.Identifier(channel))
+                )
+            async for notification in conn.notifies():
+                await notified(
+                    channel=notification.channel, notification=json.loads(notification.payload)
+                )
+    except psycopg.Error as exc:
+        raise procrastinate_exceptions.ConnectorException(str(exc)) from exc
+
+
+def ride_out_outages(job_manager: procrastinate_manager.JobManager) -> None:
+    """Keep a worker alive while its database is unreachable or read-only (a failover).
+
+    procrastinate 3.10 stops a worker when a job fetch or a heartbeat fails
+    (the first ends its loop, the second its side-task monitor), and loses a
+    job's outcome when its status cannot be written. Here a fetch that fails
+    finds no job (the worker waits for its next poll or notification), a
+    heartbeat that fails is skipped (the next one comes
+    ``update_heartbeat_interval`` later), and a job's status is written
+    again until the database takes it. An outage is logged when it starts,
+    with its cause, and when it ends.
+    """
+    outage: dict[str, float] = {}
+
+    def failed(what: str, exc: BaseException) -> None:
+        if what not in outage:
+            outage[what] = asyncio.get_running_loop().time()
+            logger.warning(
+                f"procrastinate could not {what} ({exc.__cause__ or exc!r}): the database is "
+                "unreachable or read-only; the worker waits for it",
+                extra={"action": "database_outage", "operation": what, "exception": repr(exc)},
+            )
+
+    def succeeded(what: str) -> None:
+        since = outage.pop(what, None)
+        if since is not None:
+            took = asyncio.get_running_loop().time() - since
+            logger.info(
+                f"procrastinate can {what} again, after {took:.1f} s",
+                extra={"action": "database_back", "operation": what, "seconds": round(took, 3)},
+            )
+
+    fetch_job = job_manager.fetch_job
+
+    @functools.wraps(fetch_job)
+    async def fetch_job_or_none(*args: Any, **kwargs: Any) -> Any:
+        try:
+            job = await fetch_job(*args, **kwargs)
+        except procrastinate_exceptions.ConnectorException as exc:
+            failed("fetch jobs", exc)
+            await asyncio.sleep(LISTEN_RETRY_DELAYS[-1])
+            return None
+        succeeded("fetch jobs")
+        return job
+
+    update_heartbeat = job_manager.update_heartbeat
+
+    @functools.wraps(update_heartbeat)
+    async def update_heartbeat_or_skip(*args: Any, **kwargs: Any) -> None:
+        try:
+            await update_heartbeat(*args, **kwargs)
+        except procrastinate_exceptions.ConnectorException as exc:
+            failed("update the worker's heartbeat", exc)
+            return
+        succeeded("update the worker's heartbeat")
+
+    def written_until_taken(method: Callable[..., Coroutine[Any, Any, Any]], what: str) -> Any:
+        @functools.wraps(method)
+        async def write(*args: Any, **kwargs: Any) -> Any:
+            while True:
+                try:
+                    result = await method(*args, **kwargs)
+                except procrastinate_exceptions.ConnectorException as exc:
+                    failed(what, exc)
+                    await asyncio.sleep(LISTEN_RETRY_DELAYS[-1])
+                    continue
+                succeeded(what)
+                return result
+
+        return write
+
+    job_manager.fetch_job = fetch_job_or_none  # type: ignore[method-assign]
+    job_manager.update_heartbeat = update_heartbeat_or_skip  # type: ignore[method-assign]
+    job_manager.finish_job = written_until_taken(  # type: ignore[method-assign]
+        job_manager.finish_job, "record a job's status"
+    )
+    job_manager.retry_job = written_until_taken(  # type: ignore[method-assign]
+        job_manager.retry_job, "record a job's retry"
+    )
 
 
 def install(
@@ -235,39 +381,50 @@ def install(
     task_name: str,
     queue: str,
     run_task: Callable[..., Any],
-    start_planner: PlannerFactory,
-    worker_stopped: Callable[[], Coroutine[Any, Any, None]],
+    make_worker: Callable[[WorkerOptions], Any],
 ) -> None:
-    """Register ``run_task`` on ``app``; run ``start_planner(options)`` beside its workers.
+    """Register ``run_task`` on ``app``; give each of its workers ``make_worker(options)``.
 
-    ``start_planner`` returns the coroutine to run for as long as the
-    worker runs, or None for a worker that must not plan; ``worker_stopped``
-    is awaited once the worker has stopped (its jobs ended). The workers' job
-    LISTEN connection is revived when lost (:func:`keep_listening`). Idempotent.
+    The object lives as long as its worker: it must have ``run(worker)``
+    (await the procrastinate Worker's ``run()`` and whatever goes beside it)
+    and ``stop_requested()``, and a float ``shutdown_timeout``: a worker
+    whose ``shutdown_graceful_timeout`` is None stops after that many seconds
+    rather than waiting for ever for callables that never return. Jobs find
+    the object with :func:`sisy_worker_of`. The job LISTEN connection is
+    revived when lost (:func:`keep_listening`) and the worker rides out
+    database outages (:func:`ride_out_outages`). Idempotent.
     """
     if getattr(app, _INSTALLED_MARK, False):
         return
     app.task(name=task_name, pass_context=True, queue=queue)(run_task)
     keep_listening(app.job_manager)
-    run_worker_async = app.run_worker_async
+    ride_out_outages(app.job_manager)
 
-    @functools.wraps(run_worker_async)
-    async def run_worker_with_planner(**kwargs: Any) -> None:
-        options = worker_options(app, **kwargs)
+    @functools.wraps(app.run_worker_async)
+    async def run_worker_with_sisy(**kwargs: Any) -> None:
+        # As App.run_worker_async, with the Worker object in hand.
+        sisy = make_worker(worker_options(app, **kwargs))
         kwargs["additional_context"] = {
             **app.worker_defaults.get("additional_context", {}),
             **kwargs.get("additional_context", {}),
-            _CONTEXT_KEY: options,
+            _CONTEXT_KEY: sisy,
         }
-        planner = start_planner(options)
-        planner_task = planner and asyncio.create_task(planner, name="sisy-planner")
-        try:
-            await run_worker_async(**kwargs)
-        finally:
-            if planner_task:
-                planner_task.cancel()
-                await asyncio.gather(planner_task, return_exceptions=True)
-            await worker_stopped()
+        app.perform_import_paths()  # type: ignore[no-untyped-call]
+        worker = app._worker(**kwargs)
+        if worker.shutdown_graceful_timeout is None:
+            worker.shutdown_graceful_timeout = sisy.shutdown_timeout
+        stop = worker.stop
 
-    app.run_worker_async = run_worker_with_planner  # type: ignore[method-assign]
+        def stop_and_tell() -> None:
+            sisy.stop_requested()
+            stop()  # type: ignore[no-untyped-call]
+
+        worker.stop = stop_and_tell  # type: ignore[method-assign]
+        token = _current_worker.set(sisy)
+        try:
+            await sisy.run(worker)
+        finally:
+            _current_worker.reset(token)
+
+    app.run_worker_async = run_worker_with_sisy  # type: ignore[method-assign]
     setattr(app, _INSTALLED_MARK, True)

@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import concurrent.futures
-import contextvars
 import dataclasses
 import datetime as dt
 import functools
 import inspect
 import logging
-import os
-import socket
 import time
 import traceback as tb
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
 from django.db import close_old_connections, reset_queries
@@ -37,20 +33,19 @@ from procrastinate import JobContext
 
 from . import callables, conf, procrastinate_seam
 from .limits import printable
-from .store import Query, StartedRun, Store, default_store
+from .slots import OverShare
+from .store import Query, StartedRun, Store
 from .vocabulary import NotStarted, RunStatus
+
+if TYPE_CHECKING:
+    from .worker import SisyWorker
 
 logger = logging.getLogger(__name__)
 
 RUN_TASK_NAME = "sisy.run"
 
-_HOST = socket.gethostname()
 # How long a measure of the database's clock is trusted before it is taken again.
 _CLOCK_REFRESH = 60.0
-
-
-def _worker_label(context: JobContext) -> str:
-    return f"{_HOST}:{os.getpid()}:{context.worker_name or 'worker'}"
 
 
 class DatabaseClock:
@@ -81,52 +76,6 @@ class DatabaseClock:
     def forget(self) -> None:
         """Measure again at the next wait (the database found the estimate wrong)."""
         self._offset = None
-
-
-_clock = DatabaseClock()
-
-
-class CallableSlots:
-    """At most ``--concurrency`` callables at once in a worker, each with a thread ready.
-
-    A run is started (marked running, its ``started_at`` and timeout set)
-    only once it holds a slot, so that its lag and duration are the
-    callable's, not time spent waiting for a thread. The threads are not the
-    event loop's default pool, whose size follows the CPU count and would
-    cap ``--concurrency`` for blocking callables.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = max(size, 1)
-        self.threads = concurrent.futures.ThreadPoolExecutor(
-            max_workers=self.size, thread_name_prefix="sisy-run"
-        )
-        self._free = asyncio.Semaphore(self.size)
-
-    async def take(self, wanted: int) -> int:
-        """Wait for one free slot, then take up to ``wanted`` of those free; how many."""
-        await self._free.acquire()
-        taken = 1
-        while taken < wanted and not self._free.locked():
-            await self._free.acquire()  # free: returns at once
-            taken += 1
-        return taken
-
-    def give_back(self, count: int = 1) -> None:
-        for _ in range(count):
-            self._free.release()
-
-
-_slots: dict[asyncio.AbstractEventLoop, CallableSlots] = {}
-
-
-def _callable_slots(size: int) -> CallableSlots:
-    """The slots of the worker running on this event loop."""
-    loop = asyncio.get_running_loop()
-    if loop not in _slots:
-        _slots.clear()  # a worker runs one loop; a new one replaces the last (tests)
-        _slots[loop] = CallableSlots(size)
-    return _slots[loop]
 
 
 @dataclasses.dataclass
@@ -191,42 +140,49 @@ def _await_on_a_loop_of_its_own(awaitable: Awaitable[Any]) -> None:
     async_to_sync(_awaited, force_new_loop=True)(awaitable)
 
 
-async def _wait_for(at: float | None, store: Store, query: Query) -> None:
+async def _wait_for(at: float | None, sisy: SisyWorker) -> None:
     """Wait for the instant, on this worker's estimate of the database's clock."""
     if at is not None:
-        remaining = await _clock.seconds_until(at, store, query)
+        remaining = await sisy.clock.seconds_until(at, sisy.store, sisy.pool.query)
         if remaining > 0:
             await asyncio.sleep(remaining)
 
 
 async def run_task(
-    context: JobContext, run_ids: list[int], at: float | None = None
+    context: JobContext,
+    run_ids: list[int],
+    at: float | None = None,
+    task_ids: list[int] | None = None,
 ) -> dict[str, int]:
-    """Run the callables of TaskRuns ``run_ids`` at ``at``; record each outcome on its run.
+    """Run the callables of TaskRuns ``run_ids`` (of tasks ``task_ids``) at ``at``; record each outcome.
 
     The runs start together, as many at once as the worker has callable
-    slots free (its ``--concurrency``), the others as slots free up. A
-    callable that cannot be resolved marks its task broken (it stops firing
-    until a writer mends it). An exception in a callable is recorded
-    (message and traceback, logged once); the task's ``retries`` option
-    queues the run again after a backoff, with a job of its own. The job
-    succeeds once its runs are recorded, whatever their outcomes; it fails
-    only when one could not be recorded (the database unreachable), and the
-    housekeeping closes such runs later. Cancelling the job (an abort, the
-    end of a worker's graceful shutdown) stops it starting more runs, but
-    the runs started are carried to their end and recorded: a thread cannot
-    be stopped. Returns how many runs ended how.
+    slots free (its ``--concurrency``), the others as slots free up, the
+    highest priority first; a run whose task already holds its share of the
+    slots is recorded as skipped (reason fair_share) instead (see
+    :mod:`sisy_pg.slots`). A callable that cannot be resolved marks its task
+    broken. An exception in a callable is recorded (message and traceback,
+    logged once); the task's ``retries`` option queues the run again after a
+    backoff, with a job of its own. A run past its task's timeout is
+    recorded timed out and the job goes on without it; its thread, which
+    cannot be stopped, keeps its slot, and its outcome is noted if it ever
+    returns. The job succeeds once its runs are recorded, whatever their
+    outcomes; it fails only when one could not be recorded (the database
+    away for longer than SISY_OUTAGE_TOLERANCE), and the housekeeping closes
+    such runs later. Cancelling the job (an abort) stops it starting more
+    runs, but the runs started are carried to their end and recorded, unless
+    the worker is stopping: then they are recorded as interrupted. Returns
+    how many runs ended how.
     """
-    store = default_store()
-    options = procrastinate_seam.job_worker_options(context)
-    query = store.runner_query(options.concurrency)
-    slots = _callable_slots(options.concurrency)
-    runs: list[asyncio.Task[str]] = []
+    sisy: SisyWorker = procrastinate_seam.sisy_worker_of(context)
+    runs: dict[int, asyncio.Task[str]] = {}
+    tasks = dict(zip(run_ids, task_ids or (), strict=False))
+    pending = [(run_id, tasks.get(run_id, ("run", run_id))) for run_id in run_ids]
     try:
-        await _wait_for(at, store, query)
-        await _start_in_slots(context, options, store, query, slots, list(run_ids), runs)
+        await _wait_for(at, sisy)
+        await _start_in_slots(context, sisy, pending, runs)
     finally:
-        outcomes = await _all_recorded(runs)
+        outcomes = await _all_recorded(context, sisy, runs)
     failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
     for failure in failures[1:]:
         logger.error(
@@ -241,12 +197,9 @@ async def run_task(
 
 async def _start_in_slots(
     context: JobContext,
-    options: procrastinate_seam.WorkerOptions,
-    store: Store,
-    query: Query,
-    slots: CallableSlots,
-    pending: list[int],
-    runs: list[asyncio.Task[str]],
+    sisy: SisyWorker,
+    pending: list[tuple[int, Any]],
+    runs: dict[int, asyncio.Task[str]],
 ) -> None:
     """Start the runs as slots free up, each in a task of ``runs`` as soon as it started.
 
@@ -254,28 +207,58 @@ async def _start_in_slots(
     or 'busy' (a writer holds its row) gives its slot back and is tried
     again after the wait the database says.
     """
+    slots, priority = sisy.slots, context.job.priority or 0
+    task_of = dict(pending)
     while pending:
-        taken = await slots.take(len(pending))
-        batch, pending = pending[:taken], pending[taken:]
+        over = []
+        for run_id, task in pending:
+            try:
+                slots.check_share(task)
+            except OverShare as exc:
+                over.append((run_id, exc))
+        if over:
+            await _skip_over_share(context, sisy, over)
+            skipped = {run_id for run_id, _ in over}
+            pending = [(run_id, task) for run_id, task in pending if run_id not in skipped]
+            if not pending:
+                return
+        # Wait for one slot, then take those free for the runs that follow.
+        first_id, first_task = pending[0]
         try:
-            started = await store.start_runs(
-                query,
+            tickets = {first_id: await slots.take(first_task, priority, first_id)}
+        except OverShare:
+            continue  # its task reached its share while it waited: recorded above, next turn
+        for run_id, task in pending[1:]:
+            try:
+                ticket = slots.try_take(task, run_id)
+            except OverShare:
+                continue
+            if ticket is None:
+                break
+            tickets[run_id] = ticket
+        batch = list(tickets)
+        pending = [(run_id, task) for run_id, task in pending if run_id not in tickets]
+        try:
+            started = await sisy.store.start_runs(
+                sisy.pool.query,
                 run_ids=batch,
                 job_id=context.job.id,
-                worker=_worker_label(context),
-                stalled_after=dt.timedelta(seconds=options.stalled_worker_timeout),
+                worker=sisy.label,
+                stalled_after=dt.timedelta(seconds=sisy.options.stalled_worker_timeout),
                 default_grace=dt.timedelta(seconds=float(conf.settings.GRACE)),
             )
         except BaseException:
-            slots.give_back(taken)
+            for ticket in tickets.values():
+                slots.give_back(ticket)
             raise
         again = [run for run in started if run.status in (NotStarted.EARLY, NotStarted.BUSY)]
-        slots.give_back(len(again))
-        runs += [
-            asyncio.create_task(_run_in_slot(context, store, query, run, slots))
-            for run in started
-            if run not in again
-        ]
+        for run in started:
+            if run in again or run.task is None:
+                slots.give_back(tickets[run.run_id])
+            if run not in again:
+                runs[run.run_id] = asyncio.create_task(
+                    _run(context, sisy, run, tickets[run.run_id])
+                )
         if again:
             wait = max(run.wait or 0.0 for run in again)
             logger.debug(
@@ -284,14 +267,43 @@ async def _start_in_slots(
                 extra={"action": "runs_again", "run_ids": [r.run_id for r in again], "wait": wait},
             )
             if any(run.status == NotStarted.EARLY for run in again):
-                _clock.forget()
-            pending = [run.run_id for run in again] + pending
+                sisy.clock.forget()
+            pending = [(run.run_id, task_of[run.run_id]) for run in again] + pending
             await asyncio.sleep(wait)
 
 
-async def _all_recorded(runs: list[asyncio.Task[str]]) -> list[str | BaseException]:
-    """Every run's outcome, even if this job is cancelled meanwhile (then re-raised)."""
-    gathering = asyncio.gather(*runs, return_exceptions=True)
+async def _skip_over_share(
+    context: JobContext, sisy: SisyWorker, over: list[tuple[int, OverShare]]
+) -> None:
+    """Record runs whose task holds its share of the slots as skipped (fair_share), and say so."""
+    by_error: dict[str, list[int]] = collections.defaultdict(list)
+    for run_id, exc in over:
+        by_error[str(exc)].append(run_id)
+    for error, run_ids in by_error.items():
+        skipped = await sisy.store.skip_runs_over_share(
+            sisy.pool.query,
+            run_ids=run_ids,
+            job_id=context.job.id,
+            worker=sisy.label,
+            error=f"fair share: {error}",
+        )
+        if skipped:
+            logger.warning(
+                f"Run(s) {', '.join(map(str, skipped))} skipped: {error}",
+                extra={"action": "runs_over_share", "run_ids": skipped, "reason": "fair_share"},
+            )
+
+
+async def _all_recorded(
+    context: JobContext, sisy: SisyWorker, runs: dict[int, asyncio.Task[str]]
+) -> list[str | BaseException]:
+    """Every run's outcome, even if this job is cancelled meanwhile (then re-raised).
+
+    Cancelled while the worker stops (after its graceful shutdown timeout):
+    the runs still in their callables are recorded as interrupted, and the
+    job ends without them.
+    """
+    gathering = asyncio.gather(*runs.values(), return_exceptions=True)
     cancelled = False
     while True:
         try:
@@ -299,39 +311,40 @@ async def _all_recorded(runs: list[asyncio.Task[str]]) -> list[str | BaseExcepti
             break
         except asyncio.CancelledError:
             cancelled = True
+            if sisy.stopping:
+                await _interrupt(
+                    sisy, {run_id: run for run_id, run in runs.items() if not run.done()}
+                )
+                gathering.cancel()
+                raise
     if cancelled:
         raise asyncio.CancelledError
     return list(outcomes)
 
 
-async def _run_in_slot(
-    context: JobContext, store: Store, query: Query, started: StartedRun, slots: CallableSlots
-) -> str:
-    """Run a started run, giving its slot back as soon as its callable has returned."""
-    held = True
+async def _interrupt(sisy: SisyWorker, running: dict[int, asyncio.Task[str]]) -> None:
+    if not running:
+        return
+    error = (
+        "interrupted: the worker stopped before the callable returned "
+        f"(it waited {sisy.shutdown_timeout:g} s); what the callable did is unknown"
+    )
+    interrupted = await sisy.store.interrupt_runs(
+        sisy.pool.query, run_ids=list(running), error=error
+    )
+    for run in running.values():
+        run.cancel()
+    if interrupted:
+        logger.error(
+            f"Run(s) {', '.join(map(str, interrupted))} interrupted: the worker stopped before "
+            "their callable returned",
+            extra={"action": "runs_interrupted", "run_ids": interrupted},
+        )
 
-    def give_back() -> None:
-        nonlocal held
-        if held:
-            held = False
-            slots.give_back()
 
-    try:
-        return await _run(context, store, query, started, slots.threads, give_back)
-    finally:
-        give_back()
-
-
-async def _run(
-    context: JobContext,
-    store: Store,
-    query: Query,
-    started: StartedRun,
-    threads: concurrent.futures.Executor,
-    called: Callable[[], None],
-) -> str:
-    """Run one started run's callable in a callable thread (``called`` when it has returned);
-    record and log how it ended."""
+async def _run(context: JobContext, sisy: SisyWorker, started: StartedRun, ticket: int) -> str:
+    """Run one started run's callable in a callable thread; record and log how it ended."""
+    store, query = sisy.store, sisy.pool.query
     run_id, task = started.run_id, started.task
     if task is None:
         if started.status == NotStarted.BROKEN:
@@ -358,15 +371,54 @@ async def _run(
             "run_id": run_id,
             "scheduled_for": started.scheduled_for,
             "job_id": context.job.id,
-            "worker": _worker_label(context),
+            "worker": sisy.label,
             "attempt": started.attempt,
         },
     }
+    job = context.job
     call = functools.partial(_call, task.callable_info, message, store.database_alias)
-    outcome = await asyncio.get_running_loop().run_in_executor(
-        threads, contextvars.copy_context().run, call
-    )
-    called()  # its thread is free: the slot is the next run's while this one is recorded
+    thread = sisy.slots.threads.submit(call)
+    # The slot is free when the thread is: not before, even if the run is
+    # recorded timed out or interrupted meanwhile.
+    thread.add_done_callback(lambda _: sisy.slots.give_back(ticket))
+    timeout = task.policy.timeout
+    try:
+        if timeout is None:
+            outcome: Outcome = await asyncio.shield(thread)
+        else:
+            # A little past the deadline: the planners close the run at it.
+            outcome = await asyncio.wait_for(asyncio.shield(thread), timeout + 1.0)
+    except asyncio.TimeoutError:
+        sisy.slots.mark_stuck(ticket)
+        await store.time_out_runs_now(query, queue=job.queue, task_name=job.task_name)
+        logger.warning(
+            f"Run {run_id} of task {task.pk} ({printable(task.label)}): its callable is still "
+            f"running past the task's timeout of {timeout:g} s. The run is recorded timed out; "
+            "its thread cannot be stopped and keeps its slot, counted against the task's share, "
+            "until it returns",
+            extra={"action": "run_stuck", "run_id": run_id, "task_id": task.pk, "timeout": timeout},
+        )
+        sisy.when_returned(thread, _record_late_return(context, sisy, started))
+        return RunStatus.TIMED_OUT
+    return await _record(context, sisy, started, outcome)
+
+
+def _record_late_return(
+    context: JobContext, sisy: SisyWorker, started: StartedRun
+) -> Callable[[Outcome], Coroutine[Any, Any, Any]]:
+    async def record(outcome: Outcome) -> None:
+        await _record(context, sisy, started, outcome)
+
+    return record
+
+
+async def _record(
+    context: JobContext, sisy: SisyWorker, started: StartedRun, outcome: Outcome
+) -> str:
+    """Record how a run's callable ended."""
+    store, query, job = sisy.store, sisy.pool.query, context.job
+    run_id, task = started.run_id, started.task
+    assert task is not None
     log = _RunLog(run_id, task, started, outcome)
     if outcome.status == "broken":
         reason = str(outcome.exception)
@@ -376,7 +428,6 @@ async def _run(
         log.broken(reason, first=broke)
         return "broken"
 
-    job = context.job
     finish = functools.partial(
         store.finish_run, query, run_id=run_id, queue=job.queue, task_name=job.task_name
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,10 @@ from . import limits, policies, procrastinate_seam, schedule, sql_files
 from .vocabulary import NotStarted
 
 if TYPE_CHECKING:
+    from . import liveness
     from .models import Task
+
+logger = logging.getLogger(__name__)
 
 
 #: The most connections a worker's runners hold (start and finish statements).
@@ -119,12 +123,100 @@ def decision_params(
     }
 
 
+class RunnerPool:
+    """A worker's connections for its runners' statements: start, finish, retry, report.
+
+    Autocommit, and not checked before each use: one round trip per
+    statement, where procrastinate's own pool spends three (check, statement,
+    commit). A run holds one for a single statement, so a few serve a worker
+    of any ``--concurrency``: at most :data:`RUNNER_POOL_MAX`.
+
+    A statement that fails for the database's sake (a lost connection, a
+    server restarting or refusing connections, a read-only database after a
+    failover) is sent again until it succeeds or ``outage_tolerance`` seconds
+    have passed: each statement is safe to repeat (a start repeated by the
+    same job runs the run once; a finish repeated finds it finished). The
+    first failure checks every idle connection and replaces the dead ones;
+    an outage is logged once when it starts (with its cause) and once when
+    it ends.
+    """
+
+    RETRY_DELAYS = (0.0, 0.2, 0.5, 1.0, 2.0)
+    # How long a statement waits for a free connection before that counts as a failure.
+    CONNECTION_TIMEOUT = 5.0
+
+    def __init__(self, params: dict[str, Any], size: int, *, outage_tolerance: float) -> None:
+        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
+            kwargs={
+                **params,
+                "application_name": "sisy-runner",
+                "autocommit": True,
+                "row_factory": dict_row,
+            },
+            connection_class=psycopg.AsyncConnection[DictRow],
+            min_size=1,
+            max_size=max(1, min(size, RUNNER_POOL_MAX)),
+            name="sisy-runner",
+            timeout=self.CONNECTION_TIMEOUT,
+            open=False,
+        )
+        self._opened = False
+        self.outage_tolerance = outage_tolerance
+        self.outage_since: float | None = None  # loop time of the first failure of an outage
+
+    async def query(self, sql: str, params: dict[str, Any]) -> list[DictRow]:
+        """Run one statement; its rows. Retried through an outage (see the class)."""
+        loop = asyncio.get_running_loop()
+        failures = 0
+        while True:
+            if not self._opened:
+                self._opened = True
+                await self._pool.open()
+            try:
+                async with self._pool.connection() as conn:
+                    cursor = await conn.execute(sql, params)
+                    rows = await cursor.fetchall()
+            except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction) as exc:
+                now = loop.time()
+                if self.outage_since is None:
+                    self.outage_since = now
+                    if failures == 0:
+                        # Often one connection killed while idle: drop the dead ones, retry.
+                        await self._pool.check()
+                if failures == 1:
+                    logger.warning(
+                        f"sisy's runners cannot write to the database ({_cause(exc)}); "
+                        f"their statements are retried for up to {self.outage_tolerance:g} s",
+                        extra={"action": "database_outage", "exception": _cause(exc)},
+                    )
+                if now - self.outage_since > self.outage_tolerance:
+                    raise
+                await asyncio.sleep(self.RETRY_DELAYS[min(failures, len(self.RETRY_DELAYS) - 1)])
+                failures += 1
+                continue
+            if self.outage_since is not None:
+                took = loop.time() - self.outage_since
+                self.outage_since = None
+                if failures > 1:
+                    logger.info(
+                        f"sisy's runners write to the database again, after {took:.1f} s",
+                        extra={"action": "database_back", "seconds": round(took, 3)},
+                    )
+            return rows
+
+    async def close(self) -> None:
+        if self._opened:
+            await self._pool.close()
+
+
+def _cause(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+
+
 class Store:
     def __init__(self, database_alias: str = "default") -> None:
         self.database_alias = database_alias
         self.queries = sql_files.queries()
-        self._runner_pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] | None = None
-        self._runner_loop: asyncio.AbstractEventLoop | None = None
 
     # --- planner side (async, its own connection) ------------------------------
 
@@ -132,9 +224,22 @@ class Store:
         """psycopg keyword arguments for the Django database this store serves."""
         return procrastinate_seam.connection_params(self.database_alias)
 
-    async def connect(self) -> psycopg.AsyncConnection[DictRow]:
-        """A planner connection, named so that pg_stat_activity shows what it is."""
-        params = {**self.connection_params(), "application_name": "sisy-planner"}
+    async def connect(
+        self, alias: str | None = None, *, application_name: str = "sisy-planner"
+    ) -> psycopg.AsyncConnection[DictRow]:
+        """A planner connection, named so that pg_stat_activity shows what it is.
+
+        To the Django database ``alias`` when given (SISY_LISTEN_DATABASE, a
+        direct connection for LISTEN), else to the store's.
+        """
+        params = {
+            **(
+                self.connection_params()
+                if alias is None
+                else procrastinate_seam.connection_params(alias)
+            ),
+            "application_name": application_name,
+        }
         conn = await psycopg.AsyncConnection.connect(
             **params, autocommit=True, row_factory=dict_row
         )
@@ -241,67 +346,31 @@ class Store:
         row = await cursor.fetchone()
         return row["count"] if row else 0
 
-    # --- runner side (async, a pool of the worker's) ----------------------------
+    async def send_probe(self, conn: psycopg.AsyncConnection[DictRow], payload: str) -> None:
+        """NOTIFY the planners' channel with ``payload`` (a planner's self-addressed probe)."""
+        await conn.execute(self.queries["send_probe"], {"payload": payload})
 
-    def runner_query(self, concurrency: int) -> Query:
-        """Run statements for the runs of this worker, on a small pool of its own.
+    async def load(
+        self, conn: psycopg.AsyncConnection[DictRow], *, window: dt.timedelta
+    ) -> liveness.Load:
+        """What the cluster got through in the last ``window`` (see sisy_load_v1)."""
+        from . import liveness
 
-        Its connections are in autocommit mode and not checked before each
-        use: one round trip per statement, where procrastinate's own pool
-        spends three (check, statement, commit). A run holds one for a single
-        statement, so a few serve a worker of any ``concurrency``: at most
-        :data:`RUNNER_POOL_MAX`. When a statement fails for a lost connection
-        (the server restarted while they were idle), every idle connection is
-        checked, the dead ones are replaced, and the statement is sent once
-        more: each one is safe to repeat (a start repeated by the same job
-        runs the run once; a finish repeated finds it finished).
-        """
-        size = min(concurrency, RUNNER_POOL_MAX)
+        cursor = await conn.execute(self.queries["load"], {"window": window})
+        row = await cursor.fetchone()
+        assert row is not None
+        return liveness.Load(**row)
 
-        async def query(sql: str, params: dict[str, Any]) -> list[DictRow]:
-            for attempt in (1, 2):
-                pool = await self._open_runner_pool(size)
-                try:
-                    async with pool.connection() as conn:
-                        cursor = await conn.execute(sql, params)
-                        return await cursor.fetchall()
-                except psycopg.OperationalError:
-                    if attempt == 2:
-                        raise
-                    # The server restarted, or a connection was killed: drop
-                    # every dead one before trying again.
-                    await pool.check()
-            raise AssertionError("unreachable")
+    async def stall_activity(
+        self, conn: psycopg.AsyncConnection[DictRow], *, pid: int
+    ) -> list[liveness.Activity]:
+        """The backend ``pid`` and the sessions that block it, as pg_stat_activity shows them."""
+        from . import liveness
 
-        return query
+        cursor = await conn.execute(self.queries["stall_activity"], {"pid": pid})
+        return [liveness.Activity(**row) for row in await cursor.fetchall()]
 
-    async def _open_runner_pool(
-        self, size: int
-    ) -> AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]:
-        loop = asyncio.get_running_loop()
-        if self._runner_pool is None or self._runner_loop is not loop:
-            self._runner_pool = AsyncConnectionPool(
-                kwargs={
-                    **self.connection_params(),
-                    "application_name": "sisy-runner",
-                    "autocommit": True,
-                    "row_factory": dict_row,
-                },
-                connection_class=psycopg.AsyncConnection[DictRow],
-                min_size=1,
-                max_size=max(size, 1),
-                name="sisy-runner",
-                open=False,
-            )
-            self._runner_loop = loop
-            await self._runner_pool.open()
-        return self._runner_pool
-
-    async def close_runner_pool(self) -> None:
-        """Close the runners' pool (when the worker has stopped)."""
-        pool, self._runner_pool = self._runner_pool, None
-        if pool is not None:
-            await pool.close()
+    # --- runner side (async, the worker's RunnerPool) ----------------------------
 
     async def database_now(self, query: Query) -> float:
         """The database's clock, in epoch seconds."""
@@ -411,6 +480,35 @@ class Store:
             },
         )
         return row["retry_at"]  # type: ignore[no-any-return]
+
+    async def skip_runs_over_share(
+        self, query: Query, *, run_ids: list[int], job_id: int | None, worker: str, error: str
+    ) -> list[int]:
+        """Record queued runs as skipped, reason fair_share; the ids skipped."""
+        rows = await query(
+            self.queries["skip_runs_over_share"],
+            {"run_ids": run_ids, "job_id": job_id, "worker": worker, "error": error},
+        )
+        return [row["run_id"] for row in rows]
+
+    async def interrupt_runs(self, query: Query, *, run_ids: list[int], error: str) -> list[int]:
+        """Record running runs as failed, reason interrupted (their worker stopped); the ids."""
+        rows = await query(self.queries["interrupt_runs"], {"run_ids": run_ids, "error": error})
+        return [row["run_id"] for row in rows]
+
+    async def time_out_runs_now(self, query: Query, *, queue: str, task_name: str) -> int:
+        """Close the runs past their task's timeout (as the planners do; idempotent)."""
+        (row,) = await query(
+            self.queries["time_out_runs"], {"queue": queue, "task_name": task_name}
+        )
+        return int(row["count"])
+
+    async def worker_seen(self, query: Query, **report: Any) -> None:
+        """Report a worker's state (``sisy_worker``, read by ``manage.py sisy health``)."""
+        await query(self.queries["worker_seen"], {**report, "details": Jsonb(report["details"])})
+
+    async def worker_gone(self, query: Query, *, worker_id: int) -> None:
+        await query(self.queries["worker_gone"], {"worker_id": worker_id})
 
     async def break_task(self, query: Query, *, run_id: int, reason: str, traceback: str) -> bool:
         """Fail the run and mark its task broken; True if this call broke it."""

@@ -62,6 +62,30 @@ SELECT sisy_time_out_runs_v1(%(queue)s, %(task_name)s) AS count;
 -- Delete old finished runs and their jobs (SISY_RUN_RETENTION_DAYS)
 SELECT sisy_prune_runs_v1(%(retention)s, %(limit)s) AS count;
 
+-- send_probe --
+-- A planner's self-addressed notification: does its LISTEN connection get them?
+SELECT pg_notify('sisy_task_changed', %(payload)s);
+
+-- load --
+-- What the cluster got through lately, and how far behind it is (see sisy_load_v1)
+SELECT window_seconds, due, executed, not_run, overdue_tasks, max_lag_seconds
+  FROM sisy_load_v1(%(window)s);
+
+-- stall_activity --
+-- A stalled backend and the sessions that block it (pg_blocking_pids), seen
+-- from another connection: what each does, and for how long (a blocker: its
+-- transaction, which holds the lock; the stalled backend: its statement)
+WITH blocking AS MATERIALIZED (
+    SELECT pg_blocking_pids(%(pid)s) AS pids
+)
+SELECT a.pid, a.pid <> %(pid)s AS blocker, a.application_name, a.state,
+       a.wait_event_type, a.wait_event, left(a.query, 80) AS query,
+       extract(epoch FROM clock_timestamp() - CASE WHEN a.pid = %(pid)s
+           THEN a.query_start ELSE coalesce(a.xact_start, a.query_start) END)::float8 AS seconds
+  FROM pg_stat_activity AS a, blocking
+ WHERE a.pid = %(pid)s OR a.pid = ANY (blocking.pids)
+ ORDER BY a.pid <> %(pid)s, a.pid;
+
 -- database_now --
 -- The database's clock (epoch seconds), which a runner's waits are measured against
 SELECT extract(epoch FROM clock_timestamp())::float8 AS now;
@@ -98,3 +122,24 @@ SELECT sisy_retry_run_v1(
 -- break_task --
 -- The callable cannot be resolved: fail the run, mark the task broken
 SELECT sisy_break_task_v1(%(run_id)s, %(reason)s, %(traceback)s) AS broke;
+
+-- skip_runs_over_share --
+-- Runs a runner will not start: their task holds its share of the worker's slots
+SELECT run_id FROM sisy_skip_runs_over_share_v1(
+           %(run_ids)s::bigint[], %(job_id)s, %(worker)s, %(error)s
+       ) AS run_id;
+
+-- interrupt_runs --
+-- Runs whose worker stopped before their callable returned
+SELECT run_id FROM sisy_interrupt_runs_v1(%(run_ids)s::bigint[], %(error)s) AS run_id;
+
+-- worker_seen --
+-- A worker's state, for health (see sisy_worker)
+SELECT sisy_worker_seen_v1(
+           %(worker_id)s, %(name)s, %(queues)s::text[], %(plans)s, %(concurrency)s,
+           %(slots_held)s, %(slots_stuck)s, %(notifications)s, %(details)s
+       );
+
+-- worker_gone --
+-- A worker stopped
+SELECT sisy_worker_gone_v1(%(worker_id)s);

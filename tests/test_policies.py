@@ -5,15 +5,20 @@ records the planner writes (a 'queued' run, or a row saying why an instant is
 not run) and the task's next plan. The planner claims the task again while
 that plan's ``next_run`` is due, so a catch-up is a walk of decisions (see
 ``walk``). Times are UTC ("MM-DD hh:mm[:ss]" is in 2026) unless a zone is named.
+The last section compares the options with the database's (its constraint and
+``sisy_policy_v1``).
 """
 
 import dataclasses
 import datetime as dt
 import itertools
+import json
 import math
+import uuid
 from zoneinfo import ZoneInfo
 
 import pytest
+from django.db import IntegrityError, connection, transaction
 from django.utils.dateparse import parse_datetime
 
 from sisy_pg import conf, policies, schedule
@@ -24,6 +29,8 @@ UTC = dt.timezone.utc
 LEAD = dt.timedelta(milliseconds=200)  # the planner claims this far ahead (SISY_LEAD_TIME)
 TASK_ID = 7
 MICROSECOND = dt.timedelta(microseconds=1)
+SECOND = dt.timedelta(seconds=1)
+EVERY_SECOND = "* * * * * *"
 
 
 def at(*args, tz=UTC):
@@ -114,11 +121,11 @@ def fires(decisions):
     ],
 )
 def test_on_time_fire_is_one_queued_run_then_the_next_instant(claimed_at):
-    decision = decide(due("* * * * *", utc("05-05 10:00"), claimed_at))
+    decision = decide(due("*/5 * * * *", utc("05-05 10:00"), claimed_at))
     assert summary(decision) == [("queued", utc("05-05 10:00"), {})]
     assert decision.records[0].error == ""
     assert decision.fired is decision.records[0]
-    assert decision.plan == Plan(next_run=utc("05-05 10:01"))
+    assert decision.plan == Plan(next_run=utc("05-05 10:05"))
 
 
 def test_on_time_fire_is_counted_so_the_last_iteration_finishes_the_task():
@@ -445,6 +452,134 @@ def test_one_instant_late_runs_as_the_catch_up_and_nothing_is_missed(missed_poli
     decision = decide(due("30 2 * * *", utc("05-05 02:30"), claimed_at, missed=missed_policy))
     assert summary(decision) == [("queued", utc("05-05 02:30"), catch_up(claimed_at))]
     assert decision.plan == Plan(next_run=utc("05-06 02:30"))
+
+
+# --- A stall within the grace: no catch-up burst -----------------------------
+#
+# A locked row, a restored database or an overloaded planner leaves a task's
+# next_run several instants old but within its grace. Only the latest instant
+# due runs (missed='all' excepted); the older ones are one 'missed' record.
+
+
+def overtaken_error(first, through, policy_name, fire):
+    return (
+        f"missed: {first.isoformat()} to {through.isoformat()} could not start before a "
+        "later instant was due (workers stopped or busy, or the task's row locked); "
+        f"policy {policy_name}: only the latest, {fire.isoformat()}, runs"
+    )
+
+
+@pytest.mark.parametrize("missed_policy", ["coalesce", "skip"])
+def test_stall_within_the_grace_runs_only_the_latest_instant(missed_policy):
+    claimed_at = utc("05-05 10:00:12.3")  # a row locked for 12 s
+    decision = decide(due(EVERY_SECOND, utc("05-05 10:00"), claimed_at, missed=missed_policy))
+    assert summary(decision) == [
+        ("missed", utc("05-05 10:00"), missed(utc("05-05 10:00:11"), missed_policy)),
+        ("queued", utc("05-05 10:00:12"), {}),  # on time: a plain fire
+    ]
+    assert decision.records[0].error == overtaken_error(
+        utc("05-05 10:00"), utc("05-05 10:00:11"), missed_policy, utc("05-05 10:00:12")
+    )
+    assert decision.plan == Plan(next_run=utc("05-05 10:00:13"))
+
+
+@pytest.mark.parametrize("missed_policy", ["coalesce", "skip"])
+@pytest.mark.parametrize("stall", [1.3, 2, 7.5, 39.9, 59, 61, 3600])
+@pytest.mark.parametrize("grace", [60, 5])
+def test_stall_of_any_length_is_at_most_one_run_and_every_instant_recorded(
+    missed_policy, stall, grace
+):
+    """The planner's walk after a stall: one decision, every instant accounted for."""
+    instant = utc("05-05 10:00")
+    claimed_at = instant + dt.timedelta(seconds=stall)
+    decisions = walk(EVERY_SECOND, policy(grace=grace, missed=missed_policy), instant, claimed_at)
+    assert len(fires(decisions)) <= 1
+    assert len(decisions) == 1  # no burst: the next claim is the schedule's next instant
+    [decision] = decisions
+    [gap] = [r for r in decision.records if r.status == "missed"]
+    through = parse_datetime(gap.details["through"])
+    fired = decision.fired.instant if decision.fired else None
+    following = decision.plan.next_run
+    latest = schedule.last_before(EVERY_SECOND, "UTC", claimed_at + LEAD + MICROSECOND, instant)
+    assert following == latest + SECOND
+    accounted = {fired} if fired else set()
+    current = instant
+    while current < following:
+        assert current in accounted or gap.instant <= current <= through, current
+        current += SECOND
+    # The latest runs unless it is past its grace under skip; a catch-up past its grace.
+    late = latest < claimed_at - dt.timedelta(seconds=grace)
+    if missed_policy == "skip" and late:
+        assert fired is None
+    else:
+        assert fired == latest
+        assert decision.fired.details == (catch_up(claimed_at) if late else {})
+
+
+def test_stall_within_the_grace_all_runs_every_instant_one_per_claim():
+    claimed_at = utc("05-05 10:00:12.3")
+    decisions = walk(EVERY_SECOND, policy(missed="all"), utc("05-05 10:00"), claimed_at)
+    assert fires(decisions) == [utc("05-05 10:00") + n * SECOND for n in range(13)]
+    assert all(len(d.records) == 1 for d in decisions)
+
+
+def test_stall_within_the_grace_with_a_run_waiting_is_missed_then_coalesced():
+    claimed_at = utc("05-05 10:00:12.3")
+    waiting_run = OtherRun(41, utc("05-05 09:59:59"))
+    the_due = due(EVERY_SECOND, utc("05-05 10:00"), claimed_at, waiting=waiting_run)
+    decision = decide(the_due)
+    assert summary(decision) == [
+        ("missed", utc("05-05 10:00"), missed(utc("05-05 10:00:11"), "coalesce")),
+        ("skipped", utc("05-05 10:00:12"), {"reason": "coalesced", "into_run": 41}),
+    ]
+
+
+def test_stall_within_the_grace_stops_at_end_running():
+    task = PlanInput(EVERY_SECOND, "UTC", end_running=utc("05-05 10:00:05.5"))
+    decision = decide(due(task, utc("05-05 10:00"), utc("05-05 10:00:12.3")))
+    assert summary(decision) == [
+        ("missed", utc("05-05 10:00"), missed(utc("05-05 10:00:04"), "coalesce")),
+        ("queued", utc("05-05 10:00:05"), {}),
+    ]
+    assert decision.plan == Plan(next_run=None, finished=True)
+
+
+@pytest.mark.parametrize(
+    "claimed_at",
+    [
+        pytest.param(utc("05-05 10:00:00.5"), id="late, the next instant not due yet"),
+        pytest.param(utc("05-05 10:00:00.79"), id="late, the next instant just beyond the lead"),
+    ],
+)
+def test_late_but_not_overtaken_fires_its_instant(claimed_at):
+    decision = decide(due(EVERY_SECOND, utc("05-05 10:00"), claimed_at))
+    assert summary(decision) == [("queued", utc("05-05 10:00"), {})]
+    assert decision.plan == Plan(next_run=utc("05-05 10:00:01"))
+
+
+def test_late_by_less_than_the_lead_and_overtaken_runs_the_latest():
+    decision = decide(due(EVERY_SECOND, utc("05-05 10:00"), utc("05-05 10:00:00.9")))
+    assert summary(decision) == [
+        ("missed", utc("05-05 10:00"), missed(utc("05-05 10:00"), "coalesce")),
+        ("queued", utc("05-05 10:00:01"), {}),
+    ]
+
+
+def test_claimed_ahead_by_a_lead_longer_than_the_interval_is_never_overtaken():
+    """SISY_LEAD_TIME may exceed a schedule's interval: an instant still to come is not stale."""
+    claimed_at = utc("05-05 09:59:59.5")
+    the_due = due(EVERY_SECOND, utc("05-05 10:00"), claimed_at)
+    decision = policies.decide(the_due, lead=dt.timedelta(seconds=3), all_limit=100)
+    assert summary(decision) == [("queued", utc("05-05 10:00"), {})]
+    assert decision.plan == Plan(next_run=utc("05-05 10:00:01"))
+
+
+def test_run_now_off_the_schedule_is_fired_unless_an_instant_overtook_it():
+    """next_run set by hand (run_now) is an instant of its own."""
+    run_now = utc("05-05 10:00:30.25")
+    decision = decide(due("* * * * *", run_now, run_now + dt.timedelta(seconds=0.1)))
+    assert summary(decision) == [("queued", run_now, {})]
+    assert decision.plan == Plan(next_run=utc("05-05 10:01"))
 
 
 # --- end_running -------------------------------------------------------------
@@ -796,6 +931,7 @@ VALID_OPTIONS = [
     *(("timeout", value) for value in (0.001, 1, 3600.5, None)),
     *(("retries", value) for value in (0, 1, 3, 3.0, 100, None)),
     *(("retry_delay", value) for value in (0.001, 10, 2.5, None)),
+    *(("priority", value) for value in (-100, -1, 0, 5, 5.0, 100, None)),
 ]
 
 INVALID_OPTIONS = [
@@ -811,6 +947,7 @@ INVALID_OPTIONS = [
         for value in (-1, 101, 2.5, 1e9, "3", True, False, math.nan, math.inf, [3])
     ),
     *(("retry_delay", value) for value in (0, -1, "1", False, math.nan, math.inf)),
+    *(("priority", value) for value in (-101, 101, 0.5, 1e9, "5", True, math.nan, [1])),
 ]
 
 
@@ -840,6 +977,7 @@ def test_options_empty_and_complete_are_valid():
         "timeout": 30,
         "retries": 3,
         "retry_delay": 1.5,
+        "priority": -3,
     }
     assert policies.options_errors(complete) == []
 
@@ -848,7 +986,7 @@ def test_options_unknown_key_is_refused_naming_the_known_keys():
     assert policies.options_errors({"catchup": True}) == [
         (
             "options: unknown key 'catchup' (known: missed, overlap, grace, timeout, retries, "
-            "retry_delay)"
+            "retry_delay, priority)"
         )
     ]
 
@@ -905,6 +1043,7 @@ def test_policy_of_defaults():
         timeout=None,
         retries=0,
         retry_delay=10.0,
+        priority=0,
     )
     assert the_policy.grace == dt.timedelta(seconds=60)
 
@@ -949,6 +1088,7 @@ def test_policy_of_every_option():
         "timeout": 30,
         "retries": 3.0,
         "retry_delay": 2.5,
+        "priority": 7.0,
     }
     assert Policy.of(options, allow_overlap=False) == Policy(
         missed="all",
@@ -957,8 +1097,10 @@ def test_policy_of_every_option():
         timeout=30,
         retries=3,
         retry_delay=2.5,
+        priority=7,
     )
     assert isinstance(Policy.of(options, False).retries, int)
+    assert isinstance(Policy.of(options, False).priority, int)
 
 
 # --- Policy.retry_in ----------------------------------------------------------------
@@ -982,3 +1124,47 @@ def test_retry_in_backs_off_exponentially_then_gives_up(retries, retry_delay, de
 
 def test_retry_in_default_delay_is_ten_seconds():
     assert Policy.of({"retries": 2}, True).retry_in(2) == 20.0
+
+
+# --- The database agrees -----------------------------------------------------------
+
+
+def _database_accepts(options):
+    """Whether sisy_task_options_valid lets a task have these options."""
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO sisy_task (label, callable_info, options) "
+                "VALUES (%s, '{\"func_path\": \"x.y\"}', %s::jsonb)",
+                [f"options {uuid.uuid4()}", json.dumps(options)],
+            )
+            transaction.set_rollback(True)
+    except IntegrityError as exc:
+        assert "sisy_task_options_valid" in str(exc)
+        return False
+    return True
+
+
+@pytest.mark.django_db
+def test_the_database_accepts_the_options_python_accepts():
+    for key, value in [*VALID_OPTIONS, *INVALID_OPTIONS]:
+        if isinstance(value, float) and not math.isfinite(value):
+            continue  # not JSON
+        python = policies.options_errors({key: value}) == []
+        assert _database_accepts({key: value}) == python, (key, value)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"priority": 100}, {"priority": -100}, {"priority": 7.0}, {"priority": None}],
+    ids=repr,
+)
+def test_priority_is_the_same_in_python_and_sql(options):
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT priority FROM sisy_policy_v1(%s::jsonb, true, interval '60 seconds')",
+            [json.dumps(options)],
+        )
+        ((priority,),) = cursor.fetchall()
+    assert priority == Policy.of(options, allow_overlap=True).priority

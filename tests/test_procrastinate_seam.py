@@ -122,7 +122,7 @@ def test_worker_options_follow_procrastinate_settings_and_arguments():
         concurrency=8,
     )
     assert given == procrastinate_seam.WorkerOptions(
-        queues=("a", "sisy"), stalled_worker_timeout=12.0, concurrency=8
+        queues=("a", "sisy"), stalled_worker_timeout=12.0, concurrency=8, name="worker"
     )
 
 

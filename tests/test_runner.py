@@ -1,27 +1,16 @@
-"""The runner's callable slots, its care for runs when its job is cancelled, and where it
-awaits async callables (no database)."""
+"""The runner's care for runs when its job is cancelled, and where it awaits async callables
+(no database)."""
 
 import asyncio
 import threading
+import types
 
 import pytest
 
 from sisy_pg import runner
 
-
-def test_slots_take_what_is_free_and_wait_for_one_when_none_is():
-    async def scenario():
-        slots = runner.CallableSlots(3)
-        assert await slots.take(5) == 3  # all that is free, at once
-        waiting = asyncio.create_task(slots.take(2))
-        await asyncio.sleep(0.01)
-        assert not waiting.done()  # none free: waits
-        slots.give_back(1)
-        assert await asyncio.wait_for(waiting, 1) == 1
-        slots.give_back(3)
-        assert await slots.take(1) == 1
-
-    asyncio.run(scenario())
+# A sisy worker that is not stopping: all _all_recorded reads of it.
+WORKING = types.SimpleNamespace(stopping=False)
 
 
 def test_a_cancelled_job_still_waits_for_its_runs_to_be_recorded():
@@ -33,13 +22,13 @@ def test_a_cancelled_job_still_waits_for_its_runs_to_be_recorded():
             recorded.append(name)
             return "succeeded"
 
-        runs = [asyncio.create_task(run(f"r{n}")) for n in range(3)]
-        waiting = asyncio.create_task(runner._all_recorded(runs))
+        runs = {n: asyncio.create_task(run(f"r{n}")) for n in range(3)}
+        waiting = asyncio.create_task(runner._all_recorded(None, WORKING, runs))
         await asyncio.sleep(0.01)
         waiting.cancel()  # procrastinate aborting the job, or a worker's shutdown
         with pytest.raises(asyncio.CancelledError):
             await waiting
-        return recorded, [r.cancelled() for r in runs]
+        return recorded, [r.cancelled() for r in runs.values()]
 
     recorded, cancelled = asyncio.run(scenario())
     assert sorted(recorded) == ["r0", "r1", "r2"] and not any(cancelled)
@@ -53,8 +42,8 @@ def test_outcomes_of_runs_are_gathered_with_their_exceptions():
         async def works() -> str:
             return "succeeded"
 
-        runs = [asyncio.create_task(fails()), asyncio.create_task(works())]
-        return await runner._all_recorded(runs)
+        runs = {1: asyncio.create_task(fails()), 2: asyncio.create_task(works())}
+        return await runner._all_recorded(None, WORKING, runs)
 
     first, second = asyncio.run(scenario())
     assert isinstance(first, RuntimeError) and second == "succeeded"

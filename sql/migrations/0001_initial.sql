@@ -346,6 +346,16 @@ AS $$
      WHERE w.last_heartbeat > now() - p_stalled_after;
 $$;
 
+-- procrastinate's workers and their last heartbeat: sisy_worker rows join
+-- them on id (sisy_health_v1).
+CREATE FUNCTION sisy_worker_heartbeats_v1()
+    RETURNS TABLE (worker_id bigint, last_heartbeat timestamptz)
+    LANGUAGE sql STABLE
+    SET search_path FROM CURRENT
+AS $$
+    SELECT w.id, w.last_heartbeat FROM procrastinate_workers AS w;
+$$;
+
 -- Triggers on sisy_task ----------------------------------------------------------
 
 CREATE FUNCTION sisy_task_before_write_v1() RETURNS trigger
@@ -1045,6 +1055,42 @@ BEGIN
 END;
 $$;
 
+-- Records runs that a runner will not start because their task already holds
+-- its share of the worker's callable slots (SISY_TASK_SLOTS, threads of
+-- runs that timed out but never returned included): 'skipped', reason
+-- fair_share, so that a hanging task cannot queue runs without end. A run no
+-- longer queued is left alone. Returns the ids skipped.
+CREATE FUNCTION sisy_skip_runs_over_share_v1(
+    p_run_ids bigint[], p_job_id bigint, p_worker text, p_error text
+)
+    RETURNS SETOF bigint
+    LANGUAGE sql
+    SET search_path FROM CURRENT
+AS $$
+    UPDATE sisy_taskrun AS r
+       SET status = 'skipped', finished_at = clock_timestamp(), worker = p_worker,
+           job_id = coalesce(r.job_id, p_job_id), error = p_error,
+           details = r.details || jsonb_build_object('reason', 'fair_share')
+     WHERE r.id = ANY (p_run_ids) AND r.status = 'queued'
+    RETURNING r.id;
+$$;
+
+-- Records runs whose worker stopped (SIGTERM, SIGINT) before their callable
+-- returned: the worker waited SISY_SHUTDOWN_TIMEOUT for them, then exited.
+-- 'failed', reason interrupted: whatever the callable did is unknown. A run
+-- no longer running (timed out meanwhile) is left alone. Returns the ids.
+CREATE FUNCTION sisy_interrupt_runs_v1(p_run_ids bigint[], p_error text)
+    RETURNS SETOF bigint
+    LANGUAGE sql
+    SET search_path FROM CURRENT
+AS $$
+    UPDATE sisy_taskrun AS r
+       SET status = 'failed', finished_at = clock_timestamp(), error = p_error,
+           details = r.details || jsonb_build_object('reason', 'interrupted')
+     WHERE r.id = ANY (p_run_ids) AND r.status = 'running'
+    RETURNING r.id;
+$$;
+
 -- Runs past their task's timeout (details.deadline) become 'timed_out': they
 -- no longer count as running for the overlap policy, and the run buffered
 -- behind each is released. Their worker thread cannot be stopped; how the
@@ -1164,6 +1210,63 @@ BEGIN
     PERFORM sisy_delete_finished_jobs_v1(coalesce(pruned_jobs, '{}'));
     RETURN pruned;
 END;
+$$;
+
+-- Load ---------------------------------------------------------------------------------
+
+-- What the cluster got through in the last p_window, and how far behind it
+-- is now: read by the planner that does the housekeeping (its overload
+-- warning, sisy_pg/planner.py) and by health.
+--   due              instants dealt with: history rows finished in the window
+--                    (a 'missed' row stands for its whole range: counted once);
+--   executed         those whose callable ran (succeeded, failed, timed_out);
+--   not_run          those not run for want of capacity: details.reason
+--                    coalesced, missed, late, fair_share or backlog (not a
+--                    paused task's, nor an overlap its policy skips);
+--   overdue_tasks    enabled tasks whose next_run is more than 1 s past;
+--   max_lag_seconds  how far past the earliest next_run is (0 when none is).
+-- Both reads are index ranges (sisy_taskrun_finished_idx, sisy_task_due_idx),
+-- the clock read once so that they can be: the cost follows what finished
+-- recently and what is overdue, not the size of the tables.
+CREATE FUNCTION sisy_load_v1(p_window interval)
+    RETURNS TABLE (
+        window_seconds float8, due integer, executed integer, not_run integer,
+        overdue_tasks integer, max_lag_seconds float8
+    )
+    LANGUAGE sql
+    SET search_path FROM CURRENT
+AS $$
+    WITH clock AS MATERIALIZED (
+        SELECT clock_timestamp() AS now
+    ), finished AS (
+        SELECT count(*)::integer AS due,
+               count(*) FILTER (
+                   WHERE r.status IN ('succeeded', 'failed', 'timed_out')
+               )::integer AS executed,
+               count(*) FILTER (
+                   WHERE r.details ->> 'reason'
+                         IN ('coalesced', 'missed', 'late', 'fair_share', 'backlog')
+               )::integer AS not_run
+          FROM sisy_taskrun AS r
+         WHERE r.status IN ('succeeded', 'failed', 'timed_out', 'skipped', 'missed', 'cancelled')
+           AND r.finished_at >= (SELECT clock.now FROM clock) - p_window
+    ), overdue AS (
+        SELECT count(*)::integer AS tasks
+          FROM sisy_task AS t
+         WHERE t.enabled AND t.next_run IS NOT NULL
+           AND t.next_run < (SELECT clock.now FROM clock) - interval '1 second'
+    ), earliest AS (
+        SELECT min(t.next_run) AS next_run
+          FROM sisy_task AS t
+         WHERE t.enabled AND t.next_run IS NOT NULL
+    )
+    SELECT extract(epoch FROM p_window)::float8,
+           finished.due, finished.executed, finished.not_run, overdue.tasks,
+           greatest(
+               coalesce(extract(epoch FROM (SELECT clock.now FROM clock) - earliest.next_run), 0),
+               0
+           )::float8
+      FROM finished, overdue, earliest;
 $$;
 
 -- One decision point: a task's state, and what may be done to it ---------------------
@@ -1376,6 +1479,337 @@ SELECT r.id, r.task_id, t.label, r.scheduled_for, r.status,
        r.queued_at, r.started_at, r.finished_at, r.worker, r.job_id, r.error
   FROM sisy_taskrun AS r
   JOIN sisy_task AS t ON t.id = r.task_id;
+
+-- Workers and health ---------------------------------------------------------------------
+-- Each worker reports itself in sisy_worker every few seconds (its queues,
+-- its callable slots, whether notifications reach it); sisy_health_v1 judges
+-- the workers, the tasks and the recent history from it. One decision point
+-- for manage.py sisy health, psql and the monitor role (sql/roles.sql).
+
+-- One row per running worker: what its runtime last reported
+-- (sisy_worker_seen_v1, every few seconds), deleted when it stops
+-- (sisy_worker_gone_v1). No model maps it. id is procrastinate's worker id,
+-- without a foreign key: procrastinate deletes its rows its own way.
+CREATE TABLE sisy_worker (
+    id bigint PRIMARY KEY,
+    name text NOT NULL,  -- host:pid:worker-name, as sisy_taskrun.worker
+    queues text[] NULL,  -- the queues it serves; NULL: every queue
+    plans boolean NOT NULL,  -- a sisy planner runs in it
+    concurrency integer NOT NULL,  -- its callable slots
+    -- Slots held now (threads busy, stuck ones included), and those held by
+    -- runs past their timeout whose callable never returned.
+    slots_held integer NOT NULL DEFAULT 0,
+    slots_stuck integer NOT NULL DEFAULT 0,
+    -- Whether its self-addressed NOTIFYs reach its LISTEN connections ('lost':
+    -- a pooler in transaction mode drops them, and the worker polls).
+    notifications text NOT NULL DEFAULT 'unknown'
+        CONSTRAINT sisy_worker_notifications_known
+            CHECK (notifications IN ('unknown', 'ok', 'lost')),
+    started_at timestamp with time zone NOT NULL DEFAULT clock_timestamp(),
+    seen_at timestamp with time zone NOT NULL DEFAULT clock_timestamp(),
+    -- e.g. {"stuck_tasks": [task ids], "slots_full_since": an instant}
+    details jsonb NOT NULL DEFAULT '{}'::jsonb
+        CONSTRAINT sisy_worker_details_is_object CHECK (jsonb_typeof(details) = 'object')
+);
+
+-- What sisy_health_v1 reads, each through an index, so that a probe costs
+-- what is wrong (and the last minutes of history), not what is defined:
+-- broken tasks,
+CREATE INDEX sisy_task_broken_idx ON sisy_task (id) WHERE error <> '';
+-- and runs that timed out whose callable has not returned (its thread still
+-- holds a slot of its worker, if that one lives), by worker.
+CREATE INDEX sisy_taskrun_unreturned_idx
+    ON sisy_taskrun (worker) WHERE status = 'timed_out' AND NOT details ? 'returned';
+
+-- A worker's report of itself, every few seconds: its row, written on the
+-- database's clock (seen_at). Rows not seen for a day (workers killed before
+-- they could call sisy_worker_gone_v1) are deleted on the way, so the table
+-- stays as small as the cluster.
+CREATE FUNCTION sisy_worker_seen_v1(
+    p_worker_id bigint, p_name text, p_queues text[], p_plans boolean,
+    p_concurrency integer, p_slots_held integer, p_slots_stuck integer, p_notifications text,
+    p_details jsonb
+)
+    RETURNS void
+    LANGUAGE sql
+    SET search_path FROM CURRENT
+AS $$
+    DELETE FROM sisy_worker AS w
+     WHERE w.seen_at < clock_timestamp() - interval '1 day' AND w.id <> p_worker_id;
+    INSERT INTO sisy_worker AS w
+           (id, name, queues, plans, concurrency, slots_held, slots_stuck, notifications,
+            details)
+    VALUES (p_worker_id, p_name, p_queues, p_plans, p_concurrency,
+            coalesce(p_slots_held, 0), coalesce(p_slots_stuck, 0),
+            coalesce(p_notifications, 'unknown'), coalesce(p_details, '{}'))
+    ON CONFLICT (id) DO UPDATE
+       SET name = EXCLUDED.name, queues = EXCLUDED.queues, plans = EXCLUDED.plans,
+           concurrency = EXCLUDED.concurrency, slots_held = EXCLUDED.slots_held,
+           slots_stuck = EXCLUDED.slots_stuck, notifications = EXCLUDED.notifications,
+           details = EXCLUDED.details, seen_at = clock_timestamp();
+$$;
+
+-- The worker stopped: its row goes (health no longer counts it).
+CREATE FUNCTION sisy_worker_gone_v1(p_worker_id bigint) RETURNS void
+    LANGUAGE sql
+    SET search_path FROM CURRENT
+AS $$
+    DELETE FROM sisy_worker AS w WHERE w.id = p_worker_id;
+$$;
+
+-- Whether the load sisy_load_v1 measured is overload: more than 10 % of the
+-- instants dealt with (at least 10) not run for want of capacity, or a task's
+-- next instant more than 5 s overdue. The rule of the planner's overload
+-- warning (sisy_pg.liveness.Load.overloaded: a test keeps the two equal).
+CREATE FUNCTION sisy_overloaded_v1(
+    p_due integer, p_not_run integer, p_overdue_tasks integer, p_max_lag_seconds float8
+)
+    RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    SET search_path FROM CURRENT
+AS $$
+    SELECT (p_due >= 10 AND p_not_run > 0.10 * p_due)
+        OR (p_overdue_tasks > 0 AND p_max_lag_seconds > 5.0);
+$$;
+
+-- What is wrong with sisy now: one row per check, always in this order; ok
+-- when it finds nothing wrong, subjects the tasks' labels or the workers'
+-- names it is about (the first 100), facts its figures. Live worker: its
+-- procrastinate heartbeat or its sisy_worker report is younger than
+-- p_stalled_after (procrastinate's stalled_worker_timeout). "A few seconds"
+-- below is 5 s: while a planner runs, what it does takes milliseconds.
+--   workers        a live worker plans the sisy queue (one serving only other
+--                  queues plans nothing);
+--   unplanned      no enabled task still waits for its first next_run (not
+--                  finished, not broken) a few seconds after it was created or
+--                  its definition changed;
+--   overdue        no enabled task's next_run is more than p_max_overdue past;
+--   broken         no enabled task is broken;
+--   starving       no task starves: one of its instants was recorded not run for
+--                  want of a slot or of time (reason coalesced, backlog, missed,
+--                  late, fair_share) in the last p_recent, and of its 10 latest
+--                  instants (at least 3), its 3 latest or more than half were;
+--   overrun        no run is still running a few seconds past its deadline (the
+--                  planners time runs out as the deadline passes);
+--   stuck          no run timed out without its callable returning on a live
+--                  worker (whose thread it holds: Python cannot stop it);
+--   slots_full     no live worker has all its callable slots held (for a few
+--                  seconds, when it says since when);
+--   slots_stuck    no live worker has slots held by runs past their timeout;
+--   notifications  no live worker has lost its notifications (it polls: its
+--                  runs are late; docs/operations.md#connection-poolers);
+--   load           the cluster was not overloaded over the last p_recent
+--                  (sisy_load_v1 judged by sisy_overloaded_v1).
+-- The starving rule reads the history finished in the last p_recent (index
+-- sisy_taskrun_finished_idx) and 10 rows per task found there (the index of
+-- sisy_taskrun_once_per_instant); the others read the workers, the tasks
+-- waiting, overdue or broken, and the runs running or hung. SECURITY
+-- DEFINER: the monitor role may call it without any right on the tables.
+CREATE FUNCTION sisy_health_v1(
+    p_stalled_after interval DEFAULT '30 seconds',
+    p_max_overdue interval DEFAULT '60 seconds',
+    p_recent interval DEFAULT '5 minutes'
+)
+    RETURNS TABLE (check_name text, ok boolean, subjects text[], facts jsonb)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    now_ timestamptz := clock_timestamp();
+    few_seconds constant interval := interval '5 seconds';
+    shown constant integer := 100;
+    starved_reasons constant text[] := ARRAY['coalesced', 'backlog', 'missed', 'late', 'fair_share'];
+    live_ids bigint[];
+    total integer;
+    task_count integer;
+    named text[];
+    figures jsonb;
+BEGIN
+    SELECT coalesce(array_agg(live.id ORDER BY live.id), '{}') INTO live_ids
+      FROM (
+          SELECT h.worker_id AS id FROM sisy_worker_heartbeats_v1() AS h
+           WHERE h.last_heartbeat > now_ - p_stalled_after
+          UNION
+          SELECT w.id FROM sisy_worker AS w WHERE w.seen_at > now_ - p_stalled_after
+      ) AS live;
+
+    SELECT coalesce(array_agg(w.name ORDER BY w.id) FILTER (WHERE w.plans), '{}'),
+           coalesce(jsonb_agg(jsonb_build_object(
+               'id', live.id, 'name', w.name, 'queues', w.queues, 'plans', w.plans,
+               'concurrency', w.concurrency, 'slots_held', w.slots_held,
+               'slots_stuck', w.slots_stuck, 'notifications', w.notifications,
+               'started_at', w.started_at, 'seen_at', w.seen_at, 'details', w.details
+           ) ORDER BY live.id), '[]')
+      INTO named, figures
+      FROM unnest(live_ids) AS live(id)
+      LEFT JOIN sisy_worker AS w ON w.id = live.id;
+    check_name := 'workers';
+    ok := cardinality(named) > 0;
+    subjects := named[1:shown];
+    facts := jsonb_build_object(
+        'live_workers', cardinality(live_ids), 'planners', cardinality(named), 'workers', figures
+    );
+    RETURN NEXT;
+
+    SELECT count(*)::integer, coalesce((array_agg(t.label::text ORDER BY t.label))[1:shown], '{}')
+      INTO total, named
+      FROM sisy_task AS t
+     WHERE t.enabled AND t.next_run IS NULL AND t.finished_at IS NULL AND t.error = ''
+       AND greatest(t.created_at, t.modified_at) < now_ - few_seconds;
+    check_name := 'unplanned';
+    ok := total = 0;
+    subjects := named;
+    facts := jsonb_build_object(
+        'tasks', total, 'after_seconds', extract(epoch FROM few_seconds)
+    );
+    RETURN NEXT;
+
+    SELECT count(*)::integer,
+           coalesce((array_agg(t.label::text ORDER BY t.next_run, t.label))[1:shown], '{}')
+      INTO total, named
+      FROM sisy_task AS t
+     WHERE t.enabled AND t.next_run IS NOT NULL AND t.next_run < now_ - p_max_overdue
+       AND t.finished_at IS NULL AND t.error = '';
+    check_name := 'overdue';
+    ok := total = 0;
+    subjects := named;
+    facts := jsonb_build_object('tasks', total);
+    RETURN NEXT;
+
+    -- A paused broken task fires nothing: no alarm until it is resumed.
+    SELECT count(*)::integer, coalesce((array_agg(t.label::text ORDER BY t.label))[1:shown], '{}')
+      INTO total, named
+      FROM sisy_task AS t
+     WHERE t.error <> '' AND t.enabled;
+    check_name := 'broken';
+    ok := total = 0;
+    subjects := named;
+    facts := jsonb_build_object('tasks', total);
+    RETURN NEXT;
+
+    WITH candidate AS (
+        SELECT DISTINCT r.task_id
+          FROM sisy_taskrun AS r
+         WHERE r.status IN ('succeeded', 'failed', 'timed_out', 'skipped', 'missed', 'cancelled')
+           AND r.finished_at > now_ - p_recent
+           AND r.details ->> 'reason' = ANY (starved_reasons)
+    ), judged AS (
+        SELECT c.task_id,
+               count(*)::integer AS instants,
+               count(*) FILTER (WHERE latest.starved)::integer AS starved,
+               count(*) FILTER (WHERE latest.starved AND latest.rank <= 3)::integer AS last_starved
+          FROM candidate AS c
+          CROSS JOIN LATERAL (
+              SELECT last10.starved,
+                     row_number() OVER (ORDER BY last10.scheduled_for DESC) AS rank
+                FROM (
+                    SELECT r.scheduled_for,
+                           coalesce(r.details ->> 'reason' = ANY (starved_reasons), false)
+                               AS starved
+                      FROM sisy_taskrun AS r
+                     WHERE r.task_id = c.task_id AND r.scheduled_for <= now_
+                     ORDER BY r.scheduled_for DESC
+                     LIMIT 10
+                ) AS last10
+          ) AS latest
+         GROUP BY c.task_id
+    )
+    SELECT count(*)::integer, coalesce((array_agg(t.label::text ORDER BY t.label))[1:shown], '{}')
+      INTO total, named
+      FROM judged AS j
+      JOIN sisy_task AS t ON t.id = j.task_id
+     WHERE t.enabled AND t.finished_at IS NULL AND t.error = ''
+       AND j.instants >= 3 AND (j.last_starved = 3 OR j.starved * 2 > j.instants);
+    check_name := 'starving';
+    ok := total = 0;
+    subjects := named;
+    facts := jsonb_build_object('tasks', total, 'recent_seconds', extract(epoch FROM p_recent));
+    RETURN NEXT;
+
+    SELECT count(*)::integer, count(DISTINCT r.task_id)::integer,
+           coalesce((array_agg(DISTINCT t.label::text ORDER BY t.label::text))[1:shown], '{}')
+      INTO total, task_count, named
+      FROM sisy_taskrun AS r
+      JOIN sisy_task AS t ON t.id = r.task_id
+     WHERE r.status = 'running' AND r.details ? 'deadline'
+       AND (r.details ->> 'deadline')::timestamptz < now_ - few_seconds;
+    check_name := 'overrun';
+    ok := total = 0;
+    subjects := named;
+    facts := jsonb_build_object(
+        'runs', total, 'tasks', task_count, 'past_seconds', extract(epoch FROM few_seconds)
+    );
+    RETURN NEXT;
+
+    SELECT count(*)::integer, count(DISTINCT r.task_id)::integer,
+           coalesce((array_agg(DISTINCT t.label::text ORDER BY t.label::text))[1:shown], '{}')
+      INTO total, task_count, named
+      FROM sisy_taskrun AS r
+      JOIN sisy_task AS t ON t.id = r.task_id
+     WHERE r.status = 'timed_out' AND NOT r.details ? 'returned'
+       AND (EXISTS (SELECT 1 FROM sisy_worker AS w
+                     WHERE w.id = ANY (live_ids) AND w.name = r.worker)
+            OR (r.job_id IS NOT NULL AND sisy_job_alive_v1(r.job_id, p_stalled_after)));
+    check_name := 'stuck';
+    ok := total = 0;
+    subjects := named;
+    facts := jsonb_build_object('runs', total, 'tasks', task_count);
+    RETURN NEXT;
+
+    SELECT coalesce(array_agg(w.name ORDER BY w.id), '{}'),
+           coalesce(jsonb_agg(jsonb_build_object(
+               'name', w.name, 'slots_held', w.slots_held, 'concurrency', w.concurrency
+           ) ORDER BY w.id), '[]')
+      INTO named, figures
+      FROM sisy_worker AS w
+     WHERE w.id = ANY (live_ids) AND w.slots_held >= w.concurrency
+       AND coalesce(
+           CASE jsonb_typeof(w.details -> 'slots_full_since')
+               WHEN 'string' THEN (w.details ->> 'slots_full_since')::timestamptz
+               WHEN 'number' THEN to_timestamp((w.details ->> 'slots_full_since')::float8)
+           END < now_ - few_seconds,
+           true
+       );
+    check_name := 'slots_full';
+    ok := cardinality(named) = 0;
+    subjects := named[1:shown];
+    facts := jsonb_build_object('workers', figures);
+    RETURN NEXT;
+
+    SELECT coalesce(array_agg(w.name ORDER BY w.id), '{}'),
+           coalesce(jsonb_agg(jsonb_build_object(
+               'name', w.name, 'slots_stuck', w.slots_stuck, 'concurrency', w.concurrency,
+               'stuck_tasks', w.details -> 'stuck_tasks'
+           ) ORDER BY w.id), '[]')
+      INTO named, figures
+      FROM sisy_worker AS w
+     WHERE w.id = ANY (live_ids) AND w.slots_stuck > 0;
+    check_name := 'slots_stuck';
+    ok := cardinality(named) = 0;
+    subjects := named[1:shown];
+    facts := jsonb_build_object('workers', figures);
+    RETURN NEXT;
+
+    SELECT coalesce(array_agg(w.name ORDER BY w.id), '{}') INTO named
+      FROM sisy_worker AS w
+     WHERE w.id = ANY (live_ids) AND w.notifications = 'lost';
+    check_name := 'notifications';
+    ok := cardinality(named) = 0;
+    subjects := named[1:shown];
+    facts := jsonb_build_object('workers', cardinality(named));
+    RETURN NEXT;
+
+    SELECT to_jsonb(l) INTO figures FROM sisy_load_v1(p_recent) AS l;
+    check_name := 'load';
+    ok := NOT sisy_overloaded_v1(
+        (figures ->> 'due')::integer, (figures ->> 'not_run')::integer,
+        (figures ->> 'overdue_tasks')::integer, (figures ->> 'max_lag_seconds')::float8
+    );
+    subjects := '{}';
+    facts := figures;
+    RETURN NEXT;
+END;
+$$;
 
 -- Privileges ----------------------------------------------------------------------------
 -- No sisy function is everyone's to call: EXECUTE is revoked from PUBLIC on

@@ -21,7 +21,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections, transaction
 
-from sisy_pg import conf, procrastinate_seam, schedule
+from sisy_pg import conf, liveness, procrastinate_seam, schedule
 from sisy_pg.limits import printable
 from sisy_pg.models import ActionRefused, Task, TaskRun, database_now
 from sisy_pg.schedule_text import describe, instants_of, seconds_first_warning
@@ -32,8 +32,10 @@ from sisy_pg.vocabulary import Action, TaskState
 
 UTC = dt.timezone.utc
 _ONE_MICROSECOND = dt.timedelta(microseconds=1)
-# Broken or overdue labels named in one health line, at most.
+# Labels (or workers) named in one health line, at most.
 HEALTH_LABELS = 5
+# Seconds of history health judges starving tasks and the load by.
+HEALTH_RECENT = 300.0
 
 Write = Callable[[str], None]
 
@@ -186,6 +188,34 @@ def history_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
     return table(rows, header)
 
 
+@dataclasses.dataclass(frozen=True)
+class HealthCheck:
+    """A row of ``sisy_health_v1``: a check, whether it passed, whom it names, its figures."""
+
+    name: str
+    ok: bool
+    subjects: list[str]
+    facts: dict[str, Any]
+
+
+def health_checks(
+    max_overdue: float, stalled_after: float, recent: float = HEALTH_RECENT
+) -> dict[str, HealthCheck]:
+    """Every check of ``sisy_health_v1``, by name: the database decides, Python words it."""
+    with connections[procrastinate_seam.database_alias()].cursor() as cursor:
+        cursor.execute(
+            "SELECT check_name, ok, subjects, facts FROM sisy_health_v1("
+            "make_interval(secs => %s), make_interval(secs => %s), make_interval(secs => %s))",
+            [stalled_after, max_overdue, recent],
+        )
+        return {
+            name: HealthCheck(
+                name, ok, list(subjects), json.loads(facts) if isinstance(facts, str) else facts
+            )
+            for name, ok, subjects, facts in cursor.fetchall()
+        }
+
+
 def health_problems(
     max_overdue: float, ignore_broken: bool = False
 ) -> tuple[list[str], dict[str, Any]]:
@@ -195,51 +225,99 @@ def health_problems(
     workers must not fail for a task whose row needs fixing (a restart cannot
     mend it); an alert should not leave them out.
     """
-    alias = procrastinate_seam.database_alias()
     stalled_after = procrastinate_seam.stalled_worker_timeout()
-    with connections[alias].cursor() as cursor:
-        cursor.execute("SELECT sisy_live_workers_v1(make_interval(secs => %s))", [stalled_after])
-        live_workers = int(cursor.fetchone()[0])
-    now = database_now(alias)
-    overdue = list(
-        Task.objects.using(alias)
-        .filter(
-            enabled=True,
-            error="",
-            finished_at=None,
-            next_run__lt=now - dt.timedelta(seconds=max_overdue),
-        )
-        .order_by("next_run")
-        .values_list("label", flat=True)
-    )
-    broken = list(
-        Task.objects.using(alias)
-        .in_state(TaskState.BROKEN)
-        # A paused broken task fires nothing: no alarm until it is resumed.
-        .filter(enabled=True)
-        .order_by("label")
-        .values_list("label", flat=True)
-    )
-    problems = []
-    if not live_workers:
-        problems.append(
-            f"no live worker (no procrastinate worker heartbeat in the last {stalled_after:g} s): "
-            "nothing plans or runs the tasks"
-        )
-    if overdue:
-        problems.append(
-            f"{len(overdue)} task(s) overdue by more than {max_overdue:g} s: {_names(overdue)}"
-        )
-    if broken and not ignore_broken:
-        problems.append(f"{len(broken)} task(s) broken: {_names(broken)}")
+    checks = health_checks(max_overdue, stalled_after)
+    problems = [
+        _health_line(check, stalled_after, max_overdue)
+        for check in checks.values()
+        if not check.ok and not (ignore_broken and check.name == "broken")
+    ]
+    workers = checks["workers"].facts
     facts = {
-        "live_workers": live_workers,
+        "live_workers": workers["live_workers"],
+        "planners": workers["planners"],
         "stalled_worker_timeout": stalled_after,
         "max_overdue": max_overdue,
-        "overdue": overdue,
-        "broken": broken,
+        "recent": HEALTH_RECENT,
+        **{
+            name: checks[name].subjects
+            for name in ("overdue", "broken", "unplanned", "starving", "overrun", "stuck")
+        },
+        "workers": workers["workers"],
+        "load": checks["load"].facts,
+        "checks": {
+            check.name: {"ok": check.ok, "subjects": check.subjects, "facts": check.facts}
+            for check in checks.values()
+        },
     }
     return problems, facts
+
+
+def _health_line(check: HealthCheck, stalled_after: float, max_overdue: float) -> str:
+    """One reason line for a failed check of ``sisy_health_v1``."""
+    facts, names = check.facts, _names(check.subjects)
+    if check.name == "workers":
+        if not facts["live_workers"]:
+            return (
+                f"no live worker (no procrastinate worker heartbeat in the last "
+                f"{stalled_after:g} s): nothing plans or runs the tasks"
+            )
+        queues = "; ".join(_worker_queues(worker) for worker in facts["workers"])
+        return (
+            f"{facts['live_workers']} live worker(s), none plans the sisy queue (their queues: "
+            f"{queues}): no task is fired; start a worker that serves the queue "
+            f"{conf.settings.queue!r}"
+        )
+    if check.name == "unplanned":
+        return (
+            f"{facts['tasks']} enabled task(s) never planned (no next run {facts['after_seconds']:g} "
+            f"s after they were saved, where a planner takes milliseconds): {names}"
+        )
+    if check.name == "overdue":
+        return f"{facts['tasks']} task(s) overdue by more than {max_overdue:g} s: {names}"
+    if check.name == "broken":
+        return f"{facts['tasks']} task(s) broken: {names}"
+    if check.name == "starving":
+        return (
+            f"{facts['tasks']} task(s) starving (most of their latest instants not run for want "
+            f"of a slot or of time: coalesced, missed, late, fair share): {names}"
+        )
+    if check.name == "overrun":
+        return (
+            f"{facts['runs']} run(s) still running {facts['past_seconds']:g} s past their timeout "
+            f"(no planner times them out), of {facts['tasks']} task(s): {names}"
+        )
+    if check.name == "stuck":
+        return (
+            f"{facts['runs']} run(s) timed out whose callable never returned, on live workers "
+            f"(each holds one of its worker's callable slots), of {facts['tasks']} task(s): {names}"
+        )
+    if check.name == "slots_full":
+        held = [f"{w['name']} ({w['slots_held']} of {w['concurrency']})" for w in facts["workers"]]
+        return f"{len(held)} worker(s) with every callable slot held: {_names(held)}"
+    if check.name == "slots_stuck":
+        stuck = [
+            f"{w['name']} ({w['slots_stuck']} of {w['concurrency']})" for w in facts["workers"]
+        ]
+        return (
+            f"{len(stuck)} worker(s) with callable slots held by runs past their timeout whose "
+            f"callable never returned: {_names(stuck)}"
+        )
+    if check.name == "notifications":
+        return (
+            f"{facts['workers']} worker(s) receive no notifications (degraded: they poll, runs "
+            f"start late): {names}; behind a pooler in transaction mode, set "
+            "SISY_LISTEN_DATABASE to a direct connection (docs/operations.md#connection-poolers)"
+        )
+    if check.name == "load":
+        return f"overloaded: {liveness.Load(**facts).describe()}"
+    return f"{check.name}: {names or _dumps(facts)}"  # a check of a later schema
+
+
+def _worker_queues(worker: dict[str, Any]) -> str:
+    if worker["name"] is None:
+        return "unknown (no sisy report)"
+    return "all" if worker["queues"] is None else ", ".join(worker["queues"])
 
 
 def _names(labels: Sequence[str]) -> str:
@@ -296,7 +374,12 @@ class Command(BaseCommand):
         sub.add_argument("expression", help="a cron schedule, e.g. '*/5 * * * *'")
         sub.add_argument("--tz", default=None, help="time zone (default SISY_DEFAULT_TIMEZONE)")
         sub.add_argument("-n", type=_positive, default=5, help="how many instants (default 5)")
-        sub = action("health", "exit 0 when workers are alive and no task is late or broken")
+        sub = action(
+            "health",
+            "exit 0 when a live worker plans, no task is unplanned, late, starving, stuck or "
+            "broken, no worker's slots are all held, notifications arrive and nothing is "
+            "overloaded",
+        )
         sub.add_argument(
             "--max-overdue",
             type=float,

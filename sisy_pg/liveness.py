@@ -92,7 +92,8 @@ class Stall:
     blockers: tuple[Activity, ...] = ()
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (psycopg's run on with hints)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -112,7 +113,7 @@ async def diagnose(store: Store, pid: int) -> Stall:
     except psycopg.Error as exc:
         return Stall(
             StallCause.NO_ANSWER,
-            f"the server does not answer: a new connection failed ({_first_line(exc)})",
+            f"the server does not answer: a new connection failed ({first_line(exc)})",
         )
     try:
         async with conn:
@@ -120,7 +121,7 @@ async def diagnose(store: Store, pid: int) -> Stall:
                 store.stall_activity(conn, pid=pid), DIAGNOSIS_TIMEOUT
             )
     except (asyncio.TimeoutError, psycopg.Error) as exc:
-        detail = "no answer" if isinstance(exc, asyncio.TimeoutError) else _first_line(exc)
+        detail = "no answer" if isinstance(exc, asyncio.TimeoutError) else first_line(exc)
         return Stall(
             StallCause.NO_ANSWER, f"the server does not answer pg_stat_activity ({detail})"
         )
@@ -228,14 +229,14 @@ class StallWatch:
 def failure_cause(exc: BaseException) -> str:
     """A planner failure worded for its log line: what broke, from the exception."""
     if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
-        return f"the database is read-only, as after a failover ({_first_line(exc)})"
+        return f"the database is read-only, as after a failover ({first_line(exc)})"
     if isinstance(exc, psycopg.errors.AdminShutdown):
-        return f"the server ended its connection ({_first_line(exc)})"
+        return f"the server ended its connection ({first_line(exc)})"
     if isinstance(exc, psycopg.OperationalError):
-        return f"the connection to the database failed or was lost ({_first_line(exc)})"
-    if isinstance(exc, ConnectionError):
-        return f"the connection to the database was lost ({_first_line(exc)})"
-    return f"{type(exc).__name__}: {_first_line(exc)}"
+        return f"the connection to the database failed or was lost ({first_line(exc)})"
+    if isinstance(exc, ConnectionError):  # the planner's own words
+        return first_line(exc)
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
 # --- Notifications ---------------------------------------------------------------
@@ -281,7 +282,7 @@ class NotificationProbe:
         self.listen_database = listen_database
         self.state = Notifications.UNKNOWN
         self._token = f"{PROBE_PREFIX}{uuid.uuid4().hex}:"
-        self._count = 0
+        self.sent = 0  # probes sent so far
         self._sent_at: float | None = None  # of the probe still to come back
         self._next_at = float("-inf")
 
@@ -300,10 +301,10 @@ class NotificationProbe:
         """The payload of the probe to send now, or None if none is due."""
         if self._sent_at is not None or now < self._next_at:
             return None
-        self._count += 1
+        self.sent += 1
         self._sent_at = now
         self._next_at = now + self.interval
-        return f"{self._token}{self._count}"
+        return f"{self._token}{self.sent}"
 
     def received(self, payload: str) -> bool:
         """Whether ``payload`` is a probe (any planner's): not a change to act on."""
@@ -314,7 +315,7 @@ class NotificationProbe:
             if self.state is Notifications.LOST:
                 logger.info(
                     "notifications reach sisy's LISTEN connection again: the planner stops polling",
-                    extra={"action": "notifications_restored"},
+                    extra={"action": "notifications_restored", "connection": "planner"},
                 )
             self.state = Notifications.OK
         return True
@@ -339,6 +340,7 @@ class NotificationProbe:
                 f"within {self.timeout:g} s)",
                 extra={
                     "action": "notifications_lost",
+                    "connection": "planner",
                     "listen_database": self.listen_database,
                     "poll_interval": self.poll_interval,
                 },

@@ -214,8 +214,9 @@ class Planner:
             finally:
                 waiter.cancel()
         if listener.done():
-            listener.result()  # re-raise a lost LISTEN connection
-            raise ConnectionError("the LISTEN connection closed")
+            exc = None if listener.cancelled() else listener.exception()
+            detail = f" ({liveness.first_line(exc)})" if exc else ""
+            raise ConnectionError(f"its LISTEN connection was lost{detail}") from exc
 
     async def tick(self, conn: psycopg.AsyncConnection[DictRow]) -> float:
         """Fire what is due, plan what is pending; return seconds to sleep.

@@ -152,7 +152,7 @@ async def run_task(
     context: JobContext,
     run_ids: list[int],
     at: float | None = None,
-    task_ids: list[int] | None = None,
+    task_ids: list[int | None] | None = None,
 ) -> dict[str, int]:
     """Run the callables of TaskRuns ``run_ids`` (of tasks ``task_ids``) at ``at``; record each outcome.
 
@@ -176,9 +176,10 @@ async def run_task(
     """
     sisy: SisyWorker = procrastinate_seam.sisy_worker_of(context)
     runs: dict[int, asyncio.Task[str]] = {}
-    tasks = dict(zip(run_ids, task_ids or (), strict=False))
-    pending = [(run_id, tasks.get(run_id, ("run", run_id))) for run_id in run_ids]
     try:
+        if task_ids is None or len(task_ids) != len(run_ids):  # a job deferred before task_ids
+            task_ids = await sisy.store.tasks_of_runs(sisy.pool.query, run_ids=run_ids)
+        pending = list(zip(run_ids, task_ids, strict=True))
         await _wait_for(at, sisy)
         await _start_in_slots(context, sisy, pending, runs)
     finally:

@@ -7,8 +7,11 @@ cannot stop a thread), so two rules keep one task from starving the others:
 * **a fair share**: the runs of one task hold at most ``share`` slots
   (SISY_TASK_SLOTS; by default half the concurrency, at least 1), threads of
   runs that timed out but never returned included. A run of a task at its
-  share does not wait: the runner records it as skipped (reason
-  ``fair_share``);
+  share, or of a task that holds slots when none is free, does not wait: the
+  runner records it as skipped (reason ``fair_share``). Only runs of tasks
+  that hold none wait for a slot;
+* **the last slot for a newcomer**: the last free slot goes only to a task
+  that holds none, so that two hanging tasks still leave one to the others;
 * **priority, then arrival**: when no slot is free, runs wait, and a slot
   that frees up goes to the waiting run of highest priority (the task's
   ``priority`` option), the earliest first among equals.
@@ -21,11 +24,11 @@ database here: ``tests/test_slots.py`` tests it alone.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import collections
 import contextlib
 import contextvars
 import dataclasses
-import heapq
 import itertools
 import queue
 import threading
@@ -54,15 +57,21 @@ class Held:
 
 
 class OverShare(Exception):
-    """The task already holds its share of the slots: the run is not queued."""
+    """The task holds its share of the slots, or holds some and none is free: the run is not queued."""
 
     def __init__(self, task: TaskKey, held: int, share: int, stuck: int) -> None:
         self.task, self.held, self.share, self.stuck = task, held, share, stuck
         stuck_text = f", {stuck} of them stuck past their timeout" if stuck else ""
-        super().__init__(
-            f"its task already holds {held} of this worker's callable slots, its share "
-            f"(SISY_TASK_SLOTS: {share}){stuck_text}"
-        )
+        if held >= share:
+            super().__init__(
+                f"its task already holds {held} of this worker's callable slots, its share "
+                f"(SISY_TASK_SLOTS: {share}){stuck_text}"
+            )
+        else:
+            super().__init__(
+                f"its task already holds {held} of this worker's callable slots{stuck_text}, "
+                "and none is free for it"
+            )
 
 
 class _DaemonThreads:
@@ -137,6 +146,7 @@ class CallableSlots:
         self._held: dict[int, Held] = {}  # by ticket
         self._tickets = itertools.count(1)
         self._by_task: collections.Counter[TaskKey] = collections.Counter()
+        # Waiting runs, in the order they get slots: (-priority, arrival, future, task).
         self._waiting: list[tuple[int, int, asyncio.Future[None], TaskKey]] = []
         self._order = itertools.count()
         self._reserved = 0  # slots handed to waiters who have not taken them yet
@@ -162,16 +172,31 @@ class CallableSlots:
     # --- taking and giving back ---------------------------------------------------
 
     def check_share(self, task: TaskKey) -> None:
-        """Raise OverShare if ``task`` already holds its share."""
+        """Raise OverShare if ``task`` holds its share, or holds some and none is free for it.
+
+        Only the runs of a task that holds no slot wait for one: a run of a
+        task whose runs are slow or hang would otherwise wait, and keep its
+        job waiting, for as long as they do.
+        """
         held = self._by_task[task]
-        if held >= self.share:
+        if held >= self.share or (held and not self._may_take(task)):
             stuck = sum(1 for h in self._held.values() if h.task == task and h.stuck_since)
             raise OverShare(task, held, self.share, stuck)
 
+    def _may_take(self, task: TaskKey) -> bool:
+        """A slot is free for ``task``: the last one only if it holds none.
+
+        That last slot is kept for a task that holds none, so that two tasks
+        whose callables hang (each within its share) still leave a slot to
+        the others.
+        """
+        free = self.free
+        return free > 1 or (free == 1 and self._by_task[task] == 0)
+
     def try_take(self, task: TaskKey, run_id: int | None = None) -> int | None:
-        """A ticket for a free slot now, or None (none free, or runs of higher priority wait)."""
+        """A ticket for a free slot now, or None (none free for it, or runs wait before it)."""
         self.check_share(task)
-        if self.free <= 0 or self._waiting:
+        if not self._may_take(task) or any(self._may_take(w[3]) for w in self._waiting):
             return None
         return self._hold(task, run_id)
 
@@ -181,7 +206,8 @@ class CallableSlots:
         if ticket is not None:
             return ticket
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (-priority, next(self._order), future, task))
+        bisect.insort(self._waiting, (-priority, next(self._order), future, task))
+        self._hand_over()  # a slot may be free for it, if not for those before it
         try:
             await future
         except BaseException:
@@ -190,7 +216,6 @@ class CallableSlots:
                 self._hand_over()
             else:
                 self._waiting = [w for w in self._waiting if w[2] is not future]
-                heapq.heapify(self._waiting)
             raise
         self._reserved -= 1
         try:
@@ -224,9 +249,15 @@ class CallableSlots:
         self._hand_over()
 
     def _hand_over(self) -> None:
-        while self._waiting and self.free > 0:
-            _, _, future, _ = heapq.heappop(self._waiting)
-            if not future.done():
+        """Give free slots to the waiting runs that may take them, in order."""
+        for waiter in list(self._waiting):
+            if self.free <= 0:
+                break
+            _, _, future, task = waiter
+            if future.done():
+                self._waiting.remove(waiter)
+            elif self._may_take(task):
+                self._waiting.remove(waiter)
                 self._reserved += 1
                 future.set_result(None)
         if self.free > 0:

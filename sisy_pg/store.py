@@ -481,6 +481,12 @@ class Store:
         )
         return row["retry_at"]  # type: ignore[no-any-return]
 
+    async def tasks_of_runs(self, query: Query, *, run_ids: list[int]) -> list[int | None]:
+        """The task of each run (None: the run is gone), in the order of ``run_ids``."""
+        rows = await query(self.queries["tasks_of_runs"], {"run_ids": run_ids})
+        tasks = {row["id"]: row["task_id"] for row in rows}
+        return [tasks.get(run_id) for run_id in run_ids]
+
     async def skip_runs_over_share(
         self, query: Query, *, run_ids: list[int], job_id: int | None, worker: str, error: str
     ) -> list[int]:

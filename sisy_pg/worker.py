@@ -245,7 +245,9 @@ class SisyWorker:
         while True:
             now = loop.time()
             try:
-                if now - reported_at >= REPORT_EVERY:
+                if now - reported_at >= REPORT_EVERY or (
+                    self._reported_as is None and self._worker and self._worker.worker_id
+                ):
                     reported_at = now
                     # Bounded: the pool retries through an outage, the watch must go on.
                     await asyncio.wait_for(self._report(), REPORT_EVERY)

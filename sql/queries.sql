@@ -123,6 +123,10 @@ SELECT sisy_retry_run_v1(
 -- The callable cannot be resolved: fail the run, mark the task broken
 SELECT sisy_break_task_v1(%(run_id)s, %(reason)s, %(traceback)s) AS broke;
 
+-- tasks_of_runs --
+-- The task of each run of a job whose arguments do not say it
+SELECT id, task_id FROM sisy_taskrun WHERE id = ANY (%(run_ids)s::bigint[]);
+
 -- skip_runs_over_share --
 -- Runs a runner will not start: their task holds its share of the worker's slots
 SELECT run_id FROM sisy_skip_runs_over_share_v1(

@@ -26,7 +26,8 @@
 --   * operator: run now, pause, resume and clear error, through SECURITY
 --     DEFINER functions; it reads the views as monitor does, and cannot read
 --     userdata or callable_info, change a task, or touch the history;
---   * monitor: the views sisy_task_status and sisy_run_history, nothing else.
+--   * monitor: the views sisy_task_status and sisy_run_history, and the
+--     health probe (sisy_health_v1, SECURITY DEFINER), nothing else.
 
 \if :{?worker}
 \else
@@ -81,6 +82,8 @@ GRANT SELECT, UPDATE (next_run, last_run, fire_count, enabled, finished_at, erro
 -- The history: recorded, and pruned (SISY_RUN_RETENTION_DAYS).
 GRANT SELECT, INSERT, UPDATE, DELETE ON sisy_taskrun TO :"worker";
 GRANT SELECT, UPDATE ON sisy_housekeeping TO :"worker";
+-- Its own report (sisy_worker_seen_v1, sisy_worker_gone_v1).
+GRANT SELECT, INSERT, UPDATE, DELETE ON sisy_worker TO :"worker";
 -- The planner's and the runners' functions (sql/queries.sql), those they
 -- call, the one the CHECK constraints of sisy_task call on every write, and
 -- those of the health probe (manage.py sisy health).
@@ -102,12 +105,18 @@ GRANT EXECUTE ON FUNCTION
     sisy_break_task_v1(bigint, text, text),
     sisy_release_buffered_run_v1(bigint, text, text),
     sisy_time_out_runs_v1(text, text),
+    sisy_skip_runs_over_share_v1(bigint[], bigint, text, text),
+    sisy_interrupt_runs_v1(bigint[], text),
+    sisy_worker_seen_v1(bigint, text, text[], boolean, integer, integer, integer, text, jsonb),
+    sisy_worker_gone_v1(bigint),
+    sisy_load_v1(interval),
     sisy_housekeeping_due_v1(interval),
     sisy_fail_orphaned_runs_v1(interval, text, text),
     sisy_prune_runs_v1(interval, integer),
     sisy_delete_finished_jobs_v1(bigint[]),
     sisy_live_workers_v1(interval),
-    sisy_task_state_v1(text, timestamptz, boolean, timestamptz, boolean, text)
+    sisy_task_state_v1(text, timestamptz, boolean, timestamptz, boolean, text),
+    sisy_health_v1(interval, interval, interval)
     TO :"worker";
 
 -- monitor ---------------------------------------------------------------------------
@@ -118,6 +127,9 @@ GRANT SELECT ON sisy_task_status, sisy_run_history TO :"monitor";
 GRANT EXECUTE ON FUNCTION
     sisy_task_state_v1(text, timestamptz, boolean, timestamptz, boolean, text)
     TO :"monitor";
+-- SECURITY DEFINER: health's verdicts, labels and worker names, without any
+-- right on the tables (manage.py sisy health works as the monitor, too).
+GRANT EXECUTE ON FUNCTION sisy_health_v1(interval, interval, interval) TO :"monitor";
 
 -- operator --------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ rows, sisy_worker reports, tasks and runs), as workers and planners would
 leave them; the probe must name what is wrong, one reason line each.
 """
 
+import contextlib
 import datetime as dt
 import io
 import itertools
@@ -16,7 +17,9 @@ from django.core.management.base import CommandError
 from django.db import IntegrityError, connection, transaction
 
 from sisy_pg import liveness
+from sisy_pg.management.commands.sisy import HEALTH_CHECKS
 from sisy_pg.models import Task, TaskRun, task_with_callable
+from tests.conftest import WorkerProcess, wait_until
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db
@@ -43,10 +46,8 @@ def unhealthy(*args):
 
 def health_document():
     out = io.StringIO()
-    try:
+    with contextlib.suppress(CommandError):  # unhealthy: the document is printed first
         call_command("sisy", "health", "--json", stdout=out)
-    except CommandError:
-        pass
     return json.loads(out.getvalue())
 
 
@@ -140,6 +141,34 @@ def record(task, outcomes, finished_ago=RECENT):
         )
 
 
+# --- the blind case with a real worker -------------------------------------------------------
+
+
+@pytest.mark.e2e
+@pytest.mark.django_db(transaction=True)
+def test_a_real_worker_serving_other_queues_only_fails_health():
+    """``procrastinate worker --queues other``: live, reporting, and planning nothing."""
+    worker = WorkerProcess("other-only", ("--queues", "other"))
+    try:
+        wait_until(
+            lambda: (
+                worker.process.poll() is not None
+                or sql("SELECT 1 FROM sisy_worker WHERE name LIKE '%%:other-only'")
+            ),
+            timeout=60,
+        )
+        assert worker.process.poll() is None, worker.output()
+        message = unhealthy()
+        assert "1 live worker(s), none plans the sisy queue (their queues: other)" in message, (
+            message
+        )
+        assert sql("SELECT plans, queues FROM sisy_worker") == [(False, ["other"])]
+    finally:
+        worker.stop()
+    # Stopped, it says it is gone.
+    assert sql("SELECT count(*) FROM sisy_worker") == [(0,)], worker.output()
+
+
 # --- the workers' table -----------------------------------------------------------------------
 
 
@@ -215,19 +244,8 @@ def test_healthy_when_a_worker_plans_and_tasks_run(planner):
 
 def test_every_check_has_a_row_in_a_fixed_order():
     names = [name for (name,) in sql("SELECT check_name FROM sisy_health_v1()")]
-    assert names == [
-        "workers",
-        "unplanned",
-        "overdue",
-        "broken",
-        "starving",
-        "overrun",
-        "stuck",
-        "slots_full",
-        "slots_stuck",
-        "notifications",
-        "load",
-    ]
+    assert names == list(HEALTH_CHECKS)
+    assert set(HEALTH_CHECKS) >= {"workers", "unplanned", "starving", "overrun", "slots_full"}
 
 
 # --- workers ------------------------------------------------------------------------------------
@@ -342,6 +360,14 @@ def test_overdue_and_broken_are_still_checked(planner):
     assert "broken" not in message
 
 
+def test_a_loose_max_overdue_is_not_overruled_by_the_load_check(planner):
+    """Lateness is judged once, by --max-overdue: not again as overload."""
+    late = make_task("Late")
+    sql("UPDATE sisy_task SET next_run = now() - interval '5 minutes' WHERE id = %s", [late.pk])
+    assert "overloaded" not in unhealthy()
+    assert sisy_health("--max-overdue", "600").startswith("ok: ")
+
+
 # --- runs ---------------------------------------------------------------------------------------
 
 
@@ -404,12 +430,18 @@ def test_unhealthy_when_runs_timed_out_but_their_callable_never_returned(planner
 def test_unhealthy_when_a_workers_slots_are_all_held(planner):
     """The blind case: one never-returning callable held all 8 slots and health said ok."""
     _, full = start_worker(concurrency=8, slots_held=8)
-    # Full for an instant, as a busy instant makes it: not yet a problem.
+    # Full for an instant, as a busy instant makes it: not yet a problem (a
+    # worker says since when, or for how long when it reported).
     start_worker(
         concurrency=2, slots_held=2, details={"slots_full_since": dt.datetime.now(UTC).isoformat()}
     )
+    start_worker(concurrency=2, slots_held=2, details={"slots_full_for": 0.5})
+    _, full_for_long = start_worker(concurrency=2, slots_held=2, details={"slots_full_for": 3600})
     message = unhealthy()
-    assert f"1 worker(s) with every callable slot held: '{full} (8 of 8)'" in message, message
+    assert (
+        f"2 worker(s) with every callable slot held: '{full} (8 of 8)', '{full_for_long} (2 of 2)'"
+        in message
+    ), message
     assert failed_checks() == ["slots_full"]
 
 
@@ -428,10 +460,13 @@ def test_unhealthy_when_notifications_are_lost(planner):
     _, polling = start_worker(notifications="lost")
     start_worker(notifications="unknown")  # still probing: no verdict yet
     message = unhealthy()
-    assert f"1 worker(s) receive no notifications (degraded: they poll" in message
+    assert "1 worker(s) receive no notifications (degraded: they poll" in message
     assert f"'{polling}'" in message
     assert "SISY_LISTEN_DATABASE" in message and "docs/operations.md#connection-poolers" in message
     assert failed_checks() == ["notifications"]
+    # A liveness probe may leave it out: restarting the worker cannot mend a pooler's setup.
+    out = sisy_health("--ignore", "notifications")
+    assert out.startswith("ok: 3 live worker(s), no task overdue, notifications (ignored)"), out
 
 
 # --- load ---------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Real PostgreSQL throughout; the planner runs in-process, as in tests/test_planne
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import uuid
 
@@ -24,14 +25,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 STALLED_WORKER_TIMEOUT = 600
 
 
-def make_planner(**kwargs):
+def make_planner(wake_worker=None):
+    """A planner as a worker makes it (the SISY_* settings), for an in-process test."""
     options = procrastinate_seam.WorkerOptions(
         queues=None, stalled_worker_timeout=STALLED_WORKER_TIMEOUT
     )
-    planner = worker.make_planner(options)
-    for name, value in kwargs.items():
-        setattr(planner, name, value)
-    return planner
+    return worker.make_planner(options, wake_worker)
 
 
 def records(caplog, action):
@@ -39,13 +38,33 @@ def records(caplog, action):
 
 
 async def until(predicate, timeout=30.0):
-    """Wait (on the loop) until ``predicate()`` is truthy; fail after ``timeout`` s."""
+    """Wait (on the loop) until ``predicate()`` is truthy; fail after ``timeout`` s.
+
+    ``predicate`` may return an awaitable (a query in a thread).
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not predicate():
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return
         if loop.time() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(0.02)
+
+
+async def in_thread(function, *args):
+    """``function(*args)`` in a thread, as Django's ORM must be; its connection closed after."""
+
+    def call():
+        try:
+            return function(*args)
+        finally:
+            connections.close_all()
+
+    return await asyncio.to_thread(call)
 
 
 def params(alias="default"):
@@ -55,12 +74,12 @@ def params(alias="default"):
 # --- Stalls -------------------------------------------------------------------------
 
 
-def test_a_statement_waiting_on_a_lock_is_logged_once_with_who_holds_it(caplog):
+def test_a_statement_waiting_on_a_lock_is_logged_once_with_who_holds_it(caplog, settings):
     caplog.set_level(logging.INFO, logger="sisy_pg")
+    settings.SISY_STALL_WARNING = 0.2
 
     async def go():
-        planner = make_planner(stall_warning=None)
-        planner.stall_watch.threshold = 0.2
+        planner = make_planner()
         holder = await psycopg.AsyncConnection.connect(
             **params(), application_name="sisy-test-locker"
         )
@@ -125,15 +144,17 @@ def test_a_stall_without_a_blocker_says_what_the_server_does():
     async def go():
         planner = make_planner()
         conn = await planner.store.connect()
+        pid = conn.info.backend_pid
         try:
             sleeping = asyncio.create_task(conn.execute("SELECT pg_sleep(30)"))
             await asyncio.sleep(0.3)
-            running = await liveness.diagnose(planner.store, conn.info.backend_pid)
-            sleeping.cancel()
+            running = await liveness.diagnose(planner.store, pid)
+            # Its backend ended (waited for), the client not told yet.
+            await in_thread(sql, "SELECT pg_terminate_backend(%s, 10000)", [pid])
+            gone = await liveness.diagnose(planner.store, pid)
             await asyncio.gather(sleeping, return_exceptions=True)
         finally:
             await conn.close()
-        gone = await liveness.diagnose(planner.store, conn.info.backend_pid)
         return running, gone
 
     running, gone = asyncio.run(go())
@@ -143,47 +164,66 @@ def test_a_stall_without_a_blocker_says_what_the_server_does():
     assert "the server no longer has its connection" in gone.text
 
 
-def test_a_planner_whose_connection_is_killed_says_so_and_goes_on(caplog):
+def test_a_planner_whose_connection_is_killed_says_which_and_goes_on(caplog, settings):
     caplog.set_level(logging.INFO, logger="sisy_pg")
+    settings.SISY_NOTIFY_PROBE_INTERVAL = 0.2  # a statement on the query connection, soon
+
+    def kill(listen):
+        sql(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity "
+            "WHERE application_name = 'sisy-planner' AND datname = current_database() "
+            f"AND (query = 'LISTEN sisy_task_changed') = {listen}"
+        )
+
+    def connected():
+        count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'sisy-planner'"
+        return sql(count)[0][0] == 2
 
     async def go():
         planner = make_planner()
         running = asyncio.create_task(planner.run())
         try:
-            kill = (
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name = 'sisy-planner' AND datname = current_database()"
-            )
-            await until(lambda: planner.notifications == "ok")
-            await asyncio.to_thread(sql, kill)
-            await until(lambda: records(caplog, "planner_error"))
-            # Back on new connections: its probe comes back again.
-            await until(lambda: planner.probe._count >= 2 and planner.notifications == "ok")
+            for listen in (True, False):
+                await until(lambda: in_thread(connected))
+                await until(lambda: planner.notifications == "ok")
+                await in_thread(kill, listen)
+                failures = 1 if listen else 2
+                await until(lambda n=failures: len(records(caplog, "planner_error")) == n)
+            # Back on new connections, and probing them.
+            sent = planner.probe.sent
+            await until(lambda: in_thread(connected))
+            await until(lambda: planner.probe.sent > sent)
         finally:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
 
     asyncio.run(go())
-    failure = records(caplog, "planner_error")[0]
-    assert failure.cause.startswith("the server ended its connection (terminating connection")
-    assert failure.getMessage().startswith(f"sisy planner failed: {failure.cause}; retrying in")
+    listen_lost, query_lost = records(caplog, "planner_error")
+    assert listen_lost.cause.startswith("its LISTEN connection was lost (")
+    assert "server closed the connection unexpectedly" in listen_lost.cause
+    assert query_lost.cause.startswith(
+        "the server ended its connection (terminating connection due to administrator command"
+    )
+    assert query_lost.getMessage().startswith(
+        f"sisy planner failed: {query_lost.cause}; retrying in"
+    )
 
 
 def test_failure_causes_are_worded_from_the_exception():
     assert liveness.failure_cause(psycopg.OperationalError("server closed the connection\nx")) == (
         "the connection to the database failed or was lost (server closed the connection)"
     )
-    assert liveness.failure_cause(ConnectionError("the LISTEN connection closed")) == (
-        "the connection to the database was lost (the LISTEN connection closed)"
+    assert liveness.failure_cause(ConnectionError("its LISTEN connection closed")) == (
+        "its LISTEN connection closed"
     )
     assert liveness.failure_cause(ValueError("bad")) == "ValueError: bad"
 
 
 def test_a_read_only_database_is_named_as_such():
-    with pytest.raises(psycopg.errors.ReadOnlySqlTransaction) as raised:
-        with psycopg.connect(**params(), autocommit=True) as conn:
-            conn.execute("SET default_transaction_read_only = on")
-            conn.execute("SELECT pg_notify('sisy_task_changed', '') FROM sisy_task FOR UPDATE")
+    with psycopg.connect(**params(), autocommit=True) as conn:
+        conn.execute("SET default_transaction_read_only = on")
+        with pytest.raises(psycopg.errors.ReadOnlySqlTransaction) as raised:
+            conn.execute("UPDATE sisy_task SET error = error")
     assert liveness.failure_cause(raised.value).startswith(
         "the database is read-only, as after a failover"
     )
@@ -210,12 +250,12 @@ def test_probes_come_back_and_wake_no_tick(caplog):
         try:
             await until(lambda: planner.notifications == "ok")
             # Another planner's probe is no change either.
-            await asyncio.to_thread(
+            await in_thread(
                 sql, "SELECT pg_notify('sisy_task_changed', 'sisy-probe:another-planner:1')"
             )
             await asyncio.sleep(0.5)
             ticks_after_probes = len(ticks)
-            await asyncio.to_thread(sql, "SELECT pg_notify('sisy_task_changed', '')")
+            await in_thread(sql, "SELECT pg_notify('sisy_task_changed', '')")
             await until(lambda: len(ticks) > ticks_after_probes)
         finally:
             running.cancel()
@@ -241,40 +281,37 @@ def database_alias_elsewhere():
             del connections.settings[alias]
 
 
-def test_notifications_lost_are_said_once_and_the_planner_polls(caplog):
+def test_notifications_lost_are_said_once_and_the_planner_polls(caplog, settings):
     caplog.set_level(logging.INFO, logger="sisy_pg")
+    settings.SISY_NOTIFY_PROBE_INTERVAL = 0.2
 
-    async def go(alias):
+    async def go():
         woken = []
 
         async def wake_worker():
             woken.append(asyncio.get_running_loop().time())
 
-        planner = make_planner(wake_worker=wake_worker)
-        planner.listen_database = alias
-        planner.probe.interval = 0.2
+        planner = make_planner(wake_worker)
         running = asyncio.create_task(planner.run())
         try:
             await until(lambda: planner.notifications == "lost")
-            await until(lambda: planner.probe._count >= 3)  # probes go on, still lost
+            await until(lambda: planner.probe.sent >= 3)  # probes go on, still lost
             await until(lambda: len(woken) >= 2)  # the worker is woken on every poll
             # A changed task is planned by polling: no notification comes.
-            task = await asyncio.to_thread(make_task)
-            await asyncio.to_thread(
+            task = await in_thread(make_task)
+            await in_thread(
                 sql, "UPDATE sisy_task SET schedule = '0 0 1 1 *' WHERE id = %s", [task.pk]
             )
-            await until(
-                lambda: sql("SELECT next_run IS NOT NULL FROM sisy_task WHERE id = %s", [task.pk])[
-                    0
-                ][0]
-            )
+            planned = "SELECT next_run IS NOT NULL FROM sisy_task WHERE id = %s"
+            await until(lambda: in_thread(sql, planned, [task.pk]))
             return planner.notifications
         finally:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
 
     with database_alias_elsewhere() as alias:
-        assert asyncio.run(go(alias)) == "lost"
+        settings.SISY_LISTEN_DATABASE = alias
+        assert asyncio.run(go()) == "lost"
     (lost,) = records(caplog, "notifications_lost")
     assert lost.levelno == logging.WARNING
     assert lost.listen_database == alias
@@ -313,15 +350,13 @@ def test_wake_worker_is_awaited_after_a_claim_that_queued_runs():
         async def wake_worker():
             woken.append(True)
 
-        planner = make_planner(wake_worker=wake_worker)
+        planner = make_planner(wake_worker)
         conn = await planner.store.connect()
         try:
             await planner.fire_due(conn)
             before = len(woken)
-            task = await asyncio.to_thread(make_task, "* * * * * *")
-            await asyncio.to_thread(
-                sql, "UPDATE sisy_task SET next_run = now() WHERE id = %s", [task.pk]
-            )
+            task = await in_thread(make_task, "* * * * * *")
+            await in_thread(sql, "UPDATE sisy_task SET next_run = now() WHERE id = %s", [task.pk])
             fired = await planner.fire_due(conn)
             return before, fired, len(woken)
         finally:
@@ -413,9 +448,9 @@ def test_load_reads_index_ranges_not_the_tables():
 def test_overload_is_said_after_two_checks_in_a_row_and_its_end_too(caplog):
     caplog.set_level(logging.INFO, logger="sisy_pg")
     task = make_task()
-    # 2 of 20 not run: more than 10 %.
-    insert_history(task, "succeeded", count=18)
-    insert_history(task, "skipped", reason="coalesced", count=2)
+    # 3 of 20 not run: more than 10 %.
+    insert_history(task, "succeeded", count=17)
+    insert_history(task, "skipped", reason="coalesced", count=3)
 
     async def both():
         planner = make_planner()
@@ -426,7 +461,7 @@ def test_overload_is_said_after_two_checks_in_a_row_and_its_end_too(caplog):
             said_at_first = planner.overload.overloaded
             await planner.watch_load(conn, True)
             said_at_second = planner.overload.overloaded
-            await asyncio.to_thread(sql, "DELETE FROM sisy_taskrun")
+            await in_thread(sql, "DELETE FROM sisy_taskrun")
             await planner.watch_load(conn, True)
             still = planner.overload.overloaded
             await planner.watch_load(conn, True)
@@ -435,15 +470,15 @@ def test_overload_is_said_after_two_checks_in_a_row_and_its_end_too(caplog):
             await conn.close()
 
     first, said_at_first, said_at_second, still, at_end = asyncio.run(both())
-    assert first.overloaded and (first.due, first.not_run) == (20, 2)
+    assert first.overloaded and (first.due, first.not_run) == (20, 3)
     assert (said_at_first, said_at_second, still, at_end) == (False, True, True, False)
     (warning,) = records(caplog, "overload")
     assert warning.levelno == logging.WARNING
-    assert (warning.due, warning.executed, warning.not_run) == (20, 18, 2)
+    assert (warning.due, warning.executed, warning.not_run) == (20, 17, 3)
     assert warning.due_per_second == 20 / warning.window_seconds
     assert warning.getMessage() == (
         f"sisy is overloaded: {20 / warning.window_seconds:.1f} instants due a second against "
-        f"{18 / warning.window_seconds:.1f} executed; 2 of the 20 dealt with in the last "
+        f"{17 / warning.window_seconds:.1f} executed; 3 of the 20 dealt with in the last "
         f"{warning.window_seconds:g} s not run (coalesced, missed, late, fair share, backlog); "
         "0 task(s) overdue, the earliest by 0.0 s. Add workers, raise their --concurrency, or "
         "give the tasks that must run on time a priority (their 'priority' option)"

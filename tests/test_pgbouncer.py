@@ -285,7 +285,9 @@ def pooled_transactions(bouncer: PgBouncer) -> int:
 
 def clients_by_application(bouncer: PgBouncer, dbname: str) -> collections.Counter[str]:
     return collections.Counter(
-        row["application_name"] for row in bouncer.admin("SHOW CLIENTS") if row["database"] == dbname
+        row["application_name"]
+        for row in bouncer.admin("SHOW CLIENTS")
+        if row["database"] == dbname
     )
 
 

@@ -1135,7 +1135,7 @@ def _database_accepts(options):
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO sisy_task (label, callable_info, options) "
-                "VALUES (%s, '{\"func_path\": \"x.y\"}', %s::jsonb)",
+                'VALUES (%s, \'{"func_path": "x.y"}\', %s::jsonb)',
                 [f"options {uuid.uuid4()}", json.dumps(options)],
             )
             transaction.set_rollback(True)

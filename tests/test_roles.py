@@ -9,6 +9,7 @@ reads the two views only.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -95,6 +96,12 @@ def as_role(url: str, query: str, params: object = None) -> list[tuple] | None:
     with psycopg.connect(url, autocommit=True) as conn:
         cursor = conn.execute(query, params)
         return cursor.fetchall() if cursor.description else None
+
+
+def query_rows(query: str) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(query)
+        return cursor.fetchall()
 
 
 def refused(url: str, query: str) -> str:
@@ -187,7 +194,9 @@ def test_the_worker_role_plans_and_runs_a_task_end_to_end(roles, start_worker):
     wait_until(lambda: TaskRun.objects.filter(task=failing, status="failed").exists(), timeout=30)
     run = TaskRun.objects.filter(task=failing, status="failed").first()
     assert run is not None and len(run.details["attempts"]) == 1
-    # Its liveness probe, as the same role.
+    # It reports itself as the worker role (its first report follows procrastinate's
+    # registration of the worker), then its liveness probe, as the same role, passes.
+    wait_until(lambda: query_rows("SELECT 1 FROM sisy_worker WHERE plans"), timeout=30)
     probe = subprocess.run(
         [sys.executable, "-m", "django", "sisy", "health"],
         cwd=ROOT,
@@ -315,14 +324,81 @@ def test_the_monitor_reads_the_two_views_and_nothing_else(roles):
                    AND has_function_privilege(%(role)s, p.oid, 'EXECUTE')""",
             {"role": login},
         )
-        assert cursor.fetchall() == [("sisy_task_state_v1",)]
+        assert sorted(cursor.fetchall()) == [("sisy_health_v1",), ("sisy_task_state_v1",)]
     for query in (
         "SELECT id FROM sisy_task",
         "SELECT id FROM sisy_taskrun",
+        "SELECT id FROM sisy_worker",
         "SELECT id FROM procrastinate_jobs",
         "SELECT * FROM sisy_pause_v1('Watched')",
     ):
         refused(url, query)
+
+
+def test_the_monitor_reads_health_without_any_right_on_the_tables(roles):
+    """sisy_health_v1 is SECURITY DEFINER: its verdicts, not the rows behind them."""
+    task = make_task("Forgotten")
+    Task.objects.filter(pk=task.pk).update(next_run=None)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE sisy_task SET created_at = now() - interval '1 hour',"
+            " modified_at = now() - interval '1 hour' WHERE id = %s",
+            [task.pk],
+        )
+    rows = as_role(roles["monitor"], "SELECT check_name, ok, subjects FROM sisy_health_v1()")
+    assert rows is not None and ("unplanned", False, ["Forgotten"]) in rows
+    refused(roles["monitor"], "SELECT sisy_worker_seen_v1(1, 'x', NULL, true, 1, 0, 0, 'ok', '{}')")
+
+
+@pytest.mark.e2e
+def test_the_monitor_runs_the_health_command(roles):
+    """The probe needs no right but the monitor's: it fails for its reasons, not for permissions."""
+    probe = subprocess.run(
+        [sys.executable, "-m", "django", "sisy", "health", "--json"],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "DATABASE_URL": roles["monitor"],
+            "PYTHONPATH": str(ROOT),
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert "permission denied" not in probe.stderr, probe.stderr
+    assert '"checks"' in probe.stdout, probe.stdout + probe.stderr
+
+
+def test_the_worker_role_may_call_every_function_of_the_workers_queries(roles):
+    """What sql/queries.sql calls (the planner, the runners, the worker's report)."""
+    named = sorted(set(re.findall(r"\b(sisy_\w+_v\d+)\(", sql_files.read("queries.sql"))))
+    assert "sisy_worker_seen_v1" in named and "sisy_claim_due_v1" in named
+    login = psycopg.conninfo.conninfo_to_dict(roles["worker"])["user"]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            r"""SELECT p.proname FROM pg_proc AS p
+                 WHERE p.pronamespace = current_schema()::regnamespace
+                   AND p.proname = ANY (%(named)s)
+                   AND NOT has_function_privilege(%(role)s, p.oid, 'EXECUTE')""",
+            {"named": named, "role": login},
+        )
+        assert cursor.fetchall() == []
+
+
+def test_the_worker_role_reports_itself_and_reads_health(roles):
+    url = roles["worker"]
+    ((worker_id,),) = as_role(url, "SELECT worker_id FROM procrastinate_register_worker_v1()")
+    as_role(
+        url,
+        "SELECT sisy_worker_seen_v1(%s, 'host:1:w', NULL, true, 4, 0, 0, 'ok', '{}')",
+        [worker_id],
+    )
+    rows = as_role(url, "SELECT check_name, ok FROM sisy_health_v1()")
+    assert rows is not None and ("workers", True) in rows
+    as_role(url, "SELECT sisy_worker_gone_v1(%s)", [worker_id])
+    assert as_role(url, "SELECT count(*) FROM sisy_worker WHERE id = %s", [worker_id]) == [(0,)]
 
 
 # --- the command -----------------------------------------------------------------------------

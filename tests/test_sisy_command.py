@@ -61,14 +61,18 @@ def break_task(task, reason="module 'gone' not found"):
 
 @pytest.fixture
 def live_worker():
-    """A procrastinate worker row with a fresh heartbeat (what a running worker keeps)."""
-    sql("SELECT procrastinate_register_worker_v1()")
+    """A worker that plans: a fresh procrastinate heartbeat and its sisy report."""
+    sql(
+        "SELECT sisy_worker_seen_v1(w.worker_id, 'host:1:worker', NULL, true, 4, 0, 0, 'ok', '{}')"
+        " FROM procrastinate_register_worker_v1() AS w"
+    )
 
 
 @pytest.fixture
 def no_live_worker():
     # Rows left by other tests' workers count as dead (rolled back after the test).
     sql("UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 day'")
+    sql("UPDATE sisy_worker SET seen_at = now() - interval '1 day'")
 
 
 # --- list ----------------------------------------------------------------------------

@@ -112,3 +112,17 @@ def test_full_since_is_set_while_no_slot_is_free():
         assert slots.full_since is None
 
     asyncio.run(scenario())
+
+
+def test_the_last_free_slot_is_kept_for_a_task_that_holds_none():
+    async def scenario():
+        slots = CallableSlots(4, share=2)
+        slots.try_take("hangs a")
+        slots.try_take("hangs a")
+        slots.try_take("hangs b")
+        assert slots.free == 1
+        with pytest.raises(OverShare, match="holds 1 of this worker's callable slots, and none"):
+            slots.try_take("hangs b")  # it holds one: the last is not for it, nor does it wait
+        return slots.try_take("healthy")
+
+    assert asyncio.run(scenario())

@@ -155,6 +155,11 @@ CREATE TABLE sisy_task (
                 WHEN 'number' THEN (options ->> 'retry_delay')::numeric > 0
                                AND (options ->> 'retry_delay')::numeric <= 315360000
                 ELSE false END
+        AND CASE coalesce(jsonb_typeof(options -> 'priority'), 'null')
+                WHEN 'null' THEN true
+                WHEN 'number' THEN (options ->> 'priority')::numeric BETWEEN -100 AND 100
+                               AND (options ->> 'priority')::numeric % 1 = 0
+                ELSE false END
     ),
     CONSTRAINT sisy_task_callable_has_path CHECK (
         jsonb_typeof(callable_info) = 'object'
@@ -226,12 +231,16 @@ CREATE INDEX sisy_taskrun_queued_job_idx
 -- fails loudly if an upgrade of procrastinate changes what this relies on.
 
 -- Defers the jobs that execute runs p_run_ids: one job for up to
--- p_runs_per_job runs due at the same instant p_ats[i], which its runner
+-- p_runs_per_job runs due at the same instant p_ats[i] whose tasks have the
+-- same priority (options.priority, as sisy_policy_v1), which its runner
 -- holds until then, fetched from p_scheduled_at on (NULL: at once). A job
 -- carries several runs so that the runs due at one instant cost one fetch
--- and one worker slot per group, not one each. Returns each run's job id,
--- in the order of p_run_ids. The job type's fields are set by name, not
--- position.
+-- and one worker slot per group, not one each. The job's priority is its
+-- runs' (procrastinate fetches higher first), and its arguments are the
+-- runs (run_ids), their tasks (task_ids, in the same order: the runner
+-- shares its callable slots between tasks before it starts a run) and the
+-- instant (at, epoch seconds). Returns each run's job id, in the order of
+-- p_run_ids. The job type's fields are set by name, not position.
 CREATE FUNCTION sisy_defer_run_jobs_v1(
     p_queue text, p_task_name text, p_run_ids bigint[], p_ats timestamptz[],
     p_runs_per_job integer, p_scheduled_at timestamptz
@@ -243,6 +252,8 @@ AS $$
 DECLARE
     jobs procrastinate_job_to_defer_v1[] := '{}';
     job procrastinate_job_to_defer_v1;
+    task_of bigint[];  -- each run's task
+    priority_of integer[];  -- each run's task's priority
     chunk_of integer[];  -- each run's job, as an index into jobs
     chunk record;
     job_ids bigint[];
@@ -250,30 +261,42 @@ BEGIN
     IF coalesce(cardinality(p_run_ids), 0) = 0 THEN
         RETURN '{}';
     END IF;
+    SELECT array_agg(r.task_id ORDER BY u.ord),
+           array_agg(coalesce((t.options ->> 'priority')::numeric::integer, 0) ORDER BY u.ord)
+      INTO task_of, priority_of
+      FROM unnest(p_run_ids) WITH ORDINALITY AS u(run_id, ord)
+      LEFT JOIN sisy_taskrun AS r ON r.id = u.run_id
+      LEFT JOIN sisy_task AS t ON t.id = r.task_id;
     SELECT array_agg(ranked.chunk ORDER BY ranked.ord) INTO chunk_of
       FROM (
           SELECT numbered.ord,
                  dense_rank() OVER (
-                     ORDER BY numbered.at, (numbered.n - 1) / greatest(p_runs_per_job, 1)
+                     ORDER BY numbered.at, numbered.priority DESC,
+                              (numbered.n - 1) / greatest(p_runs_per_job, 1)
                  )::integer AS chunk
             FROM (
-                SELECT r.ord, r.at, row_number() OVER (PARTITION BY r.at ORDER BY r.ord) AS n
-                  FROM unnest(p_ats) WITH ORDINALITY AS r(at, ord)
+                SELECT r.ord, r.at, r.priority,
+                       row_number() OVER (PARTITION BY r.at, r.priority ORDER BY r.ord) AS n
+                  FROM unnest(p_ats, priority_of) WITH ORDINALITY AS r(at, priority, ord)
             ) AS numbered
       ) AS ranked;
     FOR chunk IN
-        SELECT min(u.at) AS at, array_agg(u.run_id ORDER BY u.ord) AS run_ids
-          FROM unnest(p_run_ids, p_ats, chunk_of) WITH ORDINALITY AS u(run_id, at, chunk, ord)
+        SELECT min(u.at) AS at, min(u.priority) AS priority,
+               array_agg(u.run_id ORDER BY u.ord) AS run_ids,
+               array_agg(u.task_id ORDER BY u.ord) AS task_ids
+          FROM unnest(p_run_ids, p_ats, priority_of, task_of, chunk_of) WITH ORDINALITY
+               AS u(run_id, at, priority, task_id, chunk, ord)
          GROUP BY u.chunk
          ORDER BY u.chunk
     LOOP
         job := NULL;
         job.queue_name := p_queue;
         job.task_name := p_task_name;
-        job.priority := 0;
+        job.priority := chunk.priority;
         job.scheduled_at := p_scheduled_at;
         job.args := jsonb_build_object(
-            'run_ids', to_jsonb(chunk.run_ids), 'at', extract(epoch FROM chunk.at)
+            'run_ids', to_jsonb(chunk.run_ids), 'task_ids', to_jsonb(chunk.task_ids),
+            'at', extract(epoch FROM chunk.at)
         );
         jobs := jobs || job;
     END LOOP;
@@ -585,10 +608,14 @@ CREATE TRIGGER sisy_taskrun_notify_v1
 -- next instant. Every decision is taken on the database's clock.
 
 -- Locks up to p_limit tasks due within p_lead (skipping rows another planner
--- holds). For each: its planning columns and policies, the instant due, the
--- database's now, its waiting runs (queued, whose job may still run: the
--- earliest and how many) and its latest run executing on a live worker (one
--- whose heartbeat is younger than p_stalled_after).
+-- holds), those of highest priority (options.priority, as sisy_policy_v1)
+-- first, then the earliest due: a priority task is claimed in the first
+-- batch even when thousands are due. The due rows are a range of
+-- sisy_task_due_idx, sorted: the cost follows what is due. For each: its
+-- planning columns and policies, the instant due, the database's now, its
+-- waiting runs (queued, whose job may still run: the earliest and how many)
+-- and its latest run executing on a live worker (one whose heartbeat is
+-- younger than p_stalled_after).
 CREATE FUNCTION sisy_claim_due_v1(p_limit integer, p_lead interval, p_stalled_after interval)
     RETURNS TABLE (
         id bigint, schedule varchar, timezone varchar,
@@ -611,7 +638,7 @@ AS $$
           FROM sisy_task AS t
          WHERE t.enabled AND t.next_run IS NOT NULL
            AND t.next_run <= (SELECT clock.now FROM clock) + p_lead
-         ORDER BY t.next_run
+         ORDER BY coalesce((t.options ->> 'priority')::numeric::integer, 0) DESC, t.next_run
          LIMIT p_limit
            FOR NO KEY UPDATE SKIP LOCKED
     )
@@ -639,7 +666,7 @@ AS $$
            ORDER BY r.scheduled_for DESC
            LIMIT 1
       ) AS running ON true
-     ORDER BY due.next_run;
+     ORDER BY coalesce((due.options ->> 'priority')::numeric::integer, 0) DESC, due.next_run;
 $$;
 
 -- Records the planner's decisions for the tasks it claimed (or planned):
@@ -729,10 +756,13 @@ $$;
 
 -- A task's policies, defaults filled in: as sisy_pg.policies.Policy.of (a test
 -- keeps the two equal). grace defaults to p_default_grace (SISY_GRACE).
+-- priority is procrastinate's job priority of the task's runs (higher first);
+-- sisy_claim_due_v1 and sisy_defer_run_jobs_v1 read it from the options
+-- with the same expression, per row.
 CREATE FUNCTION sisy_policy_v1(p_options jsonb, p_allow_overlap boolean, p_default_grace interval)
     RETURNS TABLE (
         missed text, overlap text, grace interval, timeout float8, retries integer,
-        retry_delay float8
+        retry_delay float8, priority integer
     )
     LANGUAGE sql IMMUTABLE
     SET search_path FROM CURRENT
@@ -742,7 +772,8 @@ AS $$
            coalesce(make_interval(secs => (p_options ->> 'grace')::float8), p_default_grace),
            (p_options ->> 'timeout')::float8,
            coalesce((p_options ->> 'retries')::numeric::integer, 0),
-           coalesce((p_options ->> 'retry_delay')::float8, 10);
+           coalesce((p_options ->> 'retry_delay')::float8, 10),
+           coalesce((p_options ->> 'priority')::numeric::integer, 0);
 $$;
 
 -- Running: start, finish, retry, time out, break -----------------------------------
@@ -1507,7 +1538,8 @@ CREATE TABLE sisy_worker (
             CHECK (notifications IN ('unknown', 'ok', 'lost')),
     started_at timestamp with time zone NOT NULL DEFAULT clock_timestamp(),
     seen_at timestamp with time zone NOT NULL DEFAULT clock_timestamp(),
-    -- e.g. {"stuck_tasks": [task ids], "slots_full_since": an instant}
+    -- What else it says, e.g. {"stuck_tasks": [...], "stuck_runs": [run ids],
+    -- "slots_full_for": seconds full when it reported, or null}
     details jsonb NOT NULL DEFAULT '{}'::jsonb
         CONSTRAINT sisy_worker_details_is_object CHECK (jsonb_typeof(details) = 'object')
 );
@@ -1593,13 +1625,15 @@ $$;
 --                  planners time runs out as the deadline passes);
 --   stuck          no run timed out without its callable returning on a live
 --                  worker (whose thread it holds: Python cannot stop it);
---   slots_full     no live worker has all its callable slots held (for a few
---                  seconds, when it says since when);
+--   slots_full     no live worker has all its callable slots held (for more
+--                  than a few seconds, when it says for how long: details
+--                  slots_full_since, an instant, or slots_full_for, seconds);
 --   slots_stuck    no live worker has slots held by runs past their timeout;
 --   notifications  no live worker has lost its notifications (it polls: its
 --                  runs are late; docs/operations.md#connection-poolers);
---   load           the cluster was not overloaded over the last p_recent
---                  (sisy_load_v1 judged by sisy_overloaded_v1).
+--   load           the cluster was not overloaded over the last p_recent:
+--                  sisy_load_v1 judged by sisy_overloaded_v1 on the instants
+--                  not run (lateness is the overdue check's, by p_max_overdue).
 -- The starving rule reads the history finished in the last p_recent (index
 -- sisy_taskrun_finished_idx) and 10 rows per task found there (the index of
 -- sisy_taskrun_once_per_instant); the others read the workers, the tasks
@@ -1763,11 +1797,17 @@ BEGIN
       INTO named, figures
       FROM sisy_worker AS w
      WHERE w.id = ANY (live_ids) AND w.slots_held >= w.concurrency
+       -- Since when, if it says: an instant, or seconds full when it reported.
        AND coalesce(
-           CASE jsonb_typeof(w.details -> 'slots_full_since')
-               WHEN 'string' THEN (w.details ->> 'slots_full_since')::timestamptz
-               WHEN 'number' THEN to_timestamp((w.details ->> 'slots_full_since')::float8)
-           END < now_ - few_seconds,
+           coalesce(
+               CASE jsonb_typeof(w.details -> 'slots_full_since')
+                   WHEN 'string' THEN (w.details ->> 'slots_full_since')::timestamptz
+               END,
+               CASE jsonb_typeof(w.details -> 'slots_full_for')
+                   WHEN 'number' THEN
+                       w.seen_at - make_interval(secs => (w.details ->> 'slots_full_for')::float8)
+               END
+           ) < now_ - few_seconds,
            true
        );
     check_name := 'slots_full';
@@ -1801,9 +1841,10 @@ BEGIN
 
     SELECT to_jsonb(l) INTO figures FROM sisy_load_v1(p_recent) AS l;
     check_name := 'load';
+    -- Judged on the instants not run alone: lateness is the overdue check's,
+    -- by p_max_overdue (a probe told to allow 10 minutes allows them here too).
     ok := NOT sisy_overloaded_v1(
-        (figures ->> 'due')::integer, (figures ->> 'not_run')::integer,
-        (figures ->> 'overdue_tasks')::integer, (figures ->> 'max_lag_seconds')::float8
+        (figures ->> 'due')::integer, (figures ->> 'not_run')::integer, 0, 0
     );
     subjects := '{}';
     facts := figures;

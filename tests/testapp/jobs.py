@@ -1,6 +1,7 @@
 """Callables for tasks in the tests. Each records its call as a Hit row."""
 
 import datetime as dt
+import threading
 import time
 
 from .models import Hit
@@ -89,3 +90,9 @@ def builtins_probe(message):
     import builtins
 
     _hit("builtins_changed" if hasattr(builtins, "channel_message") else "builtins_intact", message)
+
+
+def hang(message):
+    """Never returns: a callable stuck on a lock, a socket without timeout, a bug."""
+    _hit("hang", message)
+    threading.Event().wait()

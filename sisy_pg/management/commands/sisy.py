@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -36,6 +36,11 @@ _ONE_MICROSECOND = dt.timedelta(microseconds=1)
 HEALTH_LABELS = 5
 # Seconds of history health judges starving tasks and the load by.
 HEALTH_RECENT = 300.0
+# The checks of sisy_health_v1, in its order (a test keeps them equal).
+HEALTH_CHECKS = (
+    *("workers", "unplanned", "overdue", "broken", "starving", "overrun", "stuck"),
+    *("slots_full", "slots_stuck", "notifications", "load"),
+)
 
 Write = Callable[[str], None]
 
@@ -217,20 +222,22 @@ def health_checks(
 
 
 def health_problems(
-    max_overdue: float, ignore_broken: bool = False
+    max_overdue: float, ignore_broken: bool = False, ignore: Collection[str] = ()
 ) -> tuple[list[str], dict[str, Any]]:
     """Why sisy is unhealthy (empty when healthy), and the facts behind it.
 
-    ``ignore_broken`` leaves broken tasks out: a liveness probe that restarts
-    workers must not fail for a task whose row needs fixing (a restart cannot
-    mend it); an alert should not leave them out.
+    ``ignore`` names checks that do not count: a liveness probe that restarts
+    workers must not fail for what a restart cannot mend -- a broken task's
+    row (``ignore_broken``), a pooler's configuration, or overload, which a
+    restart makes worse; an alert should leave nothing out.
     """
     stalled_after = procrastinate_seam.stalled_worker_timeout()
     checks = health_checks(max_overdue, stalled_after)
+    ignored = {*ignore, *(["broken"] if ignore_broken else [])}
     problems = [
         _health_line(check, stalled_after, max_overdue)
         for check in checks.values()
-        if not check.ok and not (ignore_broken and check.name == "broken")
+        if not check.ok and check.name not in ignored
     ]
     workers = checks["workers"].facts
     facts = {
@@ -239,6 +246,10 @@ def health_problems(
         "stalled_worker_timeout": stalled_after,
         "max_overdue": max_overdue,
         "recent": HEALTH_RECENT,
+        # Checks that failed but were told not to count.
+        "ignored": [
+            check.name for check in checks.values() if not check.ok and check.name in ignored
+        ],
         **{
             name: checks[name].subjects
             for name in ("overdue", "broken", "unplanned", "starving", "overrun", "stuck")
@@ -266,7 +277,7 @@ def _health_line(check: HealthCheck, stalled_after: float, max_overdue: float) -
         return (
             f"{facts['live_workers']} live worker(s), none plans the sisy queue (their queues: "
             f"{queues}): no task is fired; start a worker that serves the queue "
-            f"{conf.settings.queue!r}"
+            f"{conf.settings.QUEUE!r}"
         )
     if check.name == "unplanned":
         return (
@@ -284,8 +295,8 @@ def _health_line(check: HealthCheck, stalled_after: float, max_overdue: float) -
         )
     if check.name == "overrun":
         return (
-            f"{facts['runs']} run(s) still running {facts['past_seconds']:g} s past their timeout "
-            f"(no planner times them out), of {facts['tasks']} task(s): {names}"
+            f"{facts['runs']} run(s) still running more than {facts['past_seconds']:g} s past "
+            f"their timeout (no planner times them out), of {facts['tasks']} task(s): {names}"
         )
     if check.name == "stuck":
         return (
@@ -312,6 +323,22 @@ def _health_line(check: HealthCheck, stalled_after: float, max_overdue: float) -
     if check.name == "load":
         return f"overloaded: {liveness.Load(**facts).describe()}"
     return f"{check.name}: {names or _dumps(facts)}"  # a check of a later schema
+
+
+def _health_ok_line(facts: dict[str, Any]) -> str:
+    """``ok: ...``, naming the checks that failed but were ignored."""
+    line = f"ok: {facts['live_workers']} live worker(s)"
+    if not facts["ignored"]:
+        return line + ", no task overdue or broken"
+    if "overdue" not in facts["ignored"]:
+        line += ", no task overdue"
+    notes = [
+        f"{facts['checks'][name]['facts']['tasks']} {name}"
+        if name in ("overdue", "broken")
+        else name
+        for name in facts["ignored"]
+    ]
+    return f"{line}, {', '.join(notes)} (ignored)"
 
 
 def _worker_queues(worker: dict[str, Any]) -> str:
@@ -390,6 +417,14 @@ class Command(BaseCommand):
             "--ignore-broken",
             action="store_true",
             help="do not fail for broken tasks (for liveness probes: a restart cannot mend a row)",
+        )
+        sub.add_argument(
+            "--ignore",
+            action="append",
+            default=[],
+            choices=HEALTH_CHECKS,
+            metavar="CHECK",
+            help="do not fail for this check (repeatable; one of: %(choices)s)",
         )
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
@@ -565,20 +600,17 @@ class Command(BaseCommand):
         self,
         max_overdue: float,
         ignore_broken: bool = False,
+        ignore: Sequence[str] = (),
         as_json: bool = False,
         **options: Any,
     ) -> None:
-        problems, facts = health_problems(max_overdue, ignore_broken)
+        problems, facts = health_problems(max_overdue, ignore_broken, ignore)
         if as_json:
             self.emit({"ok": not problems, "problems": problems, **facts}, [], True)
         if problems:
             raise CommandError("unhealthy: " + "; ".join(problems))
         if not as_json:
-            broken = f", {len(facts['broken'])} broken (ignored)" if facts["broken"] else ""
-            self.out(
-                f"ok: {facts['live_workers']} live worker(s), no task overdue"
-                + (broken or " or broken")
-            )
+            self.out(_health_ok_line(facts))
 
 
 def _dumps(value: Any) -> str:

@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -145,7 +146,14 @@ class RunnerPool:
     # How long a statement waits for a free connection before that counts as a failure.
     CONNECTION_TIMEOUT = 5.0
 
-    def __init__(self, params: dict[str, Any], size: int, *, outage_tolerance: float) -> None:
+    def __init__(
+        self,
+        params: dict[str, Any],
+        size: int,
+        *,
+        outage_tolerance: float,
+        stall_warning: float = 2.0,
+    ) -> None:
         self._pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
             kwargs={
                 **params,
@@ -161,6 +169,8 @@ class RunnerPool:
             open=False,
         )
         self._opened = False
+        self.stall_warning = stall_warning
+        self._stalls: dict[str, float] = {}  # statement: loop time it started, while stalled
         self.outage_tolerance = outage_tolerance
         self.outage_since: float | None = None  # loop time of the first failure of an outage
 
@@ -172,6 +182,7 @@ class RunnerPool:
             if not self._opened:
                 self._opened = True
                 await self._pool.open()
+            stalled = loop.call_later(self.stall_warning, self._stalled, sql, loop.time())
             try:
                 async with self._pool.connection() as conn:
                     cursor = await conn.execute(sql, params)
@@ -194,6 +205,9 @@ class RunnerPool:
                 await asyncio.sleep(self.RETRY_DELAYS[min(failures, len(self.RETRY_DELAYS) - 1)])
                 failures += 1
                 continue
+            finally:
+                stalled.cancel()
+                self._stall_ended(sql, loop.time())
             if self.outage_since is not None:
                 took = loop.time() - self.outage_since
                 self.outage_since = None
@@ -204,9 +218,43 @@ class RunnerPool:
                     )
             return rows
 
+    def _stalled(self, sql: str, since: float) -> None:
+        """A statement has not returned after ``stall_warning`` seconds: say so, and why it may be."""
+        if sql in self._stalls:
+            return
+        self._stalls[sql] = since
+        stats = self._pool.get_stats()
+        waiting = stats.get("requests_waiting", 0)
+        cause = (
+            f"all {stats.get('pool_size', 0)} of its connections busy, {waiting} statement(s) "
+            "waiting for one"
+            if waiting
+            else "a lock, an overloaded server, or a pooler with no server connection free"
+        )
+        logger.warning(
+            f"A sisy runner statement has not returned after {self.stall_warning:g} s "
+            f"({_statement_name(sql)}; {cause}): runs wait meanwhile",
+            extra={"action": "runner_stall", "statement": _statement_name(sql), "cause": cause},
+        )
+
+    def _stall_ended(self, sql: str, now: float) -> None:
+        since = self._stalls.pop(sql, None)
+        if since is not None:
+            logger.info(
+                f"The stalled sisy runner statement ({_statement_name(sql)}) returned after "
+                f"{now - since:.1f} s",
+                extra={"action": "runner_stall_ended", "seconds": round(now - since, 3)},
+            )
+
     async def close(self) -> None:
         if self._opened:
             await self._pool.close()
+
+
+def _statement_name(sql: str) -> str:
+    """The SQL function a statement calls (sisy_start_run_v1...), or its first words."""
+    match = re.search(r"\b(sisy_\w+_v\d+)\(", sql)
+    return match.group(1) if match else " ".join(sql.split()[:4])
 
 
 def _cause(exc: BaseException) -> str:

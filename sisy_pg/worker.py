@@ -93,6 +93,7 @@ class SisyWorker:
             self.store.connection_params(),
             options.concurrency,
             outage_tolerance=float(settings.OUTAGE_TOLERANCE),
+            stall_warning=float(settings.STALL_WARNING),
         )
         self.plans = bool(settings.PLANNER_ENABLED and options.serves(settings.QUEUE))
         self.planner = make_planner(options, self.wake) if self.plans else None

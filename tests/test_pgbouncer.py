@@ -308,7 +308,7 @@ def test_session_pooling_needs_the_documented_connections_per_worker(
     bouncer = pgbouncer("session", pool_size=needed)
     dbname = connection.settings_dict["NAME"]
     tasks = [
-        task_with_callable(jobs.slow, label=f"holds a connection {n}", schedule="*/4 * * * * *")
+        task_with_callable(jobs.slow, label=f"holds a connection {n}", schedule="* * * * * */4")
         for n in range(concurrency)
     ]
     for task in tasks:

@@ -157,18 +157,20 @@ class Planner:
             await listen_conn.execute(f"LISTEN {TASK_CHANNEL}")
             listener = asyncio.create_task(self._listen(listen_conn), name="sisy-listen")
             self.probe.restart()
-            tick_at = loop.time()
+            ticked_at = tick_at = loop.time()
             try:
                 while True:
+                    if self.probe.state is Notifications.LOST:
+                        # No notification will say that something changed: poll.
+                        tick_at = min(tick_at, ticked_at + self.poll_interval)
                     if self._wake.is_set() or loop.time() >= tick_at:
                         self._wake.clear()
                         delay = await self.tick(conn)
                         self._failures = 0
                         if self.probe.state is Notifications.LOST:
-                            # No notification will say that something changed.
-                            delay = min(delay, self.poll_interval)
                             await self._wake_worker()
-                        tick_at = loop.time() + delay
+                        ticked_at = loop.time()
+                        tick_at = ticked_at + delay
                     await self._probe(conn)
                     # A probe's own wake-ups cost its NOTIFY alone, not a tick.
                     await self._sleep(

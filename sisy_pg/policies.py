@@ -199,10 +199,12 @@ def decide(due: Due, *, lead: dt.timedelta, all_limit: int) -> Decision:
         now = min(now, task.end_running)
     beyond_grace = due.instant < due.claimed_at - policy.grace
     if beyond_grace or (
-        # Within its grace, but already past and overtaken by a later instant.
+        # Within its grace, but already past and overtaken by a later instant
+        # (not an instant off the schedule: a writer asked for a run then).
         policy.missed != "all"
         and due.instant < due.claimed_at
         and schedule.next_after(task.schedule, task.timezone, due.instant) <= now
+        and _previous(task, due.instant + dt.timedelta(microseconds=1), due.instant) == due.instant
     ):
         # The policy deals with every instant due by now at once.
         latest = _last_up_to(task, now, due.instant)
@@ -216,7 +218,12 @@ def decide(due: Due, *, lead: dt.timedelta, all_limit: int) -> Decision:
             details = {"catch_up": True, "due_at": _at(due.claimed_at)}
         else:
             fire = None
-        through = latest if fire is None else _previous(task, fire, due.instant)
+        if fire is None:
+            through: dt.datetime | None = latest
+        elif fire > due.instant:  # due.instant at least is not run
+            through = _previous(task, fire, due.instant) or due.instant
+        else:
+            through = None
         if through is not None:
             records.append(_missed(due, through, fire, beyond_grace))
         last_dealt_with = latest if fire is None else fire

@@ -294,12 +294,9 @@ def test_notifications_lost_are_said_once_and_the_planner_polls(caplog, settings
         planner = make_planner(wake_worker)
         running = asyncio.create_task(planner.run())
         try:
-            import time; t0 = time.monotonic()
             await until(lambda: planner.notifications == "lost")
-            print("lost", time.monotonic() - t0)
             await until(lambda: planner.probe.sent >= 3)  # probes go on, still lost
             await until(lambda: len(woken) >= 2)  # the worker is woken on every poll
-            print("woken", time.monotonic() - t0, planner.probe.sent)
             # A changed task is planned by polling: no notification comes.
             task = await in_thread(make_task)
             await in_thread(

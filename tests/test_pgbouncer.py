@@ -301,8 +301,8 @@ def test_session_pooling_needs_the_documented_connections_per_worker(
     ``concurrency`` tasks whose callables hold an ORM connection for 2 s fire
     together; the worker's client connections (each one a server connection
     in session pooling) are counted by ``application_name`` while they run.
-    The formula is enough (no client ever waited for a server connection,
-    every run ended) and not loose (each part is reached).
+    The formula is enough (no client waits for long, every run ends) and not
+    loose (each part is reached).
     """
     needed = server_connections_per_worker(concurrency)
     bouncer = pgbouncer("session", pool_size=needed)
@@ -319,7 +319,7 @@ def test_session_pooling_needs_the_documented_connections_per_worker(
 
     peaks: collections.Counter[str] = collections.Counter()
     peak_total = 0
-    waited = 0
+    longest_wait = 0.0
     deadline = time.monotonic() + 14
     while time.monotonic() < deadline:
         clients = clients_by_application(bouncer, dbname)
@@ -327,7 +327,9 @@ def test_session_pooling_needs_the_documented_connections_per_worker(
             peaks[name] = max(peaks[name], count)
         peak_total = max(peak_total, sum(clients.values()))
         pools = [row for row in bouncer.admin("SHOW POOLS") if row["database"] == dbname]
-        waited = max([waited, *(row["cl_waiting"] for row in pools)])
+        longest_wait = max(
+            [longest_wait, *(row["maxwait"] + row["maxwait_us"] / 1e6 for row in pools)]
+        )
         time.sleep(0.05)
     Task.objects.filter(pk__in=[t.pk for t in tasks]).update(enabled=False)
     wait_until(
@@ -340,11 +342,15 @@ def test_session_pooling_needs_the_documented_connections_per_worker(
     )
     measured = (
         f"concurrency {concurrency}: formula {needed}, peak {peak_total} client connections "
-        f"{dict(peaks)}; at most {waited} waiting; runs {dict(statuses)}"
+        f"{dict(peaks)}; longest wait for a server connection {longest_wait:.3f} s; "
+        f"runs {dict(statuses)}"
     )
     print(measured)
 
-    assert waited == 0, (measured, worker.output()[-3000:])
+    # A client may wait the moment it takes PgBouncer to reset a server
+    # connection given back (Django closes a callable's connection after each
+    # run); a dry pool makes it wait until a client disconnects: runs stuck.
+    assert longest_wait < 1.0, (measured, worker.output()[-3000:])
     assert statuses.get("succeeded", 0) >= 2 * concurrency, (measured, worker.output()[-3000:])
     assert set(statuses) <= {"succeeded", "skipped", "cancelled"}, measured
     assert peak_total <= needed, measured

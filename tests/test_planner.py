@@ -3,6 +3,7 @@
 import asyncio
 import datetime as dt
 import itertools
+import zoneinfo
 
 import pytest
 from django.db import connection
@@ -60,14 +61,18 @@ def test_plans_tasks_written_without_next_run():
 
 
 def test_fires_due_tasks_and_plans_the_following_instant():
-    task = make_task("* * * * * *")
-    sql("UPDATE sisy_task SET next_run = date_trunc('second', now()) WHERE id = %s", [task.pk])
+    # A yearly schedule: no later instant can fall due before the claim
+    # (that would be a catch-up, another test's business).
+    task = make_task("0 0 1 1 *")
+    sql("UPDATE sisy_task SET next_run = now() WHERE id = %s", [task.pk])
     fired_for = Task.objects.get(pk=task.pk).next_run
     assert run_planner("fire_due") == 1
     task.refresh_from_db()
     run = TaskRun.objects.get(task=task)
     assert run.scheduled_for == fired_for and run.status == "queued"
-    assert task.next_run == fired_for + dt.timedelta(seconds=1)
+    zone = zoneinfo.ZoneInfo(task.timezone)
+    following = dt.datetime(fired_for.astimezone(zone).year + 1, 1, 1, tzinfo=zone)
+    assert task.next_run == following
     assert (task.fire_count, task.last_run) == (1, fired_for)
 
 

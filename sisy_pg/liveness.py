@@ -326,18 +326,19 @@ class NotificationProbe:
             return
         self._sent_at = None
         if self.state is not Notifications.LOST:
-            listen = (
-                f"SISY_LISTEN_DATABASE ({self.listen_database!r})"
-                if self.listen_database
-                else "the database of procrastinate's connector"
-            )
+            if self.listen_database:
+                fix = (
+                    f"SISY_LISTEN_DATABASE is {self.listen_database!r}: make it the alias of a "
+                    "direct connection, not one through the pooler"
+                )
+            else:
+                fix = "Set SISY_LISTEN_DATABASE to a direct connection's alias"
             logger.warning(
                 "notifications do not reach sisy's LISTEN connection: a connection pooler "
-                "in transaction mode (PgBouncer pool_mode=transaction) drops them. Set "
-                "SISY_LISTEN_DATABASE to a direct connection's alias "
+                f"in transaction mode (PgBouncer pool_mode=transaction) drops them. {fix} "
                 "(docs/operations.md#connection-poolers); meanwhile the planner polls every "
-                f"{self.poll_interval:g} s (a probe sent through {listen} did not come back "
-                f"within {self.timeout:g} s)",
+                f"{self.poll_interval:g} s (its self-addressed NOTIFY did not come back within "
+                f"{self.timeout:g} s)",
                 extra={
                     "action": "notifications_lost",
                     "connection": "planner",

@@ -322,7 +322,7 @@ class Task(models.Model):
         blank=True,
         help_text=(
             'Policies, e.g. {"missed": "skip", "grace": 30, "overlap": "buffer_one", '
-            '"timeout": 600, "retries": 3, "retry_delay": 10}.'
+            '"timeout": 600, "retries": 3, "retry_delay": 10, "priority": 5}.'
         ),
     )
 

@@ -117,6 +117,7 @@ class Planner:
         self._housekeeper = False
         self.overload = liveness.OverloadWatch()
         self._load_checked_at = float("-inf")
+        self._fired_since_load_check = 0
 
     @property
     def notifications(self) -> str:
@@ -229,6 +230,7 @@ class Planner:
         watch = self.stall_watch.watch
         async with watch(conn, "claim"):
             fired = await self.fire_due(conn)
+        self._fired_since_load_check += fired
         async with watch(conn, "housekeeping"):
             await self.housekeeping(conn)
             await self.watch_load(conn)
@@ -310,14 +312,19 @@ class Planner:
         Every LOAD_CHECK_EVERY s (or at once with ``force``), over as many
         seconds. One planner watches the cluster's load so that overload is
         said once (liveness.OverloadWatch has the rule); a planner that no
-        longer does the housekeeping forgets its checks.
+        longer does the housekeeping forgets its checks. An idle planner
+        (nothing fired since its last check, no overload said) spares the
+        statement: a loaded cluster keeps every planner firing.
         """
         loop_time = asyncio.get_running_loop().time()
         if not force and (
-            not self._housekeeper or loop_time - self._load_checked_at < liveness.LOAD_CHECK_EVERY
+            not self._housekeeper
+            or loop_time - self._load_checked_at < liveness.LOAD_CHECK_EVERY
+            or not (self._fired_since_load_check or self.overload.overloaded)
         ):
             return None
         self._load_checked_at = loop_time
+        self._fired_since_load_check = 0
         load = await self.store.load(conn, window=dt.timedelta(seconds=liveness.LOAD_CHECK_EVERY))
         self.overload.judge(load)
         return load

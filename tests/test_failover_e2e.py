@@ -174,8 +174,14 @@ def ride_out(
             .first()
         )
 
-    wait_until(fired_again, timeout=FIRE_AGAIN_WITHIN + 15, interval=0.1)
+    with contextlib.suppress(AssertionError):  # the assertion below says what happened
+        wait_until(fired_again, timeout=FIRE_AGAIN_WITHIN + 15, interval=0.1)
     first = fired_again()
+    outputs = "\n\n".join(f"--- {w.name}:\n{w.output()[-4000:]}" for w in workers)
+    assert first is not None, (
+        f"no run started within {FIRE_AGAIN_WITHIN + 15} s of the outage's end\n"
+        f"{history(tasks, began - 3 * SECOND)}\n{outputs}"
+    )
     assert first.started_at - ended <= dt.timedelta(seconds=FIRE_AGAIN_WITHIN), (
         f"first run after the outage started {first.started_at - ended} after its end\n"
         f"{history(tasks, began - 3 * SECOND)}\n{outputs}"

@@ -317,9 +317,10 @@ def test_notifications_lost_are_said_once_and_the_planner_polls(caplog, settings
     assert lost.listen_database == alias
     assert lost.getMessage().startswith(
         "notifications do not reach sisy's LISTEN connection: a connection pooler in "
-        "transaction mode (PgBouncer pool_mode=transaction) drops them. Set "
-        "SISY_LISTEN_DATABASE to a direct connection's alias "
-        "(docs/operations.md#connection-poolers); meanwhile the planner polls every 0.5 s"
+        "transaction mode (PgBouncer pool_mode=transaction) drops them. "
+        f"SISY_LISTEN_DATABASE is {alias!r}: make it the alias of a direct connection, not one "
+        "through the pooler (docs/operations.md#connection-poolers); meanwhile the planner "
+        "polls every 0.5 s"
     )
     assert not records(caplog, "notifications_restored")
 
@@ -340,7 +341,16 @@ def test_a_probe_coming_back_after_a_loss_restores_notifications(caplog):
     assert probe.received(first)  # a late one of ours counts too, and is no change
     assert not probe.received("")
     assert probe.received("sisy-probe:another-planner:1") and probe.state == "ok"
-    assert [r.action for r in caplog.records] == ["notifications_lost", "notifications_restored"]
+    lost, restored = caplog.records
+    assert (lost.action, restored.action) == ("notifications_lost", "notifications_restored")
+    assert lost.getMessage() == (
+        "notifications do not reach sisy's LISTEN connection: a connection pooler in "
+        "transaction mode (PgBouncer pool_mode=transaction) drops them. Set "
+        "SISY_LISTEN_DATABASE to a direct connection's alias "
+        "(docs/operations.md#connection-poolers); meanwhile the planner polls every 0.5 s "
+        "(its self-addressed NOTIFY did not come back within 2 s)"
+    )
+    assert restored.levelno == logging.INFO
 
 
 def test_wake_worker_is_awaited_after_a_claim_that_queued_runs():
@@ -426,9 +436,10 @@ def test_load_counts_what_finished_in_the_window_and_what_is_overdue():
 
 
 def test_load_reads_index_ranges_not_the_tables():
-    """The function's own query, EXPLAINed: the cost follows the recent history and the overdue tasks."""
+    """The function's query, planned as PL/pgSQL plans it (its variables values) and EXPLAINed."""
     task = make_task()
     insert_history(task, "succeeded", count=20_000, finished="now() - interval '1 day'")
+    insert_history(task, "skipped", reason="coalesced", count=10)
     sql(
         """INSERT INTO sisy_task (label, callable_info, schedule, timezone, next_run)
            SELECT 'load ' || i, '{"func_path": "tests.testapp.jobs.record"}', '* * * * *',
@@ -437,12 +448,17 @@ def test_load_reads_index_ranges_not_the_tables():
     )
     sql("ANALYZE sisy_task")
     sql("ANALYZE sisy_taskrun")
-    ((body,),) = sql("SELECT prosrc FROM pg_proc WHERE proname = 'sisy_load_v1'")
-    plan = "\n".join(
-        line for (line,) in sql("EXPLAIN " + body.replace("p_window", "interval '10 seconds'"))
+    ((body, now),) = sql(
+        "SELECT prosrc, clock_timestamp()::text FROM pg_proc WHERE proname = 'sisy_load_v1'"
     )
+    query = body[body.index("RETURN QUERY") + len("RETURN QUERY") : body.rindex("END;")]
+    query = query.replace("measured_at", f"'{now}'::timestamptz").replace(
+        "p_window", "interval '10 seconds'"
+    )
+    plan = "\n".join(line for (line,) in sql("EXPLAIN " + query.rstrip().rstrip(";")))
     assert "sisy_taskrun_finished_idx" in plan and "sisy_task_due_idx" in plan, plan
-    assert "Seq Scan" not in plan, plan
+    assert "Seq Scan" not in plan and "Parallel" not in plan, plan
+    assert load().due == 10
 
 
 def test_overload_is_said_after_two_checks_in_a_row_and_its_end_too(caplog):

@@ -114,22 +114,24 @@ def test_an_action_the_vocabulary_does_not_know_is_refused_by_the_sql():
         ({}, False),
         ({"overlap": "buffer_one"}, False),
         ({"missed": "all", "grace": 5, "timeout": 1.5, "retries": 3, "retry_delay": 2}, True),
+        ({"priority": 7}, True),
         ({"missed": None, "grace": None, "retries": 2.0}, True),
     ],
 )
 def test_policy_defaults_are_the_same_in_python_and_sql(options, allow_overlap):
     python = policies.Policy.of(options, allow_overlap)
-    ((missed, overlap, grace, timeout, retries, retry_delay),) = sql(
+    ((missed, overlap, grace, timeout, retries, retry_delay, priority),) = sql(
         "SELECT * FROM sisy_policy_v1(%s::jsonb, %s, make_interval(secs => %s))",
         [json.dumps(options), allow_overlap, float(conf.settings.GRACE)],
     )
-    assert (missed, overlap, grace, timeout, retries, retry_delay) == (
+    assert (missed, overlap, grace, timeout, retries, retry_delay, priority) == (
         python.missed,
         python.overlap,
         python.grace,
         python.timeout,
         python.retries,
         python.retry_delay,
+        python.priority,
     )
 
 

@@ -123,7 +123,7 @@ class Migration(migrations.Migration):
                                 default=dict,
                                 help_text='Policies, e.g. {"missed": "skip", "grace": 30, '
                                 '"overlap": "buffer_one", "timeout": 600, "retries": 3, '
-                                '"retry_delay": 10}.',
+                                '"retry_delay": 10, "priority": 5}.',
                             ),
                         ),
                         ("next_run", models.DateTimeField(blank=True, editable=False, null=True)),

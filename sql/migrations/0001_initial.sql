@@ -1256,48 +1256,51 @@ $$;
 --                    paused task's, nor an overlap its policy skips);
 --   overdue_tasks    enabled tasks whose next_run is more than 1 s past;
 --   max_lag_seconds  how far past the earliest next_run is (0 when none is).
--- Both reads are index ranges (sisy_taskrun_finished_idx, sisy_task_due_idx),
--- the clock read once so that they can be: the cost follows what finished
--- recently and what is overdue, not the size of the tables.
+-- Both reads are index ranges (sisy_taskrun_finished_idx, sisy_task_due_idx):
+-- the cost follows what finished recently and what is overdue, not the size
+-- of the tables. PL/pgSQL, so that the clock, read once, and p_window are
+-- values when the query is planned: a LANGUAGE sql function is planned
+-- generic, and would guess a third of the history within the window (a
+-- parallel scan, then a sequential one as the history grows).
 CREATE FUNCTION sisy_load_v1(p_window interval)
     RETURNS TABLE (
         window_seconds float8, due integer, executed integer, not_run integer,
         overdue_tasks integer, max_lag_seconds float8
     )
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path FROM CURRENT
 AS $$
-    WITH clock AS MATERIALIZED (
-        SELECT clock_timestamp() AS now
-    ), finished AS (
-        SELECT count(*)::integer AS due,
+DECLARE
+    measured_at timestamptz := clock_timestamp();
+BEGIN
+    RETURN QUERY
+    WITH finished AS (
+        SELECT count(*)::integer AS n_due,
                count(*) FILTER (
                    WHERE r.status IN ('succeeded', 'failed', 'timed_out')
-               )::integer AS executed,
+               )::integer AS n_executed,
                count(*) FILTER (
                    WHERE r.details ->> 'reason'
                          IN ('coalesced', 'missed', 'late', 'fair_share', 'backlog')
-               )::integer AS not_run
+               )::integer AS n_not_run
           FROM sisy_taskrun AS r
          WHERE r.status IN ('succeeded', 'failed', 'timed_out', 'skipped', 'missed', 'cancelled')
-           AND r.finished_at >= (SELECT clock.now FROM clock) - p_window
+           AND r.finished_at >= measured_at - p_window
     ), overdue AS (
-        SELECT count(*)::integer AS tasks
+        SELECT count(*)::integer AS n_tasks
           FROM sisy_task AS t
          WHERE t.enabled AND t.next_run IS NOT NULL
-           AND t.next_run < (SELECT clock.now FROM clock) - interval '1 second'
+           AND t.next_run < measured_at - interval '1 second'
     ), earliest AS (
         SELECT min(t.next_run) AS next_run
           FROM sisy_task AS t
          WHERE t.enabled AND t.next_run IS NOT NULL
     )
     SELECT extract(epoch FROM p_window)::float8,
-           finished.due, finished.executed, finished.not_run, overdue.tasks,
-           greatest(
-               coalesce(extract(epoch FROM (SELECT clock.now FROM clock) - earliest.next_run), 0),
-               0
-           )::float8
+           finished.n_due, finished.n_executed, finished.n_not_run, overdue.n_tasks,
+           greatest(coalesce(extract(epoch FROM measured_at - earliest.next_run), 0), 0)::float8
       FROM finished, overdue, earliest;
+END;
 $$;
 
 -- One decision point: a task's state, and what may be done to it ---------------------

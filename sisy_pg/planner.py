@@ -44,7 +44,9 @@ TASK_CHANNEL = "sisy_task_changed"
 # When another planner holds the due rows, wait this long (or for its
 # commit's notification, whichever comes first) before looking again.
 _CONTENDED_RETRY = 0.05
-_RECONNECT_DELAYS = (0.5, 1, 2, 5, 10)
+# Seconds between attempts while the database is away: short, so that
+# firing resumes within seconds of its return (the last one repeats).
+_RECONNECT_DELAYS = (0.5, 1, 2)
 
 
 class Planner:
@@ -93,6 +95,7 @@ class Planner:
         )
         self._housekeeping_at = float("-inf")
         self._failures = 0
+        self._failed_at = 0.0  # loop time of the first failure of an outage
         self.wake_worker = wake_worker
         self.stall_watch = liveness.StallWatch(
             store, settings.STALL_WARNING if stall_warning is None else stall_warning
@@ -138,8 +141,13 @@ class Planner:
                 delay = _RECONNECT_DELAYS[min(self._failures, len(_RECONNECT_DELAYS) - 1)]
                 self._failures += 1
                 cause = liveness.failure_cause(exc)
-                logger.exception(
+                if self._failures == 1:
+                    self._failed_at = asyncio.get_running_loop().time()
+                # The first failure of an outage with its traceback; the retries quietly.
+                logger.log(
+                    logging.ERROR if self._failures == 1 else logging.DEBUG,
                     f"sisy planner failed: {cause}; retrying in {delay} s",
+                    exc_info=exc if self._failures == 1 else None,
                     extra={
                         "action": "planner_error",
                         "cause": cause,
@@ -167,6 +175,13 @@ class Planner:
                     if self._wake.is_set() or loop.time() >= tick_at:
                         self._wake.clear()
                         delay = await self.tick(conn)
+                        if self._failures:
+                            down = loop.time() - self._failed_at
+                            logger.info(
+                                f"sisy planner back after {down:.1f} s ({self._failures} "
+                                "failed attempt(s))",
+                                extra={"action": "planner_back", "seconds": round(down, 3)},
+                            )
                         self._failures = 0
                         if self.probe.state is Notifications.LOST:
                             await self._wake_worker()

@@ -178,8 +178,10 @@ def ride_out(
         wait_until(fired_again, timeout=FIRE_AGAIN_WITHIN + 15, interval=0.1)
     first = fired_again()
     outputs = "\n\n".join(f"--- {w.name}:\n{w.output()[-4000:]}" for w in workers)
+    exits = {w.name: w.process.poll() for w in workers}
     assert first is not None, (
-        f"no run started within {FIRE_AGAIN_WITHIN + 15} s of the outage's end\n"
+        f"no run started within {FIRE_AGAIN_WITHIN + 15} s of the outage's end "
+        f"(workers' exit status: {exits})\n"
         f"{history(tasks, began - 3 * SECOND)}\n{outputs}"
     )
     assert first.started_at - ended <= dt.timedelta(seconds=FIRE_AGAIN_WITHIN), (
@@ -219,6 +221,12 @@ def ride_out(
         )
     )
     assert len(hits) == len(set(hits)), sorted(hits)
+    # And the workers are still there.
+    for worker in workers:
+        assert worker.process.poll() is None, (
+            f"worker {worker.name} exited ({worker.process.returncode}) after the outage:\n"
+            f"{worker.output()[-4000:]}"
+        )
 
 
 def test_workers_ride_out_a_read_only_database(workers):

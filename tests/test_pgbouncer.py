@@ -23,6 +23,7 @@ import re
 import statistics
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from django.db import connection
@@ -65,8 +66,8 @@ def pgbouncer() -> Iterator[Callable[..., PgBouncer]]:
         pytest.skip(f"NO PGBOUNCER, the pooler tests are SKIPPED: {reason}")
     started: list[PgBouncer] = []
 
-    def start(pool_mode: str, **options: object) -> PgBouncer:
-        bouncer = PgBouncer(os.environ["DATABASE_URL"], pool_mode=pool_mode, **options)  # type: ignore[arg-type]
+    def start(pool_mode: str, **options: Any) -> PgBouncer:
+        bouncer = PgBouncer(os.environ["DATABASE_URL"], pool_mode=pool_mode, **options)
         started.append(bouncer)
         bouncer.start()
         return bouncer
@@ -80,7 +81,7 @@ def pgbouncer() -> Iterator[Callable[..., PgBouncer]]:
 def pooled_worker(pgbouncer, start_worker):
     """Start a worker whose database is ``bouncer``'s; with ``direct``, the documented setup.
 
-    Requested after ``pgbouncer``, so that its workers stop before their PgBouncer does.
+    Set up after ``pgbouncer`` (it depends on it), so its workers stop before their PgBouncer.
     """
 
     def start(bouncer: PgBouncer, name: str, *args: str, direct: bool = False) -> WorkerProcess:

@@ -294,6 +294,10 @@ async def _listen_directly(
         raise procrastinate_exceptions.ConnectorException(str(exc)) from exc
 
 
+#: Seconds between two job fetches while they fail (the database away or read-only).
+FETCH_RETRY_DELAY = 1.0
+
+
 def ride_out_outages(job_manager: procrastinate_manager.JobManager) -> None:
     """Keep a worker alive while its database is unreachable or read-only (a failover).
 
@@ -334,7 +338,14 @@ def ride_out_outages(job_manager: procrastinate_manager.JobManager) -> None:
             job = await fetch_job(*args, **kwargs)
         except procrastinate_exceptions.ConnectorException as exc:
             failed("fetch jobs", exc)
-            await asyncio.sleep(LISTEN_RETRY_DELAYS[-1])
+            sisy = _current_worker.get(None)
+            if sisy is None:
+                await asyncio.sleep(FETCH_RETRY_DELAY)
+            else:
+                # Not a sleep here: the worker would then wait for its next poll
+                # (fetch_job_polling_interval), having cleared the wake-ups meanwhile.
+                loop = asyncio.get_running_loop()
+                loop.call_later(FETCH_RETRY_DELAY, lambda: loop.create_task(sisy.wake()))
             return None
         succeeded("fetch jobs")
         return job
@@ -372,6 +383,30 @@ def ride_out_outages(job_manager: procrastinate_manager.JobManager) -> None:
     )
     job_manager.retry_job = written_until_taken(  # type: ignore[method-assign]
         job_manager.retry_job, "record a job's retry"
+    )
+
+
+async def renew_job_connections(app: procrastinate.App) -> None:
+    """Give procrastinate's connector a new pool if its own has no connection to give.
+
+    After an outage, psycopg_pool waits longer and longer between attempts to
+    reconnect (1, 2, 4, 8... s), so a worker's job fetches could go on
+    failing half a minute after the database came back. Reopening the
+    connector (its public close_async/open_async) starts afresh; a fetch
+    waiting on the old pool fails at once and is retried.
+    """
+    connector = app.connector
+    try:
+        available = connector.pool.get_stats().get("pool_available", 0)  # type: ignore[attr-defined]
+    except Exception:  # another connector, or one not open: nothing to renew
+        return
+    if available:
+        return
+    await connector.close_async()
+    await connector.open_async()
+    logger.info(
+        "procrastinate's connection pool renewed after the outage",
+        extra={"action": "job_connections_renewed"},
     )
 
 

@@ -144,7 +144,7 @@ class RunnerPool:
 
     RETRY_DELAYS = (0.0, 0.2, 0.5, 1.0, 2.0)
     # How long a statement waits for a free connection before that counts as a failure.
-    CONNECTION_TIMEOUT = 5.0
+    CONNECTION_TIMEOUT = 2.0
 
     def __init__(
         self,
@@ -153,26 +153,45 @@ class RunnerPool:
         *,
         outage_tolerance: float,
         stall_warning: float = 2.0,
+        on_back: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self._pool: AsyncConnectionPool[psycopg.AsyncConnection[DictRow]] = AsyncConnectionPool(
-            kwargs={
-                **params,
-                "application_name": "sisy-runner",
-                "autocommit": True,
-                "row_factory": dict_row,
-            },
+        self._kwargs = {
+            **params,
+            "application_name": "sisy-runner",
+            "autocommit": True,
+            "row_factory": dict_row,
+        }
+        self._size = max(1, min(size, RUNNER_POOL_MAX))
+        self._pool = self._new_pool()
+        self._renewed_at = float("-inf")
+        self._opened = False
+        self.stall_warning = stall_warning
+        self.on_back = on_back  # awaited once the database answers again after an outage
+        self._stalls: dict[str, float] = {}  # statement: loop time it started, while stalled
+        self.outage_tolerance = outage_tolerance
+        self.outage_since: float | None = None  # loop time of the first failure of an outage
+        self._outage_said = False  # its WARNING is logged (a second failure)
+
+    def _new_pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[DictRow]]:
+        return AsyncConnectionPool(
+            kwargs=self._kwargs,
             connection_class=psycopg.AsyncConnection[DictRow],
             min_size=1,
-            max_size=max(1, min(size, RUNNER_POOL_MAX)),
+            max_size=self._size,
             name="sisy-runner",
             timeout=self.CONNECTION_TIMEOUT,
             open=False,
         )
-        self._opened = False
-        self.stall_warning = stall_warning
-        self._stalls: dict[str, float] = {}  # statement: loop time it started, while stalled
-        self.outage_tolerance = outage_tolerance
-        self.outage_since: float | None = None  # loop time of the first failure of an outage
+
+    async def _renew(self) -> None:
+        """A new pool: psycopg_pool backs off between reconnections (up to minutes), we must not."""
+        now = asyncio.get_running_loop().time()
+        if now - self._renewed_at < 1.0:  # statements failing together renew it once
+            return
+        self._renewed_at = now
+        old, self._pool = self._pool, self._new_pool()
+        await self._pool.open()
+        asyncio.get_running_loop().create_task(old.close(timeout=0))
 
     async def query(self, sql: str, params: dict[str, Any]) -> list[DictRow]:
         """Run one statement; its rows. Retried through an outage (see the class)."""
@@ -194,7 +213,8 @@ class RunnerPool:
                     if failures == 0:
                         # Often one connection killed while idle: drop the dead ones, retry.
                         await self._pool.check()
-                if failures == 1:
+                elif not self._outage_said:
+                    self._outage_said = True
                     logger.warning(
                         f"sisy's runners cannot write to the database ({_cause(exc)}); "
                         f"their statements are retried for up to {self.outage_tolerance:g} s",
@@ -203,6 +223,8 @@ class RunnerPool:
                 if now - self.outage_since > self.outage_tolerance:
                     raise
                 await asyncio.sleep(self.RETRY_DELAYS[min(failures, len(self.RETRY_DELAYS) - 1)])
+                if failures and self._pool.get_stats().get("pool_available", 0) == 0:
+                    await self._renew()
                 failures += 1
                 continue
             finally:
@@ -211,23 +233,26 @@ class RunnerPool:
             if self.outage_since is not None:
                 took = loop.time() - self.outage_since
                 self.outage_since = None
-                if failures > 1:
+                if self._outage_said:
+                    self._outage_said = False
                     logger.info(
                         f"sisy's runners write to the database again, after {took:.1f} s",
                         extra={"action": "database_back", "seconds": round(took, 3)},
                     )
+                    if self.on_back is not None:
+                        await self.on_back()
             return rows
 
     def _stalled(self, sql: str, since: float) -> None:
         """A statement has not returned after ``stall_warning`` seconds: say so, and why it may be."""
-        if sql in self._stalls:
+        if sql in self._stalls or self.outage_since is not None:  # an outage is said already
             return
         self._stalls[sql] = since
         stats = self._pool.get_stats()
         waiting = stats.get("requests_waiting", 0)
         cause = (
-            f"all {stats.get('pool_size', 0)} of its connections busy, {waiting} statement(s) "
-            "waiting for one"
+            f"no connection free: {stats.get('pool_size', 0)} open or opening, {waiting} "
+            "statement(s) waiting for one (all busy, or the database refuses new connections)"
             if waiting
             else "a lock, an overloaded server, or a pooler with no server connection free"
         )

@@ -94,6 +94,7 @@ class SisyWorker:
             options.concurrency,
             outage_tolerance=float(settings.OUTAGE_TOLERANCE),
             stall_warning=float(settings.STALL_WARNING),
+            on_back=self._database_back,
         )
         self.plans = bool(settings.PLANNER_ENABLED and options.serves(settings.QUEUE))
         self.planner = make_planner(options, self.wake) if self.plans else None
@@ -188,6 +189,11 @@ class SisyWorker:
             os._exit(self.exit_status)
         if self.exit_status:
             raise SystemExit(self.exit_status)
+
+    async def _database_back(self) -> None:
+        """The database answers again after an outage: so must procrastinate's connections."""
+        if self._worker is not None:
+            await procrastinate_seam.renew_job_connections(self._worker.app)
 
     # --- jobs ---------------------------------------------------------------------
 

@@ -45,7 +45,10 @@ def tasks():
     sql(
         "UPDATE sisy_task SET next_run = now() - interval '5 minutes' WHERE label = 'reports:daily'"
     )
-    sql("SELECT procrastinate_register_worker_v1()")
+    sql(
+        "SELECT sisy_worker_seen_v1(w.worker_id, 'host:1:worker', NULL, true, 4, 0, 0, 'ok', '{}')"
+        " FROM procrastinate_register_worker_v1() AS w"
+    )
     cleanup = made["Nightly cleanup"]
     for minutes in range(1, 30):
         at = now - dt.timedelta(minutes=minutes)

@@ -1,11 +1,13 @@
 """The procrastinate task that executes the runs of sisy tasks due at one instant.
 
 The planner defers one job per group of runs due at the same instant
-(``run_ids``, ``at``; SISY_RUNS_PER_JOB runs at most). The task is
-asynchronous: it waits for the instant on the worker's event loop, starts
-the runs in one statement (which also reads their tasks' rows) and records
-each outcome in one more, on a small pool of autocommit connections of the
-worker's, and calls each callable in a thread, where Django's connections
+(``run_ids``, ``task_ids``, ``at``; SISY_RUNS_PER_JOB runs at most). The
+task is asynchronous: it waits for the instant on the worker's event loop,
+takes a callable slot for each run (its task's fair share: see
+:mod:`sisy_pg.slots`), starts the runs in one statement (which also reads
+their tasks' rows) and records each outcome in one more, on the worker's
+runners' pool (:class:`~sisy_pg.store.RunnerPool`), and calls each callable
+in a thread of the worker's :class:`~sisy_pg.worker.SisyWorker`, where Django's connections
 are handled as around a request (an ``async def`` callable too: see
 :func:`_await_on_a_loop_of_its_own`). Runs claimed ahead therefore hold no
 thread while they wait, the runs of one instant share a job fetch and a

@@ -159,7 +159,6 @@ def ride_out(
 ):
     """The checks after an outage from ``began`` to ``ended``: the workers went on, nothing lost."""
     outputs = "\n\n".join(f"--- {w.name}:\n{w.output()[-4000:]}" for w in workers)
-    open("/tmp/failover_ro.log", "w").write("\n\n".join(f"--- {w.name}:\n{w.output()}" for w in workers))
     for worker in workers:
         assert worker.process.poll() is None, (
             f"worker {worker.name} exited ({worker.process.returncode}) during the outage:\n{outputs}"

@@ -85,6 +85,13 @@ def check_settings(
         "CLAIM_BATCH_SIZE": (False, False),
         "RUNS_PER_JOB": (False, False),
         "RUN_RETENTION_DAYS": (False, True),
+        "TASK_SLOTS": (False, True),
+        "STUCK_EXIT_AFTER": (False, True),
+        "SHUTDOWN_TIMEOUT": (True, False),
+        "STALL_WARNING": (False, False),
+        "NOTIFY_PROBE_INTERVAL": (False, False),
+        "POLL_INTERVAL": (False, False),
+        "OUTAGE_TOLERANCE": (True, False),
     }
     for name, (zero_ok, none_ok) in numbers.items():
         value = getattr(conf.settings, name)
@@ -111,6 +118,15 @@ def check_settings(
                     id="sisy.E008",
                 )
             )
+    listen = conf.settings.LISTEN_DATABASE
+    if listen is not None and listen not in settings.DATABASES:
+        messages.append(
+            checks.Error(
+                f"SISY_LISTEN_DATABASE names {listen!r}, which is not in DATABASES.",
+                hint="The alias of a direct connection to the same database, or None.",
+                id="sisy.E009",
+            )
+        )
     problem = conf.allowed_callables_problem(conf.settings.ALLOWED_CALLABLES)
     if problem:
         messages.append(

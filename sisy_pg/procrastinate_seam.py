@@ -294,6 +294,26 @@ async def _listen_directly(
         raise procrastinate_exceptions.ConnectorException(str(exc)) from exc
 
 
+def database_away(exc: BaseException) -> bool:
+    """Whether an error means the database is away or read-only, for now (worth waiting for).
+
+    A lost or refused connection (no SQLSTATE, class 08), a server shutting
+    down (57P01 to 57P03), a read-only database (25006, as after a failover),
+    or a pool that could not give a connection in time. Not a statement's own
+    failure (a constraint, a cancelled query, a lock timeout): retrying that
+    would only hide it. procrastinate's ConnectorException is judged by its
+    cause.
+    """
+    if isinstance(exc, procrastinate_exceptions.ConnectorException):
+        return exc.__cause__ is not None and database_away(exc.__cause__)
+    if isinstance(exc, psycopg.errors.ReadOnlySqlTransaction):
+        return True
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    sqlstate = exc.sqlstate
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in ("57P01", "57P02", "57P03")
+
+
 #: Seconds between two job fetches while they fail (the database away or read-only).
 FETCH_RETRY_DELAY = 1.0
 
@@ -337,6 +357,14 @@ def ride_out_outages(job_manager: procrastinate_manager.JobManager) -> None:
         try:
             job = await fetch_job(*args, **kwargs)
         except procrastinate_exceptions.ConnectorException as exc:
+            if not database_away(exc):
+                # E.g. this worker's row pruned by another worker after a long
+                # outage: stop (status 1) for the supervisor to start it afresh.
+                logger.error(
+                    f"procrastinate could not fetch jobs ({exc.__cause__ or exc!r}): the worker stops",
+                    extra={"action": "fetch_failed", "exception": repr(exc.__cause__ or exc)},
+                )
+                raise
             failed("fetch jobs", exc)
             sisy = _current_worker.get(None)
             if sisy is None:
@@ -344,8 +372,9 @@ def ride_out_outages(job_manager: procrastinate_manager.JobManager) -> None:
             else:
                 # Not a sleep here: the worker would then wait for its next poll
                 # (fetch_job_polling_interval), having cleared the wake-ups meanwhile.
-                loop = asyncio.get_running_loop()
-                loop.call_later(FETCH_RETRY_DELAY, lambda: loop.create_task(sisy.wake()))
+                asyncio.get_running_loop().call_later(
+                    FETCH_RETRY_DELAY, sisy.in_background, sisy.wake
+                )
             return None
         succeeded("fetch jobs")
         return job
@@ -357,6 +386,8 @@ def ride_out_outages(job_manager: procrastinate_manager.JobManager) -> None:
         try:
             await update_heartbeat(*args, **kwargs)
         except procrastinate_exceptions.ConnectorException as exc:
+            if not database_away(exc):
+                raise
             failed("update the worker's heartbeat", exc)
             return
         succeeded("update the worker's heartbeat")
@@ -364,10 +395,19 @@ def ride_out_outages(job_manager: procrastinate_manager.JobManager) -> None:
     def written_until_taken(method: Callable[..., Coroutine[Any, Any, Any]], what: str) -> Any:
         @functools.wraps(method)
         async def write(*args: Any, **kwargs: Any) -> Any:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
             while True:
                 try:
                     result = await method(*args, **kwargs)
                 except procrastinate_exceptions.ConnectorException as exc:
+                    sisy = _current_worker.get(None)
+                    # Bounded: by the outage tolerance, and by the shutdown
+                    # timeout once the worker stops (the housekeeping closes
+                    # what is left).
+                    bound = sisy.write_retry_bound() if sisy is not None else 0.0
+                    if not database_away(exc) or loop.time() - started > bound:
+                        raise
                     failed(what, exc)
                     await asyncio.sleep(LISTEN_RETRY_DELAYS[-1])
                     continue
@@ -397,10 +437,10 @@ async def renew_job_connections(app: procrastinate.App) -> None:
     """
     connector = app.connector
     try:
-        available = connector.pool.get_stats().get("pool_available", 0)  # type: ignore[attr-defined]
+        pool = connector.pool  # type: ignore[attr-defined]
     except Exception:  # another connector, or one not open: nothing to renew
         return
-    if available:
+    if not pool.closed and pool.get_stats().get("pool_available", 0):
         return
     await connector.close_async()
     await connector.open_async()

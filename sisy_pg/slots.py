@@ -8,8 +8,8 @@ cannot stop a thread), so two rules keep one task from starving the others:
   (SISY_TASK_SLOTS; by default half the concurrency, at least 1), threads of
   runs that timed out but never returned included. A run of a task at its
   share, or of a task that holds slots when none is free, does not wait: the
-  runner records it as skipped (reason ``fair_share``). Only runs of tasks
-  that hold none wait for a slot;
+  runner records it as skipped (reason ``fair_share``): the runs of a task
+  that holds slots never wait for one to free up;
 * **the last slot for a newcomer**: the last free slot goes only to a task
   that holds none, so that two hanging tasks still leave one to the others;
 * **priority, then arrival**: when no slot is free, runs wait, and a slot

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import Jsonb, set_json_loads
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from . import limits, policies, procrastinate_seam, schedule, sql_files
 from .vocabulary import NotStarted
@@ -164,6 +164,7 @@ class RunnerPool:
         self._size = max(1, min(size, RUNNER_POOL_MAX))
         self._pool = self._new_pool()
         self._renewed_at = float("-inf")
+        self._closing: set[asyncio.Task[None]] = set()  # old pools closing
         self._opened = False
         self.stall_warning = stall_warning
         self.on_back = on_back  # awaited once the database answers again after an outage
@@ -191,57 +192,87 @@ class RunnerPool:
         self._renewed_at = now
         old, self._pool = self._pool, self._new_pool()
         await self._pool.open()
-        asyncio.get_running_loop().create_task(old.close(timeout=0))
+        closing = asyncio.get_running_loop().create_task(old.close(timeout=0))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     async def query(self, sql: str, params: dict[str, Any]) -> list[DictRow]:
         """Run one statement; its rows. Retried through an outage (see the class)."""
         loop = asyncio.get_running_loop()
         failures = 0
-        while True:
-            if not self._opened:
-                self._opened = True
-                await self._pool.open()
-            stalled = loop.call_later(self.stall_warning, self._stalled, sql, loop.time())
-            try:
-                async with self._pool.connection() as conn:
-                    cursor = await conn.execute(sql, params)
-                    rows = await cursor.fetchall()
-            except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction) as exc:
-                now = loop.time()
-                if self.outage_since is None:
-                    self.outage_since = now
-                    if failures == 0:
-                        # Often one connection killed while idle: drop the dead ones, retry.
-                        await self._pool.check()
-                elif not self._outage_said:
-                    self._outage_said = True
-                    logger.warning(
-                        f"sisy's runners cannot write to the database ({_cause(exc)}); "
-                        f"their statements are retried for up to {self.outage_tolerance:g} s",
-                        extra={"action": "database_outage", "exception": _cause(exc)},
-                    )
-                if now - self.outage_since > self.outage_tolerance:
-                    raise
-                await asyncio.sleep(self.RETRY_DELAYS[min(failures, len(self.RETRY_DELAYS) - 1)])
-                if failures and self._pool.get_stats().get("pool_available", 0) == 0:
-                    await self._renew()
-                failures += 1
-                continue
-            finally:
-                stalled.cancel()
-                self._stall_ended(sql, loop.time())
-            if self.outage_since is not None:
-                took = loop.time() - self.outage_since
-                self.outage_since = None
-                if self._outage_said:
-                    self._outage_said = False
-                    logger.info(
-                        f"sisy's runners write to the database again, after {took:.1f} s",
-                        extra={"action": "database_back", "seconds": round(took, 3)},
-                    )
-                    if self.on_back is not None:
-                        await self.on_back()
-            return rows
+        started = loop.time()
+        try:
+            while True:
+                if not self._opened:
+                    self._opened = True
+                    await self._pool.open()
+                stalled = loop.call_later(self.stall_warning, self._stalled, sql, started)
+                try:
+                    async with self._pool.connection() as conn:
+                        cursor = await conn.execute(sql, params)
+                        rows = await cursor.fetchall()
+                except (psycopg.OperationalError, psycopg.errors.ReadOnlySqlTransaction) as exc:
+                    if isinstance(exc, PoolTimeout):
+                        # No connection free in time: all busy (a stall, which
+                        # _stalled says: wait on), or none to be had (an outage).
+                        if await self._database_answers():
+                            continue
+                    elif not procrastinate_seam.database_away(exc):
+                        raise  # the statement's own failure, not the database's absence
+                    await self._outage(exc, failures)
+                    failures += 1
+                    continue
+                finally:
+                    stalled.cancel()
+                if self.outage_since is not None:
+                    await self._outage_ended()
+                return rows
+        finally:
+            self._stall_ended(sql, loop.time())
+
+    async def _outage(self, exc: BaseException, failures: int) -> None:
+        """A statement failed for the database's absence: say so once, wait, renew; or give up."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self.outage_since is None:
+            self.outage_since = now
+            if failures == 0:
+                # Often one connection killed while idle: drop the dead ones, retry.
+                await self._pool.check()
+        elif not self._outage_said:
+            self._outage_said = True
+            logger.warning(
+                f"sisy's runners cannot write to the database ({_cause(exc)}); "
+                f"their statements are retried for up to {self.outage_tolerance:g} s",
+                extra={"action": "database_outage", "exception": _cause(exc)},
+            )
+        if now - self.outage_since > self.outage_tolerance:
+            raise exc
+        await asyncio.sleep(self.RETRY_DELAYS[min(failures, len(self.RETRY_DELAYS) - 1)])
+        if failures and self._pool.get_stats().get("pool_available", 0) == 0:
+            await self._renew()
+
+    async def _outage_ended(self) -> None:
+        assert self.outage_since is not None
+        took = asyncio.get_running_loop().time() - self.outage_since
+        self.outage_since = None
+        if self._outage_said:
+            self._outage_said = False
+            logger.info(
+                f"sisy's runners write to the database again, after {took:.1f} s",
+                extra={"action": "database_back", "seconds": round(took, 3)},
+            )
+            if self.on_back is not None:
+                await self.on_back()
+
+    async def _database_answers(self) -> bool:
+        """Whether a new connection can be had now (the pool's wait was for a busy one)."""
+        try:
+            conn = await psycopg.AsyncConnection.connect(**{**self._kwargs, "connect_timeout": 2})
+        except psycopg.Error:
+            return False
+        await conn.close()
+        return True
 
     def _stalled(self, sql: str, since: float) -> None:
         """A statement has not returned after ``stall_warning`` seconds: say so, and why it may be."""

@@ -42,6 +42,8 @@ STUCK_EXIT_STATUS = 3
 REPORT_EVERY = 5.0
 # Seconds a self-addressed notification may take before notifications count as lost.
 PROBE_WAIT = 2.0
+# Seconds between the job listener's (re)connection and its first probe.
+PROBE_SETTLE = 1.0
 
 
 def runs_per_job(options: procrastinate_seam.WorkerOptions) -> int:
@@ -57,11 +59,12 @@ def runs_per_job(options: procrastinate_seam.WorkerOptions) -> int:
 def make_planner(
     options: procrastinate_seam.WorkerOptions,
     wake_worker: Callable[[], Awaitable[None]] | None = None,
+    store: Store | None = None,
 ) -> Planner:
     """A planner configured by the SISY_* settings, for a worker with ``options``."""
     settings = conf.settings
     return Planner(
-        default_store(),
+        store or default_store(),
         queue=settings.QUEUE,
         task_name=runner.RUN_TASK_NAME,
         missed_all_limit=int(settings.MISSED_ALL_LIMIT),
@@ -97,11 +100,12 @@ class SisyWorker:
             on_back=self._database_back,
         )
         self.plans = bool(settings.PLANNER_ENABLED and options.serves(settings.QUEUE))
-        self.planner = make_planner(options, self.wake) if self.plans else None
+        self.planner = make_planner(options, self.wake, self.store) if self.plans else None
         self.shutdown_timeout = float(settings.SHUTDOWN_TIMEOUT)
         stuck_exit = settings.STUCK_EXIT_AFTER
         self.stuck_exit_after = None if stuck_exit is None else float(stuck_exit)
         self.stopping = False
+        self._stopping_at = 0.0  # monotonic
         self.exit_status = 0
         # Set by the job listener (procrastinate_seam.keep_listening): wakes
         # the worker's fetch as a job notification would, and the channel
@@ -109,6 +113,7 @@ class SisyWorker:
         self._wake_fetch: Callable[[], Awaitable[None]] | None = None
         self._probe_channel: str | None = None
         self._probe: tuple[str, float] | None = None  # token, loop time sent
+        self._probe_due = float("inf")  # loop time of the next probe
         self.job_notifications = "unknown"
         self._worker: procrastinate.worker.Worker | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -154,6 +159,7 @@ class SisyWorker:
         """The worker was asked to stop (a signal, or the stuck-slots rule)."""
         if not self.stopping:
             self.stopping = True
+            self._stopping_at = time.monotonic()
             if self.slots.held:
                 logger.info(
                     f"sisy: {self.slots.held} callable(s) still running; the worker waits up to "
@@ -191,9 +197,27 @@ class SisyWorker:
             raise SystemExit(self.exit_status)
 
     async def _database_back(self) -> None:
-        """The database answers again after an outage: so must procrastinate's connections."""
+        """The database answers again after an outage: so must procrastinate's connections.
+
+        In the background (shielded from the statement that noticed it, which
+        its caller may cancel half-way through a reopening).
+        """
         if self._worker is not None:
-            await procrastinate_seam.renew_job_connections(self._worker.app)
+            app = self._worker.app
+            self.in_background(lambda: procrastinate_seam.renew_job_connections(app))
+
+    def in_background(self, work: Callable[[], Coroutine[Any, Any, Any]]) -> None:
+        """Run ``work()`` in a task this worker keeps (and cancels when it stops)."""
+        task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(work())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def write_retry_bound(self) -> float:
+        """Seconds a failing write of a job's status may be retried: until the outage
+        tolerance, or the shutdown timeout once the worker stops."""
+        if self.stopping:
+            return max(0.0, self.shutdown_timeout - (time.monotonic() - self._stopping_at))
+        return self.pool.outage_tolerance
 
     # --- jobs ---------------------------------------------------------------------
 
@@ -207,20 +231,23 @@ class SisyWorker:
         def returned(future: asyncio.Future[Outcome]) -> None:
             if future.cancelled() or future.exception() is not None or self.stopping:
                 return
-            task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(
-                record(future.result())
-            )
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            outcome = future.result()
+            self.in_background(lambda: record(outcome))
 
         thread.add_done_callback(returned)
 
     # --- the job listener (procrastinate_seam.keep_listening) ---------------------
 
     def listening(self, wake: Callable[[], Awaitable[None]], probe_channel: str) -> None:
-        """The job listener is up: how to wake the worker's fetch, where to send a probe."""
+        """The job listener (re)connects: how to wake the worker's fetch, where to send a probe.
+
+        Its connection is probed PROBE_SETTLE seconds later (its LISTEN is
+        not done yet: a probe sent now could be missed by a listener that
+        works).
+        """
         self._wake_fetch, self._probe_channel = wake, probe_channel
-        self._probe = None  # probe this connection at once
+        self._probe = None
+        self._probe_due = asyncio.get_running_loop().time() + PROBE_SETTLE
 
     def probe_arrived(self, token: str) -> None:
         if self._probe is None or self._probe[0] != token:
@@ -248,7 +275,7 @@ class SisyWorker:
         settings = conf.settings
         poll = float(settings.POLL_INTERVAL)
         probe_every = float(settings.NOTIFY_PROBE_INTERVAL)
-        reported_at = probed_at = float("-inf")
+        reported_at = float("-inf")
         while True:
             now = loop.time()
             try:
@@ -259,9 +286,9 @@ class SisyWorker:
                     # Bounded: the pool retries through an outage, the watch must go on.
                     await asyncio.wait_for(self._report(), REPORT_EVERY)
                 if self._probe_channel is not None:
-                    if self._probe is None and now - probed_at >= probe_every:
-                        probed_at = now
-                        await self._send_probe()
+                    if self._probe is None and now >= self._probe_due:
+                        self._probe_due = now + probe_every
+                        await asyncio.wait_for(self._send_probe(), PROBE_WAIT)
                     elif self._probe is not None and now - self._probe[1] > PROBE_WAIT:
                         self._probe = None
                         self._notifications_lost()
@@ -275,13 +302,14 @@ class SisyWorker:
             await asyncio.sleep(min(poll, 1.0) if self.job_notifications == "lost" else 0.5)
 
     async def _send_probe(self) -> None:
+        """NOTIFY the job listener's channel; it is expected back from the moment it is sent."""
         token = uuid.uuid4().hex
-        self._probe = (token, asyncio.get_running_loop().time())
         payload = json.dumps({"type": procrastinate_seam.PROBE_TYPE, "token": token})
         await self.pool.query(
             "SELECT pg_notify(%(channel)s, %(payload)s)",
             {"channel": self._probe_channel, "payload": payload},
         )
+        self._probe = (token, asyncio.get_running_loop().time())
 
     def _notifications_lost(self) -> None:
         if self.job_notifications != "lost":

@@ -60,3 +60,31 @@ def test_writes_to_a_read_only_database_are_retried_then_given_up_with_one_warni
     outages = [r for r in caplog.records if getattr(r, "action", "") == "database_outage"]
     assert len(outages) == 1
     assert "ReadOnlySqlTransaction" in outages[0].getMessage()
+
+
+def test_a_pool_with_every_connection_busy_is_a_stall_not_an_outage(caplog):
+    """Waiting for a busy connection (here: behind a lock) never renews the pool or says outage."""
+    caplog.set_level(logging.INFO, logger="sisy_pg.store")
+
+    async def scenario():
+        pool = RunnerPool(params(), 1, outage_tolerance=30, stall_warning=0.5)
+        async with await psycopg.AsyncConnection.connect(**params()) as holder:
+            await holder.execute("LOCK TABLE sisy_housekeeping IN ACCESS EXCLUSIVE MODE")
+            blocked = [
+                asyncio.create_task(pool.query("SELECT last_at::text FROM sisy_housekeeping", {}))
+                for _ in range(2)
+            ]
+            await asyncio.sleep(2.5)  # the second waits for the only connection past its timeout
+            assert not any(task.done() for task in blocked)
+            pool_before = pool._pool
+            await holder.rollback()
+        results = await asyncio.wait_for(asyncio.gather(*blocked), 10)
+        renewed = pool._pool is not pool_before
+        await pool.close()
+        return results, renewed
+
+    results, renewed = asyncio.run(scenario())
+    assert [len(rows) for rows in results] == [1, 1] and not renewed
+    actions = [getattr(r, "action", "") for r in caplog.records]
+    assert "database_outage" not in actions
+    assert "runner_stall" in actions

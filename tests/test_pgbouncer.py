@@ -36,7 +36,10 @@ from sisy_pg.models import Task, TaskRun, task_with_callable
 from tests.conftest import WorkerProcess, wait_until
 from tests.testapp import jobs
 
-pytestmark = pytest.mark.e2e
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.long,
+]  # the pooler is the same whatever the Django version
 
 EVERY_SECOND = "* * * * * *"
 SECOND = dt.timedelta(seconds=1)

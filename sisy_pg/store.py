@@ -617,6 +617,10 @@ class Store:
         """Report a worker's state (``sisy_worker``, read by ``manage.py sisy health``)."""
         await query(self.queries["worker_seen"], {**report, "details": Jsonb(report["details"])})
 
+    async def send_job_probe(self, query: Query, *, channel: str, payload: str) -> None:
+        """NOTIFY procrastinate's ``channel`` (a worker's self-addressed probe)."""
+        await query(self.queries["send_job_probe"], {"channel": channel, "payload": payload})
+
     async def worker_gone(self, query: Query, *, worker_id: int) -> None:
         await query(self.queries["worker_gone"], {"worker_id": worker_id})
 

@@ -117,6 +117,7 @@ class SisyWorker:
         self.job_notifications = "unknown"
         self._worker: procrastinate.worker.Worker | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._reported_as: int | None = None  # the worker id its sisy_worker row has
 
     # --- the worker's life ------------------------------------------------------
 
@@ -267,8 +268,6 @@ class SisyWorker:
 
     # --- the watch ----------------------------------------------------------------
 
-    _reported_as: int | None = None
-
     async def _watch(self) -> None:
         """Report, probe, poll, and exit when stuck; until the worker stops."""
         loop = asyncio.get_running_loop()
@@ -305,9 +304,9 @@ class SisyWorker:
         """NOTIFY the job listener's channel; it is expected back from the moment it is sent."""
         token = uuid.uuid4().hex
         payload = json.dumps({"type": procrastinate_seam.PROBE_TYPE, "token": token})
-        await self.pool.query(
-            "SELECT pg_notify(%(channel)s, %(payload)s)",
-            {"channel": self._probe_channel, "payload": payload},
+        assert self._probe_channel is not None
+        await self.store.send_job_probe(
+            self.pool.query, channel=self._probe_channel, payload=payload
         )
         self._probe = (token, asyncio.get_running_loop().time())
 

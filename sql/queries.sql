@@ -144,6 +144,10 @@ SELECT sisy_worker_seen_v1(
            %(slots_held)s, %(slots_stuck)s, %(notifications)s, %(details)s
        );
 
+-- send_job_probe --
+-- A worker's self-addressed notification on procrastinate's channel: does its job listener get them?
+SELECT pg_notify(%(channel)s, %(payload)s);
+
 -- worker_gone --
 -- A worker stopped
 SELECT sisy_worker_gone_v1(%(worker_id)s);

@@ -301,14 +301,25 @@ class SisyWorker:
             await asyncio.sleep(min(poll, 1.0) if self.job_notifications == "lost" else 0.5)
 
     async def _send_probe(self) -> None:
-        """NOTIFY the job listener's channel; it is expected back from the moment it is sent."""
+        """NOTIFY the job listener's channel; it is expected back from the moment it is sent.
+
+        Its token is noted first (it may come back before the NOTIFY's own
+        answer), its clock started only once it is sent (a slow send is not
+        a lost notification).
+        """
         token = uuid.uuid4().hex
         payload = json.dumps({"type": procrastinate_seam.PROBE_TYPE, "token": token})
         assert self._probe_channel is not None
-        await self.store.send_job_probe(
-            self.pool.query, channel=self._probe_channel, payload=payload
-        )
-        self._probe = (token, asyncio.get_running_loop().time())
+        self._probe = (token, float("inf"))
+        try:
+            await self.store.send_job_probe(
+                self.pool.query, channel=self._probe_channel, payload=payload
+            )
+        except BaseException:
+            self._probe = None
+            raise
+        if self._probe is not None and self._probe[0] == token:
+            self._probe = (token, asyncio.get_running_loop().time())
 
     def _notifications_lost(self) -> None:
         if self.job_notifications != "lost":

@@ -161,6 +161,8 @@ def start_worker(transactional_db):
         # The planner and procrastinate's side tasks never failed.
         assert worker.expect_planner_errors or "sisy planner failed" not in output, output
         assert "Side task" not in output, output
+        # Notifications reach every LISTEN connection here: no false alarm of a pooler.
+        assert "notifications do not reach" not in output.lower(), output
 
 
 @pytest.fixture

@@ -9,8 +9,15 @@ procrastinate" of ``sql/schema.sql``:
 * the worker hook. procrastinate documents no place for code that lives as
   long as a worker: worker middleware wraps one job at a time, and
   ``PROCRASTINATE_ON_APP_READY`` runs in every process, web servers included.
-  So :func:`install` wraps the App's ``run_worker_async`` (the one wrapped
-  call) to run the planner beside each worker that serves the sisy queue;
+  So :func:`install` wraps the App's ``run_worker_async`` and builds the
+  Worker itself (``App._worker``, as procrastinate does), to give each
+  worker a sisy worker object (:class:`sisy_pg.worker.SisyWorker`) that
+  holds it: its ``stop()`` is wrapped so that the object knows when it
+  stops, and its ``shutdown_graceful_timeout``, when unset, bounded;
+* the worker's database outages (:func:`ride_out_outages`): procrastinate
+  3.10 stops a worker whose job fetch or heartbeat fails, a read-only
+  database included; here they are retried while the database is away, and
+  procrastinate's pool reopened when it is back;
 * the worker options sisy reads (``queues``, ``stalled_worker_timeout``: the
   heartbeat age after which procrastinate itself deems a worker stalled);
 * the job LISTEN connection, revived after a PostgreSQL restart. A worker
@@ -25,9 +32,8 @@ procrastinate" of ``sql/schema.sql``:
   every :data:`LISTEN_RETRY_DELAYS` s, and says so in the log (a warning when
   it is lost, a line when the first notification arrives again). Runs are
   back on time within seconds of the server's return, without a restart of
-  the worker (``tests/test_pg_restart.py``). Were this impossible, the
-  fallback would be to stop the worker with a non-zero exit and a one-line
-  reason, for its supervisor to restart it;
+  the worker (``tests/test_pg_restart.py``). The same wrapper listens on
+  SISY_LISTEN_DATABASE when set, and swallows sisy's self-addressed probes;
 * :data:`PYTHON_REQUIREMENTS` and :data:`SQL_REQUIREMENTS`, what this seam
   needs from procrastinate; ``tests/test_procrastinate_seam.py`` checks them
   against the installed version, so an upgrade that breaks them fails loudly.

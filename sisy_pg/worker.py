@@ -284,7 +284,8 @@ class SisyWorker:
                     reported_at = now
                     # Bounded: the pool retries through an outage, the watch must go on.
                     await asyncio.wait_for(self._report(), REPORT_EVERY)
-                if self._probe_channel is not None:
+                # Not once stopping: the listener is cancelled then, a probe lost.
+                if self._probe_channel is not None and not self.stopping:
                     if self._probe is None and now >= self._probe_due:
                         self._probe_due = now + probe_every
                         await asyncio.wait_for(self._send_probe(), PROBE_WAIT)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import datetime as dt
 import os
 import shutil
 import subprocess
@@ -69,6 +70,31 @@ def wait_until(predicate: Callable[[], object], timeout: float, interval: float 
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+def instants_in(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+    """The whole seconds in [start, end): the instants of an every-second task."""
+    second = dt.timedelta(seconds=1)
+    instant = start.replace(microsecond=0) + (second if start.microsecond else dt.timedelta())
+    instants = []
+    while instant < end:
+        instants.append(instant)
+        instant += second
+    return instants
+
+
+def every_second_tasks(count: int) -> list:
+    """``count`` saved every-second tasks of tests.testapp.jobs.record, labelled "tick N"."""
+    from sisy_pg.models import task_with_callable
+    from tests.testapp import jobs
+
+    tasks = [
+        task_with_callable(jobs.record, label=f"tick {n}", schedule="* * * * * *")
+        for n in range(count)
+    ]
+    for task in tasks:
+        task.save()
+    return tasks
 
 
 class WorkerProcess:

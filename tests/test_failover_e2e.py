@@ -24,9 +24,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from sisy_pg.models import Task, TaskRun, task_with_callable
-from tests.conftest import WorkerProcess, wait_until
-from tests.testapp import jobs
+from sisy_pg.models import Task, TaskRun
+from tests.conftest import WorkerProcess, every_second_tasks, instants_in, wait_until
 from tests.testapp.models import Hit
 
 pytestmark = [pytest.mark.e2e, pytest.mark.long]
@@ -109,26 +108,6 @@ def workers(transactional_db) -> Iterator[list[WorkerProcess]]:
     finally:
         for worker in started:
             worker.stop()
-
-
-def every_second_tasks() -> list[Task]:
-    tasks = [
-        task_with_callable(jobs.record, label=f"tick {n}", schedule="* * * * * *")
-        for n in range(TASKS)
-    ]
-    for task in tasks:
-        task.save()
-    return tasks
-
-
-def instants_in(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
-    """The whole seconds in [start, end)."""
-    instant = start.replace(microsecond=0) + (SECOND if start.microsecond else dt.timedelta())
-    instants = []
-    while instant < end:
-        instants.append(instant)
-        instant += SECOND
-    return instants
 
 
 def unrecorded(tasks: list[Task], start: dt.datetime, end: dt.datetime) -> list:
@@ -235,7 +214,7 @@ def ride_out(
 def test_workers_ride_out_a_read_only_database(workers):
     """60 s read-only, every session cut at its start and end: the workers go on."""
     dbname = connection.settings_dict["NAME"]
-    tasks = every_second_tasks()
+    tasks = every_second_tasks(TASKS)
     time.sleep(3)
     began = timezone.now()
     connection.close()
@@ -256,7 +235,7 @@ def test_workers_ride_out_a_read_only_database(workers):
 def test_workers_ride_out_an_unreachable_database(workers):
     """45 s of refused connections, the sessions cut every few seconds: the workers go on."""
     dbname = connection.settings_dict["NAME"]
-    tasks = every_second_tasks()
+    tasks = every_second_tasks(TASKS)
     time.sleep(3)
     began = timezone.now()
     connection.close()

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from devtools import embedded_pg
 from sisy_pg.models import TaskRun, task_with_callable
-from tests.conftest import wait_until
+from tests.conftest import instants_in, wait_until
 from tests.testapp import jobs
 from tests.testapp.models import Hit
 
@@ -30,16 +30,6 @@ TASKS = 3
 MEASURE = 6.0  # seconds of every-second runs per measurement
 DOWN_FOR = 1.0  # seconds the server stays down
 RECOVERY = 5.0  # seconds after the server is back by which firing is on time again
-
-
-def instants_in(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
-    """The whole seconds in [start, end)."""
-    instant = start.replace(microsecond=0) + dt.timedelta(seconds=1 if start.microsecond else 0)
-    instants = []
-    while instant < end:
-        instants.append(instant)
-        instant += dt.timedelta(seconds=1)
-    return instants
 
 
 def lags(tasks, start: dt.datetime, end: dt.datetime) -> list[float]:

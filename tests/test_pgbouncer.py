@@ -33,7 +33,7 @@ from devtools.embedded_pg import with_database
 from devtools.pgbouncer import PgBouncer, unavailable_reason
 from sisy_pg.conf import settings as sisy_settings
 from sisy_pg.models import Task, TaskRun, task_with_callable
-from tests.conftest import WorkerProcess, wait_until
+from tests.conftest import WorkerProcess, every_second_tasks, instants_in, wait_until
 from tests.testapp import jobs
 
 pytestmark = [
@@ -41,8 +41,6 @@ pytestmark = [
     pytest.mark.long,
 ]  # the pooler is the same whatever the Django version
 
-EVERY_SECOND = "* * * * * *"
-SECOND = dt.timedelta(seconds=1)
 TASKS = 5  # every-second tasks of the lag measurements
 MEASURE = 20.0  # seconds of instants measured (5 tasks: 100 instants)
 WARNING_WITHIN = 10.0  # seconds after its start by which a worker says notifications are lost
@@ -99,26 +97,6 @@ def pooled_worker(pgbouncer, start_worker):
         return worker
 
     return start
-
-
-def every_second_tasks(count: int = TASKS) -> list[Task]:
-    tasks = [
-        task_with_callable(jobs.record, label=f"tick {n}", schedule=EVERY_SECOND)
-        for n in range(count)
-    ]
-    for task in tasks:
-        task.save()
-    return tasks
-
-
-def instants_in(start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
-    """The whole seconds in [start, end)."""
-    instant = start.replace(microsecond=0) + (SECOND if start.microsecond else dt.timedelta())
-    instants = []
-    while instant < end:
-        instants.append(instant)
-        instant += SECOND
-    return instants
 
 
 def window_report(tasks: list[Task], start: dt.datetime, end: dt.datetime) -> dict:
@@ -215,7 +193,7 @@ def test_transaction_pooling_without_a_direct_connection_warns_and_still_runs(
 ):
     """The notifications are lost: each worker says so, naming the cause and the fix, and polls."""
     bouncer = pgbouncer("transaction")
-    tasks = every_second_tasks()
+    tasks = every_second_tasks(TASKS)
     workers = []
     for name in ("w1", "w2"):
         started = time.monotonic()
@@ -262,7 +240,7 @@ def test_every_second_tasks_run_on_time_through_pgbouncer(
 ):
     """Transaction pooling with the documented setup, or session pooling: lag p99 <= 100 ms."""
     bouncer = pgbouncer(pool_mode, pool_size=60)
-    tasks = every_second_tasks()
+    tasks = every_second_tasks(TASKS)
     workers = [pooled_worker(bouncer, name, direct=direct) for name in ("w1", "w2")]
     time.sleep(2)  # past the instants due while the second worker started
     transactions_before = pooled_transactions(bouncer)

@@ -1,5 +1,7 @@
 """Settings for the test suite: a real PostgreSQL (DATABASE_URL, or an embedded one)."""
 
+import importlib.util
+
 from devtools.embedded_pg import database_url, django_database
 
 SECRET_KEY = "tests-only"
@@ -18,6 +20,22 @@ INSTALLED_APPS = [
     "sisy_pg",
     "tests.testapp",
 ]
+# django-tasks-db (Django 5.2+) where it is installed: the other database backend of
+# django.tasks that recurring tasks are tried with (tests/test_django_tasks_db.py).
+HAS_TASKS_DB = importlib.util.find_spec("django_tasks_db") is not None
+if HAS_TASKS_DB:
+    INSTALLED_APPS.append("django_tasks_db")
+# django.tasks (Django 6) or its backport (django_tasks) reads the same setting.
+TASKS = {
+    "default": {"BACKEND": "sisy_pg.django_tasks.ProcrastinateBackend", "QUEUES": []},
+    "immediate": {"BACKEND": "django.tasks.backends.immediate.ImmediateBackend"},
+    "dummy": {"BACKEND": "django.tasks.backends.dummy.DummyBackend"},
+}
+if importlib.util.find_spec("django.tasks") is None:  # Django < 6: the backport's own backends
+    for alias in ("immediate", "dummy"):
+        TASKS[alias]["BACKEND"] = TASKS[alias]["BACKEND"].replace("django.tasks", "django_tasks")
+if HAS_TASKS_DB:
+    TASKS["db"] = {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": []}
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",

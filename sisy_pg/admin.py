@@ -268,6 +268,8 @@ class RunDisplays:
         notes = [f"attempt {details['attempt']}"] if details.get("attempt", 1) != 1 else []
         if details.get("reason"):
             notes.append(str(details["reason"]))
+        if details.get("task_result_id"):
+            notes.append(f"task result {details['task_result_id']}")
         badge = _badge(run.status, run.get_status_display().lower())
         if notes:
             badge += format_html(' <span class="sisy-quiet">{}</span>', ", ".join(notes))

@@ -12,8 +12,10 @@ class SisyConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, procrastinate_seam, worker  # noqa: F401  (checks registers them)
+        from . import checks, procrastinate_seam, task_results, worker  # noqa: F401  (checks registers them)
 
+        # Runs that enqueued a Django task follow its result (task_started, task_finished).
+        task_results.connect()
         app = procrastinate_seam.django_app()
         if app is None:
             # procrastinate.contrib.django is missing or listed after us;

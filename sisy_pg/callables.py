@@ -3,7 +3,10 @@
 A description is the JSON dict Sisy stored (``taskinfo_with_label`` returns it):
 ``func_type`` (function | classmethod | staticmethod | instancemethod),
 ``module_name``, ``class_name``, ``class_path``, ``func_name``, ``func_path`` and,
-for instance methods of Django models, ``model_pk``.
+for instance methods of Django models, ``model_pk``. sisy-pg adds the func_type
+``django_task``: a Django task (``django.tasks``' ``@task``), which the worker
+enqueues rather than calls, with ``using``, what the schedule changes of it
+(its backend, queue, priority; see :mod:`sisy_pg.task_targets`).
 
 One rule, :func:`locate`, says what a dotted path may name. ``describe()``
 (``task_with_callable``, ``save()``, the admin form, ``bulk_create``) and
@@ -24,21 +27,23 @@ pickled or evaluated.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import inspect
 import types
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from . import conf
+from . import conf, task_targets, tasks_framework
 
 FUNCTION = "function"
 CLASSMETHOD = "classmethod"
 STATICMETHOD = "staticmethod"
 INSTANCEMETHOD = "instancemethod"
-FUNC_TYPES = (FUNCTION, CLASSMETHOD, STATICMETHOD, INSTANCEMETHOD)
+DJANGO_TASK = "django_task"
+FUNC_TYPES = (FUNCTION, CLASSMETHOD, STATICMETHOD, INSTANCEMETHOD, DJANGO_TASK)
 
 PARAMETER_NAME = "message"
 
@@ -82,7 +87,7 @@ def _allowed_prefixes(path: str) -> tuple[str, ...]:
 
 def _allowlist_text(prefixes: tuple[str, ...]) -> str:
     if conf.settings.ALLOWED_CALLABLES is None:
-        allowed = "the default: the modules of INSTALLED_APPS but Django, procrastinate and sisy"
+        allowed = "the default: the modules of INSTALLED_APPS but Django's, procrastinate's, sisy's and the task framework's"
     else:
         allowed = "as set in the settings"
     return f"SISY_ALLOWED_CALLABLES ({allowed}: {', '.join(prefixes) or 'nothing'})"
@@ -171,6 +176,7 @@ class Target:
     module: types.ModuleType
     cls: type | None
     func: types.FunctionType  # the function itself (a method's, unbound)
+    task: Any = None  # a Django task: the module-level Task object
 
     def info(self, model_pk: Any = None) -> dict[str, Any]:
         """The description to store (Sisy's format)."""
@@ -244,6 +250,14 @@ def locate(path: str, *, allowlist: bool = True) -> Target:
         obj = _module_member(
             module, attrs[0], f"{kind}{attrs[0]} is not a member of {module.__name__}"
         )
+        if tasks_framework.is_task(obj):
+            _check_defined(obj.func, attrs[0], obj.func.__name__, path, prefixes)
+            if obj.module_path != path:
+                raise CallableError(
+                    f"{path!r} is the Django task {obj.module_path!r}: name it where it is "
+                    "defined, the path a worker imports it back from"
+                )
+            return Target(path, DJANGO_TASK, module, None, obj.func, task=obj)
         _check_plain_function(obj, path)
         _check_defined(obj, attrs[0], obj.__qualname__, path, prefixes)
         return _checked(Target(path, FUNCTION, module, None, obj))
@@ -259,6 +273,11 @@ def locate(path: str, *, allowlist: bool = True) -> Target:
         )
     _check_defined(cls, class_name, cls.__qualname__, path, prefixes)
     raw = _class_member(cls, func_name, path)
+    if tasks_framework.is_task(raw):
+        raise CallableError(
+            f"{path!r} is a Django task defined on a class: a worker finds a Django task by its "
+            "module-level name, define it at the top level of its module"
+        )
     if isinstance(raw, classmethod):
         func_type, func = CLASSMETHOD, raw.__func__
     elif isinstance(raw, staticmethod):
@@ -433,6 +452,8 @@ def _path_of(obj: Any) -> tuple[str, Any]:
     """Dotted path of a callable object, plus the instance it is bound to (if any)."""
     if isinstance(obj, str):
         return obj, None
+    if tasks_framework.is_task(obj):
+        return obj.module_path, None
     target, instance = obj, None
     if inspect.ismethod(obj):
         target = obj.__func__
@@ -482,11 +503,39 @@ def describe(the_callable: Any, pk_override: Any = None) -> dict[str, Any]:
             raise CallableError(
                 f"{path!r} is bound to an unsaved {type(instance).__name__}: save it first"
             )
-    return _described(locate(path), pk_override)
+    target = locate(path)
+    using = None
+    if tasks_framework.is_task(the_callable):
+        # A Task object: the one its path names, or a .using() of it.
+        with _as_callable_error():
+            task_targets.check_module_level(the_callable, path, target.task)
+            using = task_targets.using_of(the_callable, target.task)
+    return _described(target, pk_override, using)
 
 
-def _described(target: Target, pk_override: Any) -> dict[str, Any]:
-    """The description of ``target``, an instance method's row checked to exist."""
+@contextlib.contextmanager
+def _as_callable_error() -> Iterator[None]:
+    """A Django task's refusal (task_targets) raised as the CallableError every edge handles."""
+    try:
+        yield
+    except task_targets.TaskTargetError as exc:
+        raise CallableError(str(exc)) from None
+
+
+def _described(target: Target, pk_override: Any, using: Any = None) -> dict[str, Any]:
+    """The description of ``target``, an instance method's row checked to exist, a Django
+    task's ``using`` checked by its backend."""
+    if target.func_type == DJANGO_TASK:
+        if pk_override is not None:
+            raise CallableError(
+                f"pk_override is only for model instance methods; {target.path!r} is a Django task"
+            )
+        with _as_callable_error():
+            task_targets.with_using(target.task, target.path, using)
+        info = target.info()
+        if using:
+            info["using"] = using
+        return info
     pk = _model_pk(target, pk_override)
     if pk is not None:
         cls: Any = target.cls
@@ -521,11 +570,26 @@ def _stored_target(info: Any) -> Target:
 def validate_info(info: Any) -> dict[str, Any]:
     """Check a stored description (from a form, fixture or raw SQL) by the worker's rule;
     return it complete."""
-    return _described(_stored_target(info), info.get("model_pk"))
+    return _described(_stored_target(info), info.get("model_pk"), info.get("using"))
 
 
-def resolve(info: dict[str, Any], using: str | None = None) -> Callable[[Any], Any]:
+def check_arguments(info: dict[str, Any], userdata: Any) -> None:
+    """For a Django task, check ``userdata`` as its keyword arguments (a CallableError if not)."""
+    if info.get("func_type") != DJANGO_TASK:
+        return
+    target = _stored_target(info)
+    with _as_callable_error():
+        task = task_targets.with_using(target.task, target.path, info.get("using"))
+        task_targets.check_arguments(task, target.path, userdata)
+
+
+def resolve(
+    info: dict[str, Any], using: str | None = None, userdata: Any = None
+) -> Callable[[Any], Any]:
     """Return the callable a stored description names, bound to its model row if any.
+
+    For a Django task, the callable enqueues it with ``userdata`` as its
+    keyword arguments (checked now), recording the run in database ``using``.
 
     The description may come from raw SQL, so it is not trusted: it must
     name what :func:`locate` allows (a path outside SISY_ALLOWED_CALLABLES
@@ -536,6 +600,13 @@ def resolve(info: dict[str, Any], using: str | None = None) -> Callable[[Any], A
     from django.core.exceptions import ObjectDoesNotExist
 
     target = _stored_target(info)
+    if target.func_type == DJANGO_TASK:
+        from . import procrastinate_seam
+
+        with _as_callable_error():
+            task = task_targets.with_using(target.task, target.path, info.get("using"))
+            kwargs = task_targets.check_arguments(task, target.path, userdata or {})
+        return task_targets.Enqueuer(task, kwargs, using or procrastinate_seam.database_alias())
     pk = _model_pk(target, info.get("model_pk"))
     if target.func_type != INSTANCEMETHOD:
         return target.bind()

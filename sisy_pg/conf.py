@@ -52,7 +52,7 @@ DEFAULTS: dict[str, Any] = {
     # when a task is saved, in forms before anything is imported, and by the
     # worker before each run (raw SQL can write any path). None means the
     # project's own apps: the name of every app in INSTALLED_APPS except
-    # Django's, procrastinate's and sisy's (see allowed_callable_prefixes and
+    # Django's, procrastinate's, sisy's and the task framework's (see allowed_callable_prefixes and
     # docs/security.md).
     "ALLOWED_CALLABLES": None,
     # The deepest nesting (objects and arrays) and the largest size (bytes of
@@ -94,6 +94,13 @@ DEFAULTS: dict[str, Any] = {
     # the database is unreachable or read-only (a failover) before giving up
     # on that run (the housekeeping then closes it).
     "OUTAGE_TOLERANCE": 300.0,
+    # --- Recurring django.tasks (docs/django-tasks.md) ---
+    # Aliases of TASKS backends that do not write to sisy-pg's database, which
+    # schedules may still enqueue on, accepting at most once per instant (the
+    # enqueue cannot commit with the run's record). Schedules on any other such
+    # backend are refused; sisy_pg.django_tasks.ProcrastinateBackend, and
+    # django-tasks-db routed to sisy-pg's database, need no entry.
+    "AT_MOST_ONCE_BACKENDS": (),
 }
 
 #: Settings of the original Sisy that mean nothing here (see checks.py).
@@ -122,7 +129,15 @@ settings = _Settings()
 
 #: Apps never part of the default SISY_ALLOWED_CALLABLES: their modules are
 #: no task's business (``os.system``-like power, or sisy's own machinery).
-NEVER_ALLOWED_BY_DEFAULT = ("django", "procrastinate", "sisy_pg", "sisy")
+NEVER_ALLOWED_BY_DEFAULT = (
+    "django",
+    "procrastinate",
+    "sisy_pg",
+    "sisy",
+    # The task framework's backport and its database backend: frameworks, not the project.
+    "django_tasks",
+    "django_tasks_db",
+)
 
 
 def is_under(path: str, prefix: str) -> bool:

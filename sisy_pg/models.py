@@ -680,6 +680,13 @@ class Task(models.Model):
                 callables.validate_info(self.callable_info)
             except callables.CallableError as exc:
                 errors["callable_info"] = str(exc)
+            else:
+                if "userdata" not in errors:
+                    try:
+                        # A Django task's keyword arguments.
+                        callables.check_arguments(self.callable_info, self.userdata)
+                    except callables.CallableError as exc:
+                        errors["userdata"] = str(exc)
         for name in ("start_running", "end_running"):
             value = getattr(self, name)
             if value is not None and timezone.is_naive(value):
@@ -855,11 +862,16 @@ def task_with_callable(
         label_error = _label_error(label)
         if label_error:
             raise TaskDefinitionError({"label": label_error})
+    userdata = _validate_userdata(userdata)
+    try:
+        callables.check_arguments(info, userdata)
+    except callables.CallableError as exc:
+        raise TaskDefinitionError({"userdata": str(exc)}) from None
     return Task(
         label=label or info["func_path"],
         callable_info=info,
         schedule=expression,
-        userdata=_validate_userdata(userdata),
+        userdata=userdata,
     )
 
 

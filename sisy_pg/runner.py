@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import datetime as dt
 import functools
@@ -33,7 +34,7 @@ from asgiref.sync import async_to_sync
 from django.db import close_old_connections, reset_queries
 from procrastinate import JobContext
 
-from . import callables, conf, procrastinate_seam
+from . import callables, conf, procrastinate_seam, task_targets
 from .limits import printable
 from .slots import OverShare
 from .store import Query, StartedRun, Store
@@ -84,10 +85,14 @@ class DatabaseClock:
 class Outcome:
     """How a call ended, as seen from its thread."""
 
-    status: str  # succeeded, failed or broken
+    status: str  # succeeded, failed, broken or enqueued
     duration: float = 0.0  # seconds the callable ran
     exception: BaseException | None = None
     traceback: str = ""
+    enqueued: task_targets.Enqueued | None = None  # a Django task's enqueue
+
+
+ENQUEUED = "enqueued"
 
 
 def _call(info: dict[str, Any], message: dict[str, Any], using: str) -> Outcome:
@@ -103,11 +108,13 @@ def _call(info: dict[str, Any], message: dict[str, Any], using: str) -> Outcome:
     try:
         close_old_connections()
         try:
-            func = callables.resolve(info, using=using)
+            func = callables.resolve(info, using=using, userdata=message["task"].userdata)
         except callables.CallableError as exc:
             return Outcome("broken", exception=exc, traceback=tb.format_exc())
         started = time.perf_counter()
         result = func(message)
+        if isinstance(result, task_targets.Enqueued):
+            return Outcome(ENQUEUED, time.perf_counter() - started, enqueued=result)
         if inspect.isawaitable(result):  # an async def, or a sync function returning a coroutine
             _await_on_a_loop_of_its_own(result)
         return Outcome(RunStatus.SUCCEEDED, time.perf_counter() - started)
@@ -434,6 +441,8 @@ async def _record(
     finish = functools.partial(
         store.finish_run, query, run_id=run_id, queue=job.queue, task_name=job.task_name
     )
+    if outcome.enqueued is not None:
+        return await _record_enqueue(finish, log, outcome.enqueued)
     exc = outcome.exception
     if exc is None:
         if not await finish(status=RunStatus.SUCCEEDED):
@@ -463,6 +472,32 @@ async def _record(
         return RunStatus.TIMED_OUT
     log.ended(RunStatus.FAILED)
     return RunStatus.FAILED
+
+
+async def _record_enqueue(
+    finish: Callable[..., Awaitable[bool]], log: _RunLog, enqueued: task_targets.Enqueued
+) -> str:
+    """The run enqueued its Django task: it follows the result (sisy_pg.task_results) from now.
+
+    A result already finished (a backend that runs the task in ``enqueue``)
+    ends the run at once; so does one found finished when asked (a backend
+    outside sisy-pg's database may finish the task before the run's record
+    committed, its task_finished then found no run to end).
+    """
+    result = enqueued.result
+    if not enqueued.recorded:
+        log.not_enqueued(result)
+        return RunStatus.TIMED_OUT
+    log.enqueued(result)
+    if not result.is_finished and not task_targets.commits_with_sisy(result.task.get_backend()):
+        with contextlib.suppress(Exception):  # it is followed by its signals all the same
+            await asyncio.to_thread(result.refresh)
+    if not result.is_finished:
+        return ENQUEUED
+    status, error, traceback = task_targets.outcome_of(result)
+    if await finish(status=status, error=error, traceback=traceback):
+        log.ended(status)
+    return status
 
 
 class _RunLog:
@@ -499,6 +534,36 @@ class _RunLog:
             f"lag {self.lag_ms:.1f} ms{detail}",
             extra={"action": f"run_{status}", "status": status, **self.extra},
             exc_info=self.outcome.exception if failed else None,
+        )
+
+    def enqueued(self, result: Any) -> None:
+        logger.info(
+            f"{self.name}: enqueued its Django task as result {result.id} on backend "
+            f"{result.backend!r} in {self.extra['duration_ms']:.1f} ms, lag {self.lag_ms:.1f} ms",
+            extra={
+                "action": "run_enqueued",
+                "status": RunStatus.RUNNING,
+                "task_result_id": str(result.id),
+                "task_backend": result.backend,
+                **self.extra,
+            },
+        )
+
+    def not_enqueued(self, result: Any) -> None:
+        logger.warning(
+            f"{self.name}: closed (timed out, or its worker deemed lost) while its Django task "
+            f"was enqueued on backend {result.backend!r}: "
+            + (
+                "the enqueue was rolled back with it"
+                if task_targets.commits_with_sisy(result.task.get_backend())
+                else f"result {result.id} was enqueued all the same (at most once)"
+            ),
+            extra={
+                "action": "run_not_enqueued",
+                "status": RunStatus.TIMED_OUT,
+                "task_backend": result.backend,
+                **self.extra,
+            },
         )
 
     def retrying(self, retry_at: dt.datetime) -> None:

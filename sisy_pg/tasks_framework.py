@@ -78,7 +78,9 @@ def part(name: str) -> Any:
             module_name = "utils"
     if module_name == "django.utils.json":
         return getattr(importlib.import_module(module_name), attribute)
-    module = importlib.import_module(f"{top.__name__}.{module_name}" if module_name else top.__name__)
+    module = importlib.import_module(
+        f"{top.__name__}.{module_name}" if module_name else top.__name__
+    )
     return getattr(module, attribute)
 
 

@@ -84,6 +84,16 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON sisy_taskrun TO :"worker";
 GRANT SELECT, UPDATE ON sisy_housekeeping TO :"worker";
 -- Its own report (sisy_worker_seen_v1, sisy_worker_gone_v1).
 GRANT SELECT, INSERT, UPDATE, DELETE ON sisy_worker TO :"worker";
+-- Django tasks on procrastinate (sisy_pg.django_tasks.ProcrastinateBackend):
+-- their results, enqueued, run and read by the worker (a callable, or a
+-- task, may enqueue one); deleted with their jobs.
+GRANT SELECT, INSERT, UPDATE ON sisy_task_result TO :"worker";
+GRANT EXECUTE ON FUNCTION
+    sisy_task_result_enqueued_v1(bigint),
+    sisy_task_result_start_v1(bigint, text),
+    sisy_task_result_finish_v1(bigint, text, jsonb, jsonb),
+    sisy_task_result_v1(bigint)
+    TO :"worker";
 -- The planner's and the runners' functions (sql/queries.sql), those they
 -- call, the one the CHECK constraints of sisy_task call on every write, and
 -- those of the health probe (manage.py sisy health).
@@ -112,6 +122,9 @@ GRANT EXECUTE ON FUNCTION
     sisy_load_v1(interval),
     sisy_housekeeping_due_v1(interval),
     sisy_fail_orphaned_runs_v1(interval, text, text),
+    sisy_task_enqueued_v1(bigint, text, text, bigint),
+    sisy_task_result_started_v1(text, text, timestamptz),
+    sisy_task_result_finished_v1(text, text, text, text, text, text, text),
     sisy_prune_runs_v1(interval, integer),
     sisy_delete_finished_jobs_v1(bigint[]),
     sisy_live_workers_v1(interval),

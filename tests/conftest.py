@@ -98,10 +98,14 @@ def every_second_tasks(count: int) -> list:
 
 
 class WorkerProcess:
-    """``python -m django procrastinate worker`` against the test database."""
+    """``python -m django procrastinate worker`` (or another ``command``) against the test database."""
 
     def __init__(
-        self, name: str, extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None
+        self,
+        name: str,
+        extra_args: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        command: tuple[str, ...] = ("procrastinate", "worker"),
     ) -> None:
         self.name = name
         self.expect_planner_errors = False
@@ -124,10 +128,8 @@ class WorkerProcess:
                 sys.executable,
                 "-m",
                 "django",
-                "procrastinate",
-                "worker",
-                "--name",
-                name,
+                *command,
+                *(("--name", name) if command == ("procrastinate", "worker") else ()),
                 *extra_args,
             ],
             cwd=ROOT,

@@ -1,6 +1,7 @@
 """Settings for the test suite: a real PostgreSQL (DATABASE_URL, or an embedded one)."""
 
 import importlib.util
+import os
 
 from devtools.embedded_pg import database_url, django_database
 
@@ -34,6 +35,10 @@ TASKS = {
 if importlib.util.find_spec("django.tasks") is None:  # Django < 6: the backport's own backends
     for alias in ("immediate", "dummy"):
         TASKS[alias]["BACKEND"] = TASKS[alias]["BACKEND"].replace("django.tasks", "django_tasks")
+# Backends outside sisy's database that a test's workers accept (test_django_tasks_e2e.py).
+SISY_AT_MOST_ONCE_BACKENDS = tuple(
+    filter(None, os.environ.get("SISY_TEST_AT_MOST_ONCE", "").split(","))
+)
 if HAS_TASKS_DB:
     TASKS["db"] = {"BACKEND": "django_tasks_db.DatabaseBackend", "QUEUES": []}
 MIDDLEWARE = [

@@ -1153,6 +1153,88 @@ BEGIN
 END;
 $$;
 
+-- Django tasks (django.tasks) as what a schedule runs ------------------------------
+-- A run of a schedule whose callable is a Django task enqueues it (sisy_pg/task_targets.py)
+-- and then follows the task's result: the run stays 'running' until the framework's
+-- task_finished signal reports the result's end (sisy_pg/task_results.py), or the task's
+-- timeout closes it.
+
+-- Records that run p_run_id enqueued its Django task as result p_task_result_id on backend
+-- alias p_backend (p_task_job_id: the procrastinate job of sisy-pg's own backend, which the
+-- housekeeping watches; NULL for other backends). Called in the enqueue's transaction where
+-- the backend writes to this database, so that the enqueue and this record commit together.
+-- False when the run is no longer running (closed meanwhile): the caller then rolls the
+-- enqueue back.
+CREATE FUNCTION sisy_task_enqueued_v1(
+    p_run_id bigint, p_task_result_id text, p_backend text, p_task_job_id bigint
+)
+    RETURNS boolean
+    LANGUAGE sql
+    SET search_path FROM CURRENT
+AS $$
+    WITH recorded AS (
+        UPDATE sisy_taskrun AS r
+           SET details = r.details || jsonb_strip_nulls(jsonb_build_object(
+                   'task_result_id', p_task_result_id, 'task_backend', p_backend,
+                   'task_job_id', p_task_job_id, 'enqueued_at', clock_timestamp()
+               ))
+         WHERE r.id = p_run_id AND r.status = 'running'
+        RETURNING r.id
+    )
+    SELECT EXISTS (SELECT FROM recorded);
+$$;
+
+-- The run that enqueued result p_task_result_id on backend p_backend (an index lookup).
+CREATE INDEX sisy_taskrun_task_result_idx
+    ON sisy_taskrun ((details ->> 'task_result_id')) WHERE details ? 'task_result_id';
+
+-- The task of result p_task_result_id started (p_started_at, the backend's clock): noted in
+-- its run's details.task_started_at. Returns the run's id, or NULL when no run of a schedule
+-- enqueued that result (a task enqueued by other code).
+CREATE FUNCTION sisy_task_result_started_v1(
+    p_task_result_id text, p_backend text, p_started_at timestamptz
+)
+    RETURNS bigint
+    LANGUAGE sql
+    SET search_path FROM CURRENT
+AS $$
+    UPDATE sisy_taskrun AS r
+       SET details = r.details || jsonb_build_object(
+               'task_started_at', coalesce(p_started_at, clock_timestamp())
+           )
+     WHERE (r.details ->> 'task_result_id') = p_task_result_id
+       AND r.details ? 'task_result_id'
+       AND (r.details ->> 'task_backend') = p_backend
+    RETURNING r.id;
+$$;
+
+-- The task of result p_task_result_id finished: its run ends with p_status ('succeeded' or
+-- 'failed'), as sisy_finish_run_v1 ends a run whose callable returned (a run already timed
+-- out notes it in details.returned). Returns the run's id, or NULL when no run of a schedule
+-- enqueued that result.
+CREATE FUNCTION sisy_task_result_finished_v1(
+    p_task_result_id text, p_backend text, p_status text, p_error text, p_traceback text,
+    p_queue text, p_task_name text
+)
+    RETURNS bigint
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    run_id bigint;
+BEGIN
+    SELECT r.id INTO run_id
+      FROM sisy_taskrun AS r
+     WHERE (r.details ->> 'task_result_id') = p_task_result_id
+       AND r.details ? 'task_result_id'
+       AND (r.details ->> 'task_backend') = p_backend;
+    IF run_id IS NOT NULL THEN
+        PERFORM sisy_finish_run_v1(run_id, p_status, p_error, p_traceback, p_queue, p_task_name);
+    END IF;
+    RETURN run_id;
+END;
+$$;
+
 -- Housekeeping --------------------------------------------------------------------
 
 -- Housekeeping is done by one planner of the cluster per period: true for
@@ -1187,8 +1269,11 @@ BEGIN
     WITH orphaned AS (
         UPDATE sisy_taskrun AS r
            SET status = 'failed', finished_at = clock_timestamp(),
-               error = CASE r.status
-                   WHEN 'running' THEN
+               error = CASE
+                   WHEN r.status = 'running' AND r.details ? 'task_result_id' THEN
+                       'worker lost: the job of its Django task ended, vanished or lost its '
+                       'worker without reporting the task''s result'
+                   WHEN r.status = 'running' THEN
                        'worker lost: the worker running this run stopped without reporting'
                    ELSE
                        'not started: its job ended, vanished or lost its worker before the run began'
@@ -1199,7 +1284,17 @@ BEGIN
          WHERE r.status IN ('queued', 'running')
            AND CASE r.status
                    WHEN 'running' THEN
-                       r.job_id IS NOT NULL AND NOT sisy_job_alive_v1(r.job_id, p_stalled_after)
+                       CASE WHEN r.details ? 'task_result_id' THEN
+                           -- Following its Django task: closed when the task's procrastinate
+                           -- job (sisy-pg's backend) ends, vanishes or loses its worker
+                           -- without reporting; other backends' tasks by their timeout.
+                           r.details ? 'task_job_id'
+                           AND NOT sisy_job_pending_v1(
+                               (r.details ->> 'task_job_id')::bigint, p_stalled_after)
+                       ELSE
+                           r.job_id IS NOT NULL
+                           AND NOT sisy_job_alive_v1(r.job_id, p_stalled_after)
+                       END
                    ELSE
                        CASE WHEN r.job_id IS NULL THEN NOT r.details ? 'buffered_behind'
                             ELSE NOT sisy_job_pending_v1(r.job_id, p_stalled_after) END
@@ -1511,9 +1606,124 @@ SELECT r.id, r.task_id, t.label, r.scheduled_for, r.status,
        r.started_at - r.scheduled_for AS lag,
        r.finished_at - r.started_at AS duration,
        (r.details ->> 'attempt')::integer AS attempt,
-       r.queued_at, r.started_at, r.finished_at, r.worker, r.job_id, r.error
+       r.queued_at, r.started_at, r.finished_at, r.worker, r.job_id, r.error,
+       -- A run of a Django task: the TaskResult it enqueued, and on which backend.
+       r.details ->> 'task_result_id' AS task_result_id,
+       r.details ->> 'task_backend' AS task_backend
   FROM sisy_taskrun AS r
   JOIN sisy_task AS t ON t.id = r.task_id;
+
+-- Django tasks on procrastinate: their results ---------------------------------------------
+-- sisy_pg.django_tasks.ProcrastinateBackend, a backend of Django's task framework
+-- (django.tasks), runs each task as a procrastinate job: the job holds what to
+-- run (its arguments: the task's dotted path, backend alias, args, kwargs and
+-- retries), sisy_task_result how it went, until procrastinate stores results
+-- itself. Both are written through the same Django connection, in the same
+-- transaction. Statuses and timestamps are those of Django's TaskResult, on
+-- the database's clock. Reads procrastinate_jobs (id, args, status,
+-- queue_name, priority): tests/test_procrastinate_seam.py checks them.
+
+-- One row per job of a Django task, deleted with its job (procrastinate's
+-- retention, or a worker run with --delete-jobs). No model maps it.
+CREATE TABLE sisy_task_result (
+    job_id bigint PRIMARY KEY REFERENCES procrastinate_jobs (id) ON DELETE CASCADE,
+    status text NOT NULL DEFAULT 'READY'
+        CONSTRAINT sisy_task_result_status_known
+            CHECK (status IN ('READY', 'RUNNING', 'FAILED', 'SUCCESSFUL')),
+    enqueued_at timestamp with time zone NOT NULL DEFAULT clock_timestamp(),
+    started_at timestamp with time zone NULL,  -- its first attempt
+    last_attempted_at timestamp with time zone NULL,
+    finished_at timestamp with time zone NULL,  -- once SUCCESSFUL or FAILED
+    worker_ids text[] NOT NULL DEFAULT '{}',  -- the procrastinate worker of each attempt
+    return_value jsonb NULL,
+    -- One {"exception_class_path": ..., "traceback": ...} per failed attempt.
+    errors jsonb NOT NULL DEFAULT '[]'::jsonb
+        CONSTRAINT sisy_task_result_errors_is_array CHECK (jsonb_typeof(errors) = 'array')
+);
+
+-- The result of job p_job_id, just deferred (in the same transaction): READY.
+-- Returns when it was enqueued.
+CREATE FUNCTION sisy_task_result_enqueued_v1(p_job_id bigint) RETURNS timestamptz
+    LANGUAGE sql
+    SET search_path FROM CURRENT
+AS $$
+    INSERT INTO sisy_task_result AS res (job_id) VALUES (p_job_id) RETURNING res.enqueued_at;
+$$;
+
+-- An attempt of job p_job_id starts on worker p_worker_id: RUNNING, its
+-- worker listed. A job deferred without a result row (by other means than
+-- the backend) gets one now. Returns the result as it is now; no row when it
+-- already succeeded (the job was run again: a worker died before
+-- procrastinate recorded the job's end), so that a task that succeeded is
+-- not run twice. A FAILED one may run again (a job retried by hand).
+CREATE FUNCTION sisy_task_result_start_v1(p_job_id bigint, p_worker_id text)
+    RETURNS TABLE (
+        enqueued_at timestamptz, started_at timestamptz, last_attempted_at timestamptz,
+        worker_ids text[], errors jsonb
+    )
+    LANGUAGE sql
+    SET search_path FROM CURRENT
+AS $$
+    INSERT INTO sisy_task_result AS res
+           (job_id, status, started_at, last_attempted_at, worker_ids)
+    VALUES (p_job_id, 'RUNNING', clock_timestamp(), clock_timestamp(), ARRAY[p_worker_id])
+    ON CONFLICT (job_id) DO UPDATE
+       SET status = 'RUNNING',
+           started_at = coalesce(res.started_at, excluded.started_at),
+           last_attempted_at = excluded.last_attempted_at,
+           finished_at = NULL,
+           worker_ids = res.worker_ids || excluded.worker_ids
+     WHERE res.status <> 'SUCCESSFUL'
+    RETURNING res.enqueued_at, res.started_at, res.last_attempted_at, res.worker_ids, res.errors;
+$$;
+
+-- An attempt of job p_job_id ended: p_status SUCCESSFUL (with p_return_value)
+-- or FAILED, or READY again for a failed attempt that procrastinate retries.
+-- p_error, if not NULL, is added to the errors. Returns when it finished
+-- (NULL: READY), or no row when the result is gone (its job deleted).
+CREATE FUNCTION sisy_task_result_finish_v1(
+    p_job_id bigint, p_status text, p_return_value jsonb, p_error jsonb
+)
+    RETURNS timestamptz
+    LANGUAGE sql
+    SET search_path FROM CURRENT
+AS $$
+    UPDATE sisy_task_result AS res
+       SET status = p_status,
+           finished_at = CASE WHEN p_status IN ('SUCCESSFUL', 'FAILED') THEN clock_timestamp() END,
+           return_value = p_return_value,
+           errors = CASE WHEN p_error IS NULL THEN res.errors
+                         ELSE res.errors || jsonb_build_array(p_error) END
+     WHERE res.job_id = p_job_id
+    RETURNING res.finished_at;
+$$;
+
+-- The result of job p_job_id, with what its job says: the task's arguments,
+-- queue and priority. A result still READY or RUNNING whose job ended
+-- without reporting (failed, cancelled or aborted: a worker stopped, the job
+-- cancelled by hand, the task unknown to the worker) is FAILED. No row when
+-- there is no such result.
+CREATE FUNCTION sisy_task_result_v1(p_job_id bigint)
+    RETURNS TABLE (
+        status text, enqueued_at timestamptz, started_at timestamptz,
+        last_attempted_at timestamptz, finished_at timestamptz, worker_ids text[],
+        return_value jsonb, errors jsonb, job_args jsonb, queue_name text, priority integer
+    )
+    LANGUAGE sql STABLE
+    SET search_path FROM CURRENT
+AS $$
+    SELECT CASE
+               WHEN res.status IN ('READY', 'RUNNING')
+                    AND job.status IN ('failed', 'cancelled', 'aborted') THEN 'FAILED'
+               ELSE res.status
+           END,
+           res.enqueued_at, res.started_at, res.last_attempted_at, res.finished_at,
+           res.worker_ids, res.return_value, res.errors, job.args, job.queue_name::text,
+           job.priority
+      FROM sisy_task_result AS res
+      JOIN procrastinate_jobs AS job ON job.id = res.job_id
+     WHERE res.job_id = p_job_id;
+$$;
 
 -- Workers and health ---------------------------------------------------------------------
 -- Each worker reports itself in sisy_worker every few seconds (its queues,
@@ -1555,7 +1765,8 @@ CREATE INDEX sisy_task_broken_idx ON sisy_task (id) WHERE error <> '';
 -- and runs that timed out whose callable has not returned (its thread still
 -- holds a slot of its worker, if that one lives), by worker.
 CREATE INDEX sisy_taskrun_unreturned_idx
-    ON sisy_taskrun (worker) WHERE status = 'timed_out' AND NOT details ? 'returned';
+    ON sisy_taskrun (worker)
+    WHERE status = 'timed_out' AND NOT details ? 'returned' AND NOT details ? 'task_result_id';
 
 -- A worker's report of itself, every few seconds: its row, written on the
 -- database's clock (seen_at). Rows not seen for a day (workers killed before
@@ -1785,6 +1996,7 @@ BEGIN
       FROM sisy_taskrun AS r
       JOIN sisy_task AS t ON t.id = r.task_id
      WHERE r.status = 'timed_out' AND NOT r.details ? 'returned'
+       AND NOT r.details ? 'task_result_id'  -- an enqueue returned; its task runs elsewhere
        AND (EXISTS (SELECT 1 FROM sisy_worker AS w
                      WHERE w.id = ANY (live_ids) AND w.name = r.worker)
             OR (r.job_id IS NOT NULL AND sisy_job_alive_v1(r.job_id, p_stalled_after)));

@@ -172,24 +172,30 @@ def run_summary(run: TaskRun) -> dict[str, Any]:
         ),
         "attempt": details.get("attempt"),
         "error": first_line(run.error),
+        # A run of a Django task: the TaskResult it enqueued (followed to its end).
+        "task_result_id": details.get("task_result_id"),
     }
 
 
 def history_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
     if not runs:
         return ["No run recorded."]
-    header = ("scheduled for (UTC)", "status", "reason", "lag s", "duration s", "error")
-    rows = [
+    header: tuple[str, ...] = ("scheduled for (UTC)", "status", "reason", "lag s", "duration s")
+    rows: list[tuple[str, ...]] = [
         (
             r["scheduled_for"],
             r["status"],
             _cell(r["reason"]),
             _cell(r["lag"]),
             _cell(r["duration"]),
-            _cell(r["error"]),
         )
         for r in runs
     ]
+    if any(r.get("task_result_id") for r in runs):  # the runs of a Django task
+        header += ("task result",)
+        rows = [(*row, _cell(r.get("task_result_id"))) for row, r in zip(rows, runs, strict=True)]
+    header += ("error",)
+    rows = [(*row, _cell(r["error"])) for row, r in zip(rows, runs, strict=True)]
     return table(rows, header)
 
 

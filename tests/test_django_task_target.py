@@ -1,0 +1,184 @@
+"""A Django task (``@task``) as what a schedule runs: described, stored, refused at save.
+
+The worker's side (enqueue, following the result) is in test_django_tasks_e2e.py.
+"""
+
+import math
+
+import pytest
+from django.db import connection
+from django.test import override_settings
+
+from sisy_pg import callables
+from sisy_pg.models import Task, TaskDefinitionError, task_with_callable
+from tests.testapp import scheduled_tasks
+
+PATH = "tests.testapp.scheduled_tasks.add"
+
+pytestmark = pytest.mark.django_db
+
+
+def test_a_task_object_and_its_dotted_path_are_described_alike():
+    by_object = callables.describe(scheduled_tasks.add)
+    by_path = callables.describe(PATH)
+    assert by_object == by_path
+    assert by_object["func_type"] == "django_task"
+    assert by_object["func_path"] == PATH
+    assert "using" not in by_object
+
+
+def test_using_is_stored_as_what_it_changes():
+    info = callables.describe(scheduled_tasks.add.using(queue_name="mail", priority=5))
+    assert info["using"] == {"queue_name": "mail", "priority": 5}
+    # The same from a row written by hand, as the worker reads it.
+    assert callables.validate_info(info) == info
+
+
+def test_task_with_callable_saves_a_schedule_whose_userdata_are_the_keyword_arguments():
+    task = task_with_callable(scheduled_tasks.add, schedule="* * * * * *", userdata={"a": 1})
+    task.save()
+    task.refresh_from_db()
+    assert task.callable_info["func_type"] == "django_task"
+    assert task.userdata == {"a": 1}
+
+
+def test_a_task_whose_name_does_not_import_back_is_refused():
+    with pytest.raises(ValueError, match="not an object of that name"):
+        callables.describe("tests.testapp.scheduled_tasks.renamed")
+
+
+def test_a_task_defined_on_a_class_is_refused():
+    with pytest.raises(ValueError, match="defined on a class"):
+        callables.describe("tests.testapp.scheduled_tasks.Holder.on_class")
+    with pytest.raises(ValueError, match="defined on a class"):
+        callables.describe(scheduled_tasks.Holder.on_class)
+
+
+@pytest.mark.parametrize(
+    ("using", "message"),
+    [
+        ({"backend": "nowhere"}, "nowhere"),
+        ({"priority": 1000}, "priority"),
+        ({"colour": "red"}, "only the keys"),
+        ("default", "only the keys"),
+    ],
+)
+def test_a_stored_using_the_backend_refuses_is_refused_at_save(using, message):
+    info = {**callables.describe(PATH), "using": using}
+    task = Task(callable_info=info, schedule="* * * * *")
+    with pytest.raises(TaskDefinitionError, match=message):
+        task.save()
+
+
+def test_a_queue_the_backend_refuses_is_refused(settings):
+    settings.TASKS = {
+        **settings.TASKS,
+        "default": {**settings.TASKS["default"], "QUEUES": ["default", "mail"]},
+    }
+    callables.describe(scheduled_tasks.add.using(queue_name="mail"))
+    info = {**callables.describe(PATH), "using": {"queue_name": "sms"}}
+    with pytest.raises(ValueError, match="sms"):
+        callables.validate_info(info)
+
+
+@pytest.mark.parametrize(
+    ("userdata", "message"),
+    [
+        ({}, "does not bind"),  # a is required
+        ({"a": 1, "c": 2}, "does not bind"),
+        ({"a": math.nan}, "finite"),
+        ({"a": math.inf}, "finite"),
+        ({"a": 1, 2: 3}, "JSON keys are strings"),
+        ({"a": b"bytes"}, "bytes"),
+        ({"a": "nul\x00"}, "NUL"),
+        ({"a": (1, 2)}, "normalises"),
+        ({"name": "x", "scheduled_for": "2026-01-01"}, "sisy passes"),
+    ],
+)
+def test_userdata_that_are_not_the_task_s_keyword_arguments_are_refused(userdata, message):
+    target = scheduled_tasks.record_instant if "name" in userdata else scheduled_tasks.add
+    with pytest.raises(ValueError, match=message):
+        task_with_callable(target, userdata=userdata)
+    if not any(isinstance(key, int) for key in userdata):
+        task = Task(callable_info=callables.describe(target), userdata=userdata)
+        with pytest.raises(TaskDefinitionError) as caught:
+            task.save()
+        assert message.split()[0] in str(caught.value.message_dict)
+
+
+def test_sisy_s_parameters_need_not_be_given():
+    task = task_with_callable(scheduled_tasks.record_instant, userdata={"name": "n"})
+    task.save()
+
+
+def test_a_backend_outside_sisy_s_database_needs_an_opt_in():
+    dummy = scheduled_tasks.add.using(backend="dummy")
+    with pytest.raises(ValueError, match="SISY_AT_MOST_ONCE_BACKENDS"):
+        callables.describe(dummy)
+    with override_settings(SISY_AT_MOST_ONCE_BACKENDS=["dummy"]):
+        assert callables.describe(dummy)["using"] == {"backend": "dummy"}
+
+
+def test_run_after_is_refused():
+    import datetime as dt
+
+    from django.utils import timezone
+
+    later = scheduled_tasks.add.using(run_after=timezone.now() + dt.timedelta(hours=1))
+    with pytest.raises(ValueError, match="run_after"):
+        callables.describe(later)
+
+
+def test_a_path_a_plain_callable_was_stored_under_is_refused_for_a_task():
+    info = {**callables.describe(PATH), "func_type": "function"}
+    with pytest.raises(ValueError, match="func_type"):
+        callables.validate_info(info)
+
+
+def test_raw_sql_writes_a_schedule_the_worker_s_rule_then_reads():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO sisy_task (label, callable_info, schedule, timezone, userdata) "
+            "VALUES ('raw', %s, '* * * * *', 'UTC', '{\"a\": 2}') RETURNING id",
+            [f'{{"func_type": "django_task", "func_path": "{PATH}"}}'],
+        )
+        (task_id,) = cursor.fetchone()
+    task = Task.objects.get(pk=task_id)
+    assert task.definition_errors() == {}
+    enqueue = callables.resolve(task.callable_info, userdata=task.userdata)
+    assert enqueue.kwargs == {"a": 2}
+
+
+def test_the_admin_form_takes_a_task_s_dotted_path(admin_client):
+    response = admin_client.post(
+        "/admin/sisy/task/add/",
+        {
+            "label": "from the admin",
+            "callable_path": PATH,
+            "schedule": "* * * * *",
+            "timezone": "UTC",
+            "enabled": "on",
+            "iterations": "0",
+            "wait_for_schedule": "on",
+            "allow_overlap": "on",
+            "userdata": '{"a": 1}',
+            "options": "{}",
+        },
+    )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    task = Task.objects.get(label="from the admin")
+    assert task.callable_info["func_type"] == "django_task"
+    response = admin_client.post(
+        "/admin/sisy/task/add/",
+        {
+            "label": "wrong kwargs",
+            "callable_path": PATH,
+            "schedule": "* * * * *",
+            "timezone": "UTC",
+            "iterations": "0",
+            "userdata": '{"b": 1}',
+            "options": "{}",
+        },
+    )
+    assert response.status_code == 200
+    assert "does not bind" in response.content.decode()

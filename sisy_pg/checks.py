@@ -127,6 +127,20 @@ def check_settings(
                 id="sisy.E009",
             )
         )
+    at_most_once = conf.settings.AT_MOST_ONCE_BACKENDS
+    tasks = getattr(settings, "TASKS", {})
+    if not isinstance(at_most_once, list | tuple) or not all(
+        isinstance(alias, str) and alias in tasks for alias in at_most_once
+    ):
+        messages.append(
+            checks.Error(
+                f"SISY_AT_MOST_ONCE_BACKENDS must be a list of aliases of TASKS, not "
+                f"{at_most_once!r}.",
+                hint="The django.tasks backends outside sisy-pg's database that schedules may "
+                "enqueue on, accepting at most once per instant; () by default.",
+                id="sisy.E010",
+            )
+        )
     problem = conf.allowed_callables_problem(conf.settings.ALLOWED_CALLABLES)
     if problem:
         messages.append(

@@ -425,8 +425,9 @@ class Task(models.Model):
         self.callable_info = callables.validate_info(info)
 
     def func_from_info(self) -> Callable[[Any], Any]:
-        """The live callable; an instance method is bound to its row, fetched now."""
-        return callables.resolve(self.callable_info, using=self._database())
+        """The live callable; an instance method is bound to its row, fetched now; a Django
+        task's enqueues it with the userdata as its keyword arguments."""
+        return callables.resolve(self.callable_info, using=self._database(), userdata=self.userdata)
 
     def calc_next_run(self) -> dt.datetime | None:
         """Compute ``next_run`` from now (the database's clock), save, and return it.

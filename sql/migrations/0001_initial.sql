@@ -1189,8 +1189,9 @@ CREATE INDEX sisy_taskrun_task_result_idx
     ON sisy_taskrun ((details ->> 'task_result_id')) WHERE details ? 'task_result_id';
 
 -- The task of result p_task_result_id started (p_started_at, the backend's clock): noted in
--- its run's details.task_started_at. Returns the run's id, or NULL when no run of a schedule
--- enqueued that result (a task enqueued by other code).
+-- its run's details.task_started_at, the first attempt's (a retry starts it again). Returns the
+-- run's id, or NULL when no run of a schedule enqueued that result (a task enqueued by other
+-- code) or its start is noted already.
 CREATE FUNCTION sisy_task_result_started_v1(
     p_task_result_id text, p_backend text, p_started_at timestamptz
 )
@@ -1205,6 +1206,7 @@ AS $$
      WHERE (r.details ->> 'task_result_id') = p_task_result_id
        AND r.details ? 'task_result_id'
        AND (r.details ->> 'task_backend') = p_backend
+       AND NOT r.details ? 'task_started_at'
     RETURNING r.id;
 $$;
 

@@ -12,7 +12,13 @@ class SisyConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from . import checks, procrastinate_seam, task_results, worker  # noqa: F401  (checks registers them)
+        from . import (  # noqa: F401  (checks registers them)
+            checks,
+            procrastinate_seam,
+            task_results,
+            tasks_framework,
+            worker,
+        )
 
         # Runs that enqueued a Django task follow its result (task_started, task_finished).
         task_results.connect()
@@ -22,3 +28,8 @@ class SisyConfig(AppConfig):
             # checks.py reports it (sisy.E001).
             return
         worker.install(app)
+        if tasks_framework.available():
+            # The procrastinate task that runs the jobs of ProcrastinateBackend.
+            from . import django_tasks
+
+            django_tasks.install(app)

@@ -127,13 +127,11 @@ def commits_with_sisy(backend: Any) -> bool:
     if module.startswith("sisy_pg.django_tasks"):
         return True
     if module.startswith("django_tasks_db"):
-        from django.apps import apps
+        import importlib
+
         from django.db import router
 
-        try:
-            model = apps.get_app_config("django_tasks_db").get_model("DBTaskResult")
-        except LookupError:
-            return False
+        model = importlib.import_module("django_tasks_db.models").DBTaskResult
         return router.db_for_write(model) == alias
     return False
 

@@ -89,10 +89,10 @@ GRANT SELECT, INSERT, UPDATE, DELETE ON sisy_worker TO :"worker";
 -- task, may enqueue one); deleted with their jobs.
 GRANT SELECT, INSERT, UPDATE ON sisy_task_result TO :"worker";
 GRANT EXECUTE ON FUNCTION
-    sisy_task_result_enqueued_v1(bigint),
-    sisy_task_result_start_v1(bigint, text),
+    sisy_task_result_enqueued_v1(bigint, jsonb, text, integer),
+    sisy_task_result_start_v1(bigint, text, jsonb, text, integer),
     sisy_task_result_finish_v1(bigint, text, jsonb, jsonb),
-    sisy_task_result_v1(bigint)
+    sisy_task_result_v1(bigint, interval)
     TO :"worker";
 -- The planner's and the runners' functions (sql/queries.sql), those they
 -- call, the one the CHECK constraints of sisy_task call on every write, and

@@ -1617,18 +1617,23 @@ SELECT r.id, r.task_id, t.label, r.scheduled_for, r.status,
 
 -- Django tasks on procrastinate: their results ---------------------------------------------
 -- sisy_pg.django_tasks.ProcrastinateBackend, a backend of Django's task framework
--- (django.tasks), runs each task as a procrastinate job: the job holds what to
--- run (its arguments: the task's dotted path, backend alias, args, kwargs and
--- retries), sisy_task_result how it went, until procrastinate stores results
--- itself. Both are written through the same Django connection, in the same
--- transaction. Statuses and timestamps are those of Django's TaskResult, on
--- the database's clock. Reads procrastinate_jobs (id, args, status,
--- queue_name, priority): tests/test_procrastinate_seam.py checks them.
+-- (django.tasks), runs each task as a procrastinate job. sisy_task_result
+-- holds what the job runs (as its arguments say) and how it went, until
+-- procrastinate stores results itself; the backend writes the job and its
+-- result through the same Django connection, in the same transaction.
+-- Statuses and timestamps are those of Django's TaskResult, on the
+-- database's clock.
 
--- One row per job of a Django task, deleted with its job (procrastinate's
--- retention, or a worker run with --delete-jobs). No model maps it.
+-- One row per job of a Django task, deleted with its job (see the next
+-- section). No model maps it.
 CREATE TABLE sisy_task_result (
-    job_id bigint PRIMARY KEY REFERENCES procrastinate_jobs (id) ON DELETE CASCADE,
+    job_id bigint PRIMARY KEY,
+    -- The job's arguments: the task's dotted path, backend alias, args,
+    -- kwargs, retries and run_after (sisy_pg/django_tasks/job_args.py).
+    task jsonb NOT NULL
+        CONSTRAINT sisy_task_result_task_is_object CHECK (jsonb_typeof(task) = 'object'),
+    queue_name text NOT NULL,
+    priority integer NOT NULL,
     status text NOT NULL DEFAULT 'READY'
         CONSTRAINT sisy_task_result_status_known
             CHECK (status IN ('READY', 'RUNNING', 'FAILED', 'SUCCESSFUL')),
@@ -1643,22 +1648,31 @@ CREATE TABLE sisy_task_result (
         CONSTRAINT sisy_task_result_errors_is_array CHECK (jsonb_typeof(errors) = 'array')
 );
 
--- The result of job p_job_id, just deferred (in the same transaction): READY.
+-- The result of job p_job_id, just deferred in this transaction with
+-- arguments p_task, on queue p_queue_name at priority p_priority: READY.
 -- Returns when it was enqueued.
-CREATE FUNCTION sisy_task_result_enqueued_v1(p_job_id bigint) RETURNS timestamptz
+CREATE FUNCTION sisy_task_result_enqueued_v1(
+    p_job_id bigint, p_task jsonb, p_queue_name text, p_priority integer
+)
+    RETURNS timestamptz
     LANGUAGE sql
     SET search_path FROM CURRENT
 AS $$
-    INSERT INTO sisy_task_result AS res (job_id) VALUES (p_job_id) RETURNING res.enqueued_at;
+    INSERT INTO sisy_task_result AS res (job_id, task, queue_name, priority)
+    VALUES (p_job_id, p_task, p_queue_name, p_priority)
+    RETURNING res.enqueued_at;
 $$;
 
 -- An attempt of job p_job_id starts on worker p_worker_id: RUNNING, its
--- worker listed. A job deferred without a result row (by other means than
--- the backend) gets one now. Returns the result as it is now; no row when it
--- already succeeded (the job was run again: a worker died before
--- procrastinate recorded the job's end), so that a task that succeeded is
--- not run twice. A FAILED one may run again (a job retried by hand).
-CREATE FUNCTION sisy_task_result_start_v1(p_job_id bigint, p_worker_id text)
+-- worker listed. A job deferred without a result (not by the backend) gets
+-- one now, from the job's arguments, queue and priority (p_task...).
+-- Returns the result as it is now; no row when it already succeeded (the
+-- job run again: its worker died before procrastinate recorded its end),
+-- so that a task that succeeded is not run twice. A FAILED one may run
+-- again (a job retried by hand).
+CREATE FUNCTION sisy_task_result_start_v1(
+    p_job_id bigint, p_worker_id text, p_task jsonb, p_queue_name text, p_priority integer
+)
     RETURNS TABLE (
         enqueued_at timestamptz, started_at timestamptz, last_attempted_at timestamptz,
         worker_ids text[], errors jsonb
@@ -1667,8 +1681,9 @@ CREATE FUNCTION sisy_task_result_start_v1(p_job_id bigint, p_worker_id text)
     SET search_path FROM CURRENT
 AS $$
     INSERT INTO sisy_task_result AS res
-           (job_id, status, started_at, last_attempted_at, worker_ids)
-    VALUES (p_job_id, 'RUNNING', clock_timestamp(), clock_timestamp(), ARRAY[p_worker_id])
+           (job_id, task, queue_name, priority, status, started_at, last_attempted_at, worker_ids)
+    VALUES (p_job_id, p_task, p_queue_name, p_priority, 'RUNNING', clock_timestamp(),
+            clock_timestamp(), ARRAY[p_worker_id])
     ON CONFLICT (job_id) DO UPDATE
        SET status = 'RUNNING',
            started_at = coalesce(res.started_at, excluded.started_at),
@@ -1700,32 +1715,37 @@ AS $$
     RETURNING res.finished_at;
 $$;
 
--- The result of job p_job_id, with what its job says: the task's arguments,
--- queue and priority. A result still READY or RUNNING whose job ended
--- without reporting (failed, cancelled or aborted: a worker stopped, the job
--- cancelled by hand, the task unknown to the worker) is FAILED. No row when
--- there is no such result.
-CREATE FUNCTION sisy_task_result_v1(p_job_id bigint)
+-- The result of job p_job_id; no row when there is none. A result still
+-- READY or RUNNING whose job can no longer run (sisy_job_pending_v1: it
+-- ended without reporting, was cancelled, or its worker died -- no
+-- heartbeat for p_stalled_after) is FAILED.
+CREATE FUNCTION sisy_task_result_v1(p_job_id bigint, p_stalled_after interval)
     RETURNS TABLE (
-        status text, enqueued_at timestamptz, started_at timestamptz,
-        last_attempted_at timestamptz, finished_at timestamptz, worker_ids text[],
-        return_value jsonb, errors jsonb, job_args jsonb, queue_name text, priority integer
+        task jsonb, queue_name text, priority integer, status text, enqueued_at timestamptz,
+        started_at timestamptz, last_attempted_at timestamptz, finished_at timestamptz,
+        worker_ids text[], return_value jsonb, errors jsonb
     )
     LANGUAGE sql STABLE
     SET search_path FROM CURRENT
 AS $$
-    SELECT CASE
+    SELECT res.task, res.queue_name, res.priority,
+           CASE
                WHEN res.status IN ('READY', 'RUNNING')
-                    AND job.status IN ('failed', 'cancelled', 'aborted') THEN 'FAILED'
+                    AND NOT sisy_job_pending_v1(res.job_id, p_stalled_after) THEN 'FAILED'
                ELSE res.status
            END,
            res.enqueued_at, res.started_at, res.last_attempted_at, res.finished_at,
-           res.worker_ids, res.return_value, res.errors, job.args, job.queue_name::text,
-           job.priority
+           res.worker_ids, res.return_value, res.errors
       FROM sisy_task_result AS res
-      JOIN procrastinate_jobs AS job ON job.id = res.job_id
      WHERE res.job_id = p_job_id;
 $$;
+
+-- The seam to procrastinate (continued): Django tasks' results -----------------------------
+-- A result lives as long as its job: deleted with it (procrastinate's
+-- retention, or a worker run with --delete-jobs).
+ALTER TABLE sisy_task_result
+    ADD CONSTRAINT sisy_task_result_job_fk
+    FOREIGN KEY (job_id) REFERENCES procrastinate_jobs (id) ON DELETE CASCADE;
 
 -- Workers and health ---------------------------------------------------------------------
 -- Each worker reports itself in sisy_worker every few seconds (its queues,

@@ -313,6 +313,15 @@ def locate(path: str, *, allowlist: bool = True) -> Target:
     return _checked(Target(path, func_type, module, cls, func))
 
 
+def django_task(path: str) -> Any:
+    """The module-level Django task at ``path``, by :func:`locate`'s rule (what a worker may
+    enqueue or run); a CallableError for anything else."""
+    target = locate(path)
+    if target.func_type != DJANGO_TASK:
+        raise CallableError(f"{path!r} is not a Django task (it is a {target.func_type})")
+    return target.task
+
+
 def _module_member(module: types.ModuleType, name: str, sisy_message: str) -> Any:
     try:
         return getattr(module, name)

@@ -139,7 +139,7 @@ class ProcrastinateBackend(BaseTaskBackend):  # type: ignore[misc]
                     checks.Error(
                         f"TASKS[{self.alias!r}] is a ProcrastinateBackend, but {app!r} is not "
                         "in INSTALLED_APPS: nothing would run its tasks",
-                        id="sisy.E101",
+                        id="sisy.E011",
                     )
                 )
         return messages
@@ -184,11 +184,10 @@ def _check_runnable(task: Any) -> None:
     invalid = tasks_framework.part("InvalidTask")
     path = task.module_path
     try:
-        callables.check_allowed(path)
-        found = callables.import_object(path)
+        found = callables.django_task(path)
     except callables.CallableError as exc:
         raise invalid(str(exc)) from exc
-    if not (tasks_framework.is_task(found) and found.func is task.func):
+    if found.func is not task.func:
         raise invalid(
             f"{path!r} does not import back to this task: a worker could not find it "
             "(define the task at module level, under the name its function has)"

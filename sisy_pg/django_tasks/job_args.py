@@ -80,12 +80,9 @@ def task_named(job: JobArgs, *, queue_name: str, priority: int) -> Any:
 
     path = job.task_path
     try:
-        callables.check_allowed(path)
-        found = callables.import_object(path)
+        found = callables.django_task(path)
     except callables.CallableError as exc:
         raise JobRefused(str(exc)) from exc
-    if not tasks_framework.is_task(found):
-        raise JobRefused(f"{path!r} is not a Django task (it is {type(found).__name__})")
     refusals = (tasks_framework.part("InvalidTask"), tasks_framework.part("InvalidTaskBackend"))
     try:
         task = found.using(

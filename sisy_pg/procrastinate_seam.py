@@ -56,7 +56,7 @@ import psycopg
 from procrastinate import exceptions as procrastinate_exceptions
 from procrastinate import manager as procrastinate_manager
 from procrastinate import worker as procrastinate_worker
-from procrastinate.contrib.django import procrastinate_app
+from procrastinate.contrib.django import django_connector, procrastinate_app
 from procrastinate.contrib.django import utils as django_utils
 from procrastinate.contrib.django.settings import settings as procrastinate_settings
 from psycopg import sql as psycopg_sql
@@ -81,6 +81,9 @@ PYTHON_REQUIREMENTS: tuple[tuple[Any, str], ...] = (
     (procrastinate.App, "task"),
     (procrastinate.App, "worker_defaults"),
     (procrastinate.App, "job_manager"),
+    # sisy_pg.django_tasks defers its jobs through Django's connection.
+    (procrastinate.App, "configure_task"),
+    (django_connector, "DjangoConnector"),
     (procrastinate_manager.JobManager, "listen_for_jobs"),
     (procrastinate_manager.JobManager, "fetch_job"),
     (procrastinate_manager.JobManager, "update_heartbeat"),

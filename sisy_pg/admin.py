@@ -385,7 +385,7 @@ class TaskAdmin(_TaskAdminBase):
         "modified_at_display",
     )
     fieldsets = (
-        (None, {"fields": ("label", "callable_path", "pk_override", "userdata")}),
+        (None, {"fields": ("label", "callable_path", "pk_override", "task_using", "userdata")}),
         (
             "Schedule",
             {

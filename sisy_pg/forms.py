@@ -100,6 +100,16 @@ class TaskForm(_TaskFormBase):
         max_length=100,
         help_text="For an instance method of a model: the primary key of its row.",
     )
+    task_using = IndentedJSONField(
+        label="Django task options",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "class": "sisy-json"}),
+        help_text=(
+            "For a Django task (@task): what this schedule changes of it, among backend, "
+            'queue_name and priority, e.g. {"queue_name": "mail"}. Its userdata are its '
+            "keyword arguments."
+        ),
+    )
     timezone = forms.ChoiceField(
         label="Time zone",
         help_text="The IANA time zone the schedule is read in.",
@@ -138,6 +148,7 @@ class TaskForm(_TaskFormBase):
         self.fields["callable_path"].initial = info.get("func_path", "")
         pk = info.get("model_pk")
         self.fields["pk_override"].initial = "" if pk is None else pk
+        self.fields["task_using"].initial = info.get("using") or None
         names = timezone_names()
         # The task's own zone; a new task's is the model's default
         # (SISY_DEFAULT_TIMEZONE, else TIME_ZONE), the zone the preview shows.
@@ -160,9 +171,19 @@ class TaskForm(_TaskFormBase):
             # importing anything: a form cannot make the web process import
             # a module outside the allowlist.
             try:
-                self.instance.callable_info = callables.describe(
+                info = callables.describe(
                     path.strip(), pk_override=cleaned.get("pk_override") or None
                 )
             except callables.CallableError as exc:
                 self.add_error("callable_path", str(exc))
+                return cleaned
+            using = cleaned.get("task_using")
+            if using and info["func_type"] != callables.DJANGO_TASK:
+                self.add_error("task_using", "Only a Django task (@task) has these options.")
+            elif using:
+                try:
+                    info = callables.validate_info({**info, "using": using})
+                except callables.CallableError as exc:
+                    self.add_error("task_using", str(exc))
+            self.instance.callable_info = info
         return cleaned

@@ -4,6 +4,7 @@ The worker's side (enqueue, following the result) is in test_django_tasks_e2e.py
 """
 
 import math
+import re
 
 import pytest
 from django.db import connection
@@ -182,3 +183,61 @@ def test_the_admin_form_takes_a_task_s_dotted_path(admin_client):
     )
     assert response.status_code == 200
     assert "does not bind" in response.content.decode()
+
+
+def _form_data(**fields):
+    return {
+        "schedule": "* * * * *",
+        "timezone": "UTC",
+        "enabled": "on",
+        "iterations": "0",
+        "wait_for_schedule": "on",
+        "allow_overlap": "on",
+        "userdata": '{"a": 1}',
+        "options": "{}",
+        # The change page's inline of runs (read-only).
+        "runs-TOTAL_FORMS": "0",
+        "runs-INITIAL_FORMS": "0",
+        **fields,
+    }
+
+
+def test_the_admin_keeps_and_edits_a_schedule_s_task_options(admin_client):
+    task = task_with_callable(
+        scheduled_tasks.add.using(queue_name="mail"), label="mail", userdata={"a": 1}
+    )
+    task.save()
+    page = admin_client.get(f"/admin/sisy/task/{task.pk}/change/").content.decode()
+    assert "mail" in page and "Django task options" in page
+    response = admin_client.post(
+        f"/admin/sisy/task/{task.pk}/change/",
+        _form_data(label="mail", callable_path=PATH, task_using='{"queue_name": "mail"}'),
+    )
+    assert response.status_code == 302, re.findall(
+        r'class="errorlist[^"]*"[^>]*>(.*?)</ul>', response.content.decode(), re.S
+    )
+    task.refresh_from_db()
+    assert task.callable_info["using"] == {"queue_name": "mail"}
+    response = admin_client.post(
+        f"/admin/sisy/task/{task.pk}/change/",
+        _form_data(label="mail", callable_path=PATH, task_using='{"priority": 1000}'),
+    )
+    assert response.status_code == 200
+    assert "priority" in response.content.decode()
+    task.refresh_from_db()
+    assert task.callable_info["using"] == {"queue_name": "mail"}
+
+
+def test_task_options_are_refused_for_a_plain_callable(admin_client):
+    response = admin_client.post(
+        "/admin/sisy/task/add/",
+        _form_data(
+            label="plain",
+            callable_path="tests.testapp.jobs.record",
+            userdata="{}",
+            task_using='{"queue_name": "mail"}',
+        ),
+    )
+    assert response.status_code == 200
+    assert "Only a Django task" in response.content.decode()
+    assert not Task.objects.filter(label="plain").exists()

@@ -191,6 +191,23 @@ def test_history_shows_reason_lag_duration_and_first_line_of_error():
     assert runs[1]["reason"] == "late"
 
 
+def test_history_names_the_task_result_a_django_task_s_run_follows():
+    task = make_task("Enqueues")
+    add_run(task, 2, "succeeded")
+    add_run(task, 1, "running", details={"task_result_id": "4711", "task_backend": "default"})
+    lines = sisy("history", "Enqueues")[0].splitlines()
+    assert "task result" in lines[0]
+    assert "4711" in lines[1] and lines[2].split()[-1] == "-"
+    assert sisy_json("history", "Enqueues")["runs"][0]["task_result_id"] == "4711"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT task_result_id, task_backend FROM sisy_run_history WHERE task_id = %s "
+            "ORDER BY scheduled_for",
+            [task.pk],
+        )
+        assert cursor.fetchall() == [(None, None), ("4711", "default")]
+
+
 def test_unknown_label_is_an_error():
     for action in ("show", "next", "run", "pause", "resume", "history"):
         with pytest.raises(CommandError, match="no task labelled 'nope'"):

@@ -453,7 +453,8 @@ async def _record(
 
     error = f"{type(exc).__name__}: {exc}"
     attempt = started.attempt or 1
-    retry_in = task.policy.retry_in(attempt) if isinstance(exc, Exception) else None
+    retryable = isinstance(exc, Exception) and not isinstance(exc, task_targets.EnqueueUncertain)
+    retry_in = task.policy.retry_in(attempt) if retryable else None
     if retry_in is not None:
         retry_at = await store.retry_run(
             query,

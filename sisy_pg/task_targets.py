@@ -43,6 +43,13 @@ class TaskTargetError(ValueError):
     """A Django task that a schedule cannot enqueue; the message names the problem."""
 
 
+class EnqueueUncertain(RuntimeError):
+    """An enqueue on a backend outside sisy-pg's database failed: it may have taken the task.
+
+    Never retried by the schedule's ``retries``: a second enqueue could run the instant twice.
+    """
+
+
 def using_of(task: Any, module_level: Any) -> dict[str, Any]:
     """What ``task`` (a ``.using()`` of ``module_level``) changes, to be stored with the path."""
     if task.run_after is not None:
@@ -240,7 +247,13 @@ class Enqueuer:
                     transaction.set_rollback(True, using=self.using)
                     return Enqueued(result, recorded=False)
             return Enqueued(result, recorded=True)
-        result = self.task.enqueue(**kwargs)  # at most once: enqueued, then recorded
+        try:
+            result = self.task.enqueue(**kwargs)  # at most once: enqueued, then recorded
+        except Exception as exc:
+            raise EnqueueUncertain(
+                f"enqueueing on backend {self.task.backend!r} failed ({type(exc).__name__}: "
+                f"{exc}); not retried, as the backend may have taken the task (at most once)"
+            ) from exc
         return Enqueued(result, recorded=self._record(run["run_id"], result))
 
     def _record(self, run_id: int, result: Any) -> bool:

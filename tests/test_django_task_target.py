@@ -9,6 +9,7 @@ import re
 import pytest
 from django.db import connection
 from django.test import override_settings
+from django.utils import timezone
 
 from sisy_pg import callables
 from sisy_pg.models import Task, TaskDefinitionError, task_with_callable
@@ -122,8 +123,6 @@ def test_a_backend_outside_sisy_s_database_needs_an_opt_in():
 
 def test_run_after_is_refused():
     import datetime as dt
-
-    from django.utils import timezone
 
     later = scheduled_tasks.add.using(run_after=timezone.now() + dt.timedelta(hours=1))
     with pytest.raises(ValueError, match="run_after"):
@@ -241,3 +240,18 @@ def test_task_options_are_refused_for_a_plain_callable(admin_client):
     assert response.status_code == 200
     assert "Only a Django task" in response.content.decode()
     assert not Task.objects.filter(label="plain").exists()
+
+
+def test_a_failed_enqueue_outside_sisy_s_database_is_not_retried(settings):
+    from sisy_pg import task_targets
+
+    settings.TASKS = {
+        **settings.TASKS,
+        "away": {"BACKEND": "tests.testapp.task_backends.BrokerAwayBackend"},
+    }
+    settings.SISY_AT_MOST_ONCE_BACKENDS = ["away"]
+    task = task_with_callable(scheduled_tasks.add.using(backend="away"), userdata={"a": 1})
+    enqueue = callables.resolve(task.callable_info, userdata=task.userdata)
+    message = {"message": {"run_id": 1, "scheduled_for": timezone.now()}}
+    with pytest.raises(task_targets.EnqueueUncertain, match=r"broker is away.*not retried"):
+        enqueue(message)

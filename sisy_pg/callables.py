@@ -614,7 +614,9 @@ def resolve(
 
         with _as_callable_error():
             task = task_targets.with_using(target.task, target.path, info.get("using"))
-            kwargs = task_targets.check_arguments(task, target.path, userdata or {})
+            kwargs = task_targets.check_arguments(
+                task, target.path, {} if userdata is None else userdata
+            )
         return task_targets.Enqueuer(task, kwargs, using or procrastinate_seam.database_alias())
     pk = _model_pk(target, info.get("model_pk"))
     if target.func_type != INSTANCEMETHOD:

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync
-from django.db import close_old_connections, reset_queries
+from django.db import close_old_connections, connections, reset_queries
 from procrastinate import JobContext
 
 from . import callables, conf, procrastinate_seam, task_targets
@@ -492,13 +492,21 @@ async def _record_enqueue(
     log.enqueued(result)
     if not result.is_finished and not task_targets.commits_with_sisy(result.task.get_backend()):
         with contextlib.suppress(Exception):  # it is followed by its signals all the same
-            await asyncio.to_thread(result.refresh)
+            await asyncio.to_thread(_refreshed, result)
     if not result.is_finished:
         return ENQUEUED
     status, error, traceback = task_targets.outcome_of(result)
     if await finish(status=status, error=error, traceback=traceback):
         log.ended(status)
     return status
+
+
+def _refreshed(result: Any) -> None:
+    """``result`` read again from its backend, in a thread whose connections are then closed."""
+    try:
+        result.refresh()
+    finally:
+        connections.close_all()
 
 
 class _RunLog:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from django.db import connections
+from django.db import connections, transaction
 
 from . import conf, procrastinate_seam, task_targets, tasks_framework
 from .runner import RUN_TASK_NAME
@@ -75,8 +75,10 @@ def task_finished(sender: Any, task_result: Any, **kwargs: Any) -> None:
 
 
 def _follow(sql: str, params: list[Any], task_result: Any, what: str) -> int | None:
+    alias = procrastinate_seam.database_alias()
     try:
-        with connections[procrastinate_seam.database_alias()].cursor() as cursor:
+        # A savepoint: a failure leaves a transaction the task runs in usable.
+        with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
     except Exception:

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import importlib
 import inspect
 import json
+import sys
 from typing import Any
 
 from django.db import connections, transaction
@@ -129,17 +131,14 @@ def commits_with_sisy(backend: Any) -> bool:
     is sisy's); django-tasks-db's DatabaseBackend does where the router
     sends its results to that alias.
     """
-    alias = procrastinate_seam.database_alias()
-    module = type(backend).__module__
-    if module.startswith("sisy_pg.django_tasks"):
+    if getattr(backend, "enqueues_in_sisy_database", False):  # sisy's, or a subclass
         return True
-    if module.startswith("django_tasks_db"):
-        import importlib
-
+    tasks_db = sys.modules.get("django_tasks_db")  # imported if a TASKS backend is its
+    if tasks_db is not None and isinstance(backend, tasks_db.DatabaseBackend):
         from django.db import router
 
         model = importlib.import_module("django_tasks_db.models").DBTaskResult
-        return router.db_for_write(model) == alias
+        return router.db_for_write(model) == procrastinate_seam.database_alias()
     return False
 
 
@@ -247,21 +246,28 @@ class Enqueuer:
                     transaction.set_rollback(True, using=self.using)
                     return Enqueued(result, recorded=False)
             return Enqueued(result, recorded=True)
+        # At most once: enqueued, then recorded. Whatever fails may have left the task
+        # enqueued: the run is never enqueued again (its schedule's retries do not apply).
         try:
-            result = self.task.enqueue(**kwargs)  # at most once: enqueued, then recorded
+            result = self.task.enqueue(**kwargs)
         except Exception as exc:
             raise EnqueueUncertain(
                 f"enqueueing on backend {self.task.backend!r} failed ({type(exc).__name__}: "
                 f"{exc}); not retried, as the backend may have taken the task (at most once)"
             ) from exc
-        return Enqueued(result, recorded=self._record(run["run_id"], result))
+        try:
+            recorded = self._record(run["run_id"], result)
+        except Exception as exc:
+            raise EnqueueUncertain(
+                f"enqueued on backend {self.task.backend!r} as result {result.id}, but the run "
+                f"could not record it ({type(exc).__name__}: {exc}); not retried (at most once)"
+            ) from exc
+        return Enqueued(result, recorded=recorded)
 
     def _record(self, run_id: int, result: Any) -> bool:
-        job_id = (
-            int(result.id)
-            if type(result.task.get_backend()).__module__.startswith("sisy_pg.django_tasks")
-            else None
-        )
+        backend = result.task.get_backend()
+        # sisy-pg's own backend: the housekeeping watches the task's job.
+        job_id = int(result.id) if getattr(backend, "enqueues_in_sisy_database", False) else None
         with connections[self.using].cursor() as cursor:
             cursor.execute(
                 "SELECT sisy_task_enqueued_v1(%s, %s, %s, %s)",

@@ -108,6 +108,7 @@ GRANT EXECUTE ON FUNCTION
     sisy_cancel_run_job_v1(bigint),
     sisy_job_alive_v1(bigint, interval),
     sisy_job_pending_v1(bigint, interval),
+    sisy_run_alive_v1(bigint, jsonb, interval),
     sisy_policy_v1(jsonb, boolean, interval),
     sisy_start_run_v1(bigint, bigint, text, interval, interval),
     sisy_finish_run_v1(bigint, text, text, text, text, text),

@@ -346,6 +346,25 @@ AS $$
     ) OR sisy_job_alive_v1(p_job_id, p_stalled_after);
 $$;
 
+-- Whether a 'running' run is still in progress, by its job (p_job_id) and details:
+-- its callable runs under a job of a live worker (sisy_job_alive_v1), or it enqueued a
+-- Django task and follows it (details.task_result_id): while the task's procrastinate job
+-- (sisy-pg's backend, details.task_job_id) may still run, and, on other backends, until
+-- task_finished or the task's timeout closes the run. What the overlap policies, the
+-- planner's buffering and the housekeeping all ask.
+CREATE FUNCTION sisy_run_alive_v1(p_job_id bigint, p_details jsonb, p_stalled_after interval)
+    RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path FROM CURRENT
+AS $$
+    SELECT CASE
+        WHEN p_details ? 'task_result_id' THEN
+            NOT p_details ? 'task_job_id'
+            OR sisy_job_pending_v1((p_details ->> 'task_job_id')::bigint, p_stalled_after)
+        ELSE p_job_id IS NOT NULL AND sisy_job_alive_v1(p_job_id, p_stalled_after)
+    END;
+$$;
+
 -- Deletes the jobs that ran pruned runs (never one still to do or doing).
 CREATE FUNCTION sisy_delete_finished_jobs_v1(p_job_ids bigint[]) RETURNS integer
     LANGUAGE sql
@@ -665,7 +684,7 @@ AS $$
           SELECT r.id, r.scheduled_for
             FROM sisy_taskrun AS r
            WHERE r.task_id = due.id AND r.status = 'running'
-             AND r.job_id IS NOT NULL AND sisy_job_alive_v1(r.job_id, p_stalled_after)
+             AND sisy_run_alive_v1(r.job_id, r.details, p_stalled_after)
            ORDER BY r.scheduled_for DESC
            LIMIT 1
       ) AS running ON true
@@ -877,7 +896,7 @@ BEGIN
             SELECT o.id, o.scheduled_for INTO other_id, other_for
               FROM sisy_taskrun AS o
              WHERE o.task_id = run.task_id AND o.status = 'running' AND o.id <> run.id
-               AND sisy_job_alive_v1(o.job_id, p_stalled_after)
+               AND sisy_run_alive_v1(o.job_id, o.details, p_stalled_after)
              ORDER BY o.scheduled_for DESC
              LIMIT 1;
         END IF;
@@ -1046,7 +1065,9 @@ BEGIN
                    )
                )
            )
-     WHERE r.id = p_run_id AND r.status = 'running';
+     WHERE r.id = p_run_id AND r.status = 'running'
+       -- A run that enqueued its Django task is never enqueued again (the error came after).
+       AND NOT r.details ? 'task_result_id';
     IF NOT FOUND THEN
         RETURN NULL;
     END IF;
@@ -1122,6 +1143,7 @@ AS $$
        SET status = 'failed', finished_at = clock_timestamp(), error = p_error,
            details = r.details || jsonb_build_object('reason', 'interrupted')
      WHERE r.id = ANY (p_run_ids) AND r.status = 'running'
+       AND NOT r.details ? 'task_result_id'  -- its enqueue committed: it follows its task
     RETURNING r.id;
 $$;
 
@@ -1182,6 +1204,7 @@ AS $$
                    'task_job_id', p_task_job_id, 'enqueued_at', clock_timestamp()
                ))
          WHERE r.id = p_run_id AND r.status = 'running'
+           AND NOT r.details ? 'task_result_id'  -- enqueued once, whatever happens after
         RETURNING r.id
     )
     SELECT EXISTS (SELECT FROM recorded);
@@ -1289,17 +1312,8 @@ BEGIN
          WHERE r.status IN ('queued', 'running')
            AND CASE r.status
                    WHEN 'running' THEN
-                       CASE WHEN r.details ? 'task_result_id' THEN
-                           -- Following its Django task: closed when the task's procrastinate
-                           -- job (sisy-pg's backend) ends, vanishes or loses its worker
-                           -- without reporting; other backends' tasks by their timeout.
-                           r.details ? 'task_job_id'
-                           AND NOT sisy_job_pending_v1(
-                               (r.details ->> 'task_job_id')::bigint, p_stalled_after)
-                       ELSE
-                           r.job_id IS NOT NULL
-                           AND NOT sisy_job_alive_v1(r.job_id, p_stalled_after)
-                       END
+                       (r.job_id IS NOT NULL OR r.details ? 'task_job_id')
+                       AND NOT sisy_run_alive_v1(r.job_id, r.details, p_stalled_after)
                    ELSE
                        CASE WHEN r.job_id IS NULL THEN NOT r.details ? 'buffered_behind'
                             ELSE NOT sisy_job_pending_v1(r.job_id, p_stalled_after) END
@@ -1333,9 +1347,13 @@ BEGIN
          ORDER BY r.finished_at
          LIMIT p_limit
     ), deleted AS (
-        DELETE FROM sisy_taskrun AS r USING old WHERE r.id = old.id RETURNING r.job_id
+        DELETE FROM sisy_taskrun AS r USING old WHERE r.id = old.id
+        RETURNING r.job_id, (r.details ->> 'task_job_id')::bigint AS task_job_id
     )
-    SELECT array_agg(job_id) FILTER (WHERE job_id IS NOT NULL), count(*)
+    -- Its job, and the job of the Django task it enqueued (with its result).
+    SELECT array_agg(job_id) FILTER (WHERE job_id IS NOT NULL)
+           || coalesce(array_agg(task_job_id) FILTER (WHERE task_job_id IS NOT NULL), '{}'),
+           count(*)
       INTO pruned_jobs, pruned
       FROM deleted;
     PERFORM sisy_delete_finished_jobs_v1(coalesce(pruned_jobs, '{}'));

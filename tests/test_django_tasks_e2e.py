@@ -192,3 +192,27 @@ def test_scheduled_on_django_tasks_db_run_by_its_own_worker(start_worker):
         assert results[run.details["task_result_id"]].status == "SUCCESSFUL"
     hits = Hit.objects.filter(name="on django-tasks-db").order_by("scheduled_for")
     assert [h.scheduled_for for h in hits] == [run.scheduled_for for run in runs]
+
+
+def test_overlap_skip_waits_for_the_task_not_for_its_enqueue(start_worker):
+    # No worker serves the queue "later": the first instant's task waits there.
+    start_worker("w1", "--queues", "sisy,default")
+    task = task_with_callable(
+        scheduled_tasks.add.using(queue_name="later"),
+        label="one at a time",
+        schedule=EVERY_SECOND,
+        userdata={"a": 1},
+    )
+    task.options = {"overlap": "skip"}
+    task.save()
+    wait_until(
+        lambda: TaskRun.objects.filter(task=task, status="skipped").count() >= 2, timeout=15
+    )
+    Task.objects.filter(pk=task.pk).update(enabled=False)
+    running = TaskRun.objects.filter(task=task, status="running")
+    assert running.count() == 1
+    skipped = TaskRun.objects.filter(task=task, status="skipped")
+    assert {run.details.get("reason") for run in skipped} == {"overlap"}
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM procrastinate_jobs WHERE queue_name = 'later'")
+        assert cursor.fetchone() == (1,)

@@ -73,6 +73,10 @@ class ProcrastinateBackend(BaseTaskBackend):  # type: ignore[misc]
     supports_async_task = True
     supports_get_result = True
     supports_priority = True
+    # Its jobs and results are written in sisy-pg's database, in the caller's transaction,
+    # and a result's id is its job's: what makes a schedule's instant enqueued exactly once
+    # (sisy_pg.task_targets).
+    enqueues_in_sisy_database = True
 
     def __init__(self, alias: str, params: dict[str, Any]) -> None:
         super().__init__(alias, params)

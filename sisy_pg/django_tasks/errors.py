@@ -13,6 +13,13 @@ class JobRefused(Exception):
     """
 
 
+class SuccessNotRecorded(RuntimeError):
+    """The task returned, but its result could not be marked SUCCESSFUL (the database failed).
+
+    The task ran: running it again would repeat what it did.
+    """
+
+
 class ReturnValueNotJSON(TypeError):
     """The task returned a value its result cannot keep: not JSON as Django normalises it.
 

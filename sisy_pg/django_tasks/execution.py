@@ -24,7 +24,7 @@ from procrastinate import App, BaseRetryStrategy, JobContext, RetryDecision
 
 from .. import tasks_framework
 from . import json_values, results
-from .errors import JobRefused, ReturnValueNotJSON
+from .errors import JobRefused, ReturnValueNotJSON, SuccessNotRecorded
 from .job_args import TASK_NAME, JobArgs, parse, task_named
 
 logger = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def retry_delay(exception: BaseException, job: Any) -> float | None:
     JSON is retried, nor what is not an Exception (KeyboardInterrupt...).
     """
     if not isinstance(exception, Exception) or isinstance(
-        exception, (JobRefused, ReturnValueNotJSON)
+        exception, (JobRefused, ReturnValueNotJSON, SuccessNotRecorded)
     ):
         return None
     try:
@@ -140,7 +140,13 @@ def _attempt(context: JobContext, job_kwargs: dict[str, Any]) -> None:
         )
         _send_finished(backend_type, result)  # in the except block: Django logs the exception
         raise
-    finished_at = results.finish(job_id, _status("SUCCESSFUL"), return_value=return_value)
+    try:
+        finished_at = results.finish(job_id, _status("SUCCESSFUL"), return_value=return_value)
+    except Exception as exc:
+        raise SuccessNotRecorded(
+            f"Job {job_id}: Django task {args.task_path!r} returned, but its result could not be "
+            f"recorded ({exc!r}); not run again"
+        ) from exc
     object.__setattr__(result, "_return_value", return_value)
     _finished(result, _status("SUCCESSFUL"), finished_at)
     _send_finished(backend_type, result)

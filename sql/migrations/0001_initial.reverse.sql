@@ -33,6 +33,7 @@ DROP FUNCTION sisy_policy_v1(jsonb, boolean, interval);
 DROP FUNCTION sisy_prune_runs_v1(interval, integer);
 DROP FUNCTION sisy_fail_orphaned_runs_v1(interval, text, text);
 DROP FUNCTION sisy_task_enqueued_v1(bigint, text, text, bigint);
+DROP FUNCTION sisy_run_alive_v1(bigint, jsonb, interval);
 DROP FUNCTION sisy_task_result_started_v1(text, text, timestamptz);
 DROP FUNCTION sisy_task_result_finished_v1(text, text, text, text, text, text, text);
 DROP FUNCTION sisy_housekeeping_due_v1(interval);

@@ -21,6 +21,11 @@ Scenarios (quick / full), each with its yardstick in the same run:
   advice: a slot for each run due at the busiest instant); lag =
   started_at - scheduled_for (database clock).
   Yardstick: 50 procrastinate periodic tasks on the same cron.
+- enqueue: the same 50 schedules, of a Django task (``@task`` no-op on
+  sisy-pg's ProcrastinateBackend, so a procrastinate job on the same worker),
+  for 30 s / 120 s: lag = details.task_started_at - scheduled_for (the task's
+  start), and details.enqueued_at - scheduled_for (the enqueue); every run
+  must end succeeded. Beside it: the lag scenario's figures (run both).
 - burst: 2,000 / 10,000 no-op tasks due at one instant T, an idle worker
   ``--concurrency 8``: max(finished_at) - T. Yardstick: as many plain
   procrastinate no-op jobs batch-deferred in one transaction: commit to the
@@ -51,7 +56,8 @@ Scenarios (quick / full), each with its yardstick in the same run:
 
 Writes the table to bench/results/latest.md (and full-<date>.md in full mode);
 a progress bar goes to stderr; stdout ends with one line
-``RESULT lag_p50_ms=... lag_p99_ms=... burst_ratio=... change_p99_ms=...
+``RESULT lag_p50_ms=... lag_p99_ms=... enqueue_lag_p50_ms=... enqueue_lag_p99_ms=...
+burst_ratio=... change_p99_ms=...
 scale_fetch_ratio=... idle_queries_per_s=... plan_us_per_task=... rss_mb=...``
 (``nan`` for a figure that could not be measured).
 """
@@ -93,6 +99,7 @@ from devtools import embedded_pg, processes  # noqa: E402
 RESULTS = ROOT / "bench" / "results"
 SETTINGS = "bench.settings"
 NOOP = "bench.yardstick_tasks.noop"
+DJANGO_NOOP = "bench.yardstick_tasks.django_noop"
 # The idle scenario's workers connect as roles of their own whose statements
 # the server logs (log_statement=all) with the role's name, so that each
 # worker's statements are counted exactly, whatever its sessions' names.
@@ -129,6 +136,8 @@ $$
 RESULT_KEYS = (
     "lag_p50_ms",
     "lag_p99_ms",
+    "enqueue_lag_p50_ms",
+    "enqueue_lag_p99_ms",
     "burst_ratio",
     "change_p99_ms",
     "scale_fetch_ratio",
@@ -214,7 +223,8 @@ MODES = {
         create=100_000,
     ),
 }
-SCENARIOS = ("lag", "burst", "change", "scale")  # "scale": create, idle, rss, fetch, plan, plans
+# "scale": create, idle, rss, fetch, plan, plans.
+SCENARIOS = ("lag", "enqueue", "burst", "change", "scale")
 
 
 # --- progress ------------------------------------------------------------------------------
@@ -339,6 +349,16 @@ class Worker:
             return float(psutil.Process(self.process.pid).memory_info().rss) / 2**20
         except psutil.Error:
             return None
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds (user + system, all its threads) the worker has used so far."""
+        import psutil
+
+        try:
+            times = psutil.Process(self.process.pid).cpu_times()
+        except psutil.Error:
+            return None
+        return float(times.user + times.system)
 
 
 class Workers:
@@ -555,6 +575,7 @@ class Bench:
             task.save()
         start = created + dt.timedelta(seconds=m.warmup)
         end = start + dt.timedelta(seconds=m.lag_seconds)
+        cpu = self.window_cpu(worker, start, end)
         self.sleep_until(end + dt.timedelta(seconds=m.warmup), [worker])  # runs in flight
         Task.objects.filter(label__startswith="lag-").update(enabled=False)
         self.workers.stop(worker)
@@ -568,6 +589,7 @@ class Bench:
             [r[0] for r in rows if r[0] is not None],
             expected=self._instants(start, end) * m.lag_tasks,
             statuses=Counter(r[1] for r in rows),
+            cpu_s=cpu,
         )
 
     def lag_periodic(self) -> dict[str, Any]:
@@ -578,6 +600,7 @@ class Bench:
         )
         start = self.db.now() + dt.timedelta(seconds=m.warmup)
         end = start + dt.timedelta(seconds=m.lag_seconds)
+        cpu = self.window_cpu(worker, start, end)
         self.sleep_until(end + dt.timedelta(seconds=m.warmup), [worker])  # runs in flight
         self.workers.stop(worker)
         rows = self.db.q(
@@ -590,22 +613,102 @@ class Bench:
             [start, end],
         )
         return self._lag_summary(
-            [r[0] for r in rows], expected=self._instants(start, end) * m.lag_tasks
+            [r[0] for r in rows], expected=self._instants(start, end) * m.lag_tasks, cpu_s=cpu
         )
+
+    # -- enqueue --
+
+    def enqueue(self) -> None:
+        m = self.mode
+        span = m.warmup + m.lag_seconds + 3
+        with self.progress.phase("enqueue: sisy-pg, a Django task", span + 5):
+            try:
+                self.details["enqueue"] = self.enqueue_lag()
+                s = self.details["enqueue"]["task_started"]
+                self.figures["enqueue_lag_p50_ms"] = s["p50"]
+                self.figures["enqueue_lag_p99_ms"] = s["p99"]
+            except Exception as exc:
+                self.record_error("enqueue", exc)
+
+    def enqueue_lag(self) -> dict[str, Any]:
+        """lag_sisy's schedules, of a Django task: each run enqueues it on sisy-pg's
+        ProcrastinateBackend, the same worker runs its job, and the run follows it to its end."""
+        from sisy_pg.models import Task, task_with_callable
+
+        m = self.mode
+        self.db.reset()
+        (worker,) = self.workers.start_ready([("enqueue", self.options.concurrency, {})])
+        time.sleep(1)
+        created = self.db.now()
+        for number in range(m.lag_tasks):
+            task = task_with_callable(
+                DJANGO_NOOP, label=f"enqueue-{number}", schedule="* * * * * *"
+            )
+            task.timezone = "UTC"
+            task.save()
+        start = created + dt.timedelta(seconds=m.warmup)
+        end = start + dt.timedelta(seconds=m.lag_seconds)
+        cpu = self.window_cpu(worker, start, end)
+        self.sleep_until(end + dt.timedelta(seconds=m.warmup), [worker])  # tasks in flight
+        Task.objects.filter(label__startswith="enqueue-").update(enabled=False)
+        self.workers.stop(worker)
+        rows = self.db.q(
+            """SELECT extract(epoch FROM r.started_at - r.scheduled_for)::float8,
+                      extract(epoch FROM (r.details ->> 'enqueued_at')::timestamptz
+                                         - r.scheduled_for)::float8,
+                      extract(epoch FROM (r.details ->> 'task_started_at')::timestamptz
+                                         - r.scheduled_for)::float8,
+                      r.status
+                 FROM sisy_taskrun AS r JOIN sisy_task AS t ON t.id = r.task_id
+                WHERE t.label LIKE 'enqueue-%%'
+                  AND r.scheduled_for >= %s AND r.scheduled_for < %s""",
+            [start, end],
+        )
+        expected = self._instants(start, end) * m.lag_tasks
+        statuses = Counter(r[3] for r in rows)
+        # Only a run that ended succeeded counts as its task started: another
+        # outcome counts as infinitely late, as an instant that never ran does.
+        succeeded = [r for r in rows if r[3] == "succeeded"]
+        result = {
+            "run_started": self._lag_summary([r[0] for r in rows if r[0] is not None], expected),
+            "enqueued": self._lag_summary([r[1] for r in rows if r[1] is not None], expected),
+            "task_started": self._lag_summary(
+                [r[2] for r in succeeded if r[2] is not None], expected, statuses, cpu
+            ),
+        }
+        if len(succeeded) < expected:
+            self.problems.append(
+                f"enqueue: {len(succeeded):,} of {expected:,} expected runs ended succeeded "
+                f"(runs in the window by status: {dict(statuses)})"
+            )
+        return result
 
     @staticmethod
     def _instants(start: dt.datetime, end: dt.datetime) -> int:
         """Whole seconds in [start, end)."""
         return math.ceil(end.timestamp()) - math.ceil(start.timestamp())
 
+    def window_cpu(self, worker: Worker, start: dt.datetime, end: dt.datetime) -> float | None:
+        """The worker's CPU seconds from ``start`` to ``end`` (the database's clock)."""
+        self.sleep_until(start, [worker])
+        before = worker.cpu_s()
+        self.sleep_until(end, [worker])
+        after = worker.cpu_s()
+        return None if before is None or after is None else after - before
+
     @staticmethod
     def _lag_summary(
-        lags: list[float], expected: int, statuses: Counter[str] | None = None
+        lags: list[float],
+        expected: int,
+        statuses: Counter[str] | None = None,
+        cpu_s: float | None = None,
     ) -> dict[str, Any]:
         # An expected instant that did not start counts as infinitely late.
         missing = max(expected - len(lags), 0)
         result: dict[str, Any] = summary_ms(lags + [math.inf] * missing)
         result.update(started=len(lags), expected=expected, statuses=dict(statuses or {}))
+        if cpu_s is not None and expected:  # the worker's CPU over the window, per instant
+            result["cpu_ms"] = cpu_s * 1000 / expected
         return result
 
     # -- burst --
@@ -1506,7 +1609,11 @@ def check(value: float | None, test: Callable[[float], bool]) -> bool | None:
 def report(bench: Bench, info: dict[str, str], load_end: str, took: float) -> str:
     m, d, f = bench.mode, bench.details, bench.figures
     c = bench.options.concurrency
+    chosen = {name.strip() for name in bench.options.only.split(",")}
+    only = [name for name in SCENARIOS if name in chosen]
     lag_s, lag_p = d.get("lag_sisy", {}), d.get("lag_periodic", {})
+    enqueue = d.get("enqueue", {})
+    enqueue_task, enqueue_put = enqueue.get("task_started", {}), enqueue.get("enqueued", {})
     burst_s, burst_p = d.get("burst_sisy", {}), d.get("burst_procrastinate", {})
     change = d.get("change", {})
     fetch, plan, parked = d.get("fetch", {}), d.get("plan", {}), d.get("parked", {})
@@ -1530,6 +1637,9 @@ def report(bench: Bench, info: dict[str, str], load_end: str, took: float) -> st
             f"({s['started']:,}/{s['expected']:,} started)"
         )
 
+    def p50_p99(s: dict[str, Any]) -> str:
+        return f"p50 {fmt(s['p50'])} ms, p99 {fmt(s['p99'])} ms" if s else "n/a"
+
     lines = [
         f"# sisy-pg benchmarks, {m.name} mode ({info['date']})",
         "",
@@ -1546,6 +1656,7 @@ def report(bench: Bench, info: dict[str, str], load_end: str, took: float) -> st
         "- command: `.venv/bin/python bench/run.py"
         + ("" if m.name == "full" else f" --{m.name}")
         + (f" --concurrency {c}" if c != 64 else "")
+        + (f" --only {','.join(only)}" if len(only) < len(SCENARIOS) else "")
         + "`",
         "",
         "| figure | scenario | sisy-pg | yardstick (same run) | target | verdict |",
@@ -1555,6 +1666,19 @@ def report(bench: Bench, info: dict[str, str], load_end: str, took: float) -> st
             f"{m.lag_seconds:g} s, `--concurrency {c}`; started_at - instant | {lag_cell(lag_s)} "
             f"| procrastinate periodic tasks, same cron and worker: {lag_cell(lag_p)} "
             f"| p99 ≤ 50 ms | {verdict(check(f.get('lag_p99_ms'), lambda v: v <= 50))} |"
+        ),
+        (
+            f"| enqueue_lag_p50_ms / enqueue_lag_p99_ms | the same {m.lag_tasks} schedules of a "
+            f"Django task (`@task` no-op, sisy-pg's ProcrastinateBackend, the same worker); "
+            f"task_started_at - instant | "
+            + (
+                f"task started: {p50_p99(enqueue_task)} ({enqueue_task['started']:,}"
+                f"/{enqueue_task['expected']:,} succeeded); enqueued: {p50_p99(enqueue_put)}"
+                if enqueue_task
+                else "n/a"
+            )
+            + f" | plain callable (lag above): {p50_p99(lag_s)}; "
+            f"procrastinate periodic: {p50_p99(lag_p)} | — | — |"
         ),
         (
             f"| burst_ratio | {m.burst:,} no-op runs due at one instant, `--concurrency 8`: "
@@ -1604,21 +1728,37 @@ def report(bench: Bench, info: dict[str, str], load_end: str, took: float) -> st
         ),
     ]
     lines += ["", "## Details", ""]
-    if lag_s or lag_p:
+    if lag_s or lag_p or enqueue_task:
         lines += [
-            "Lag (ms; an expected instant that did not start counts as ∞):",
+            (
+                "Lag (ms; an expected instant that did not start counts as ∞, and so does a "
+                "Django task's run that did not end succeeded):"
+            ),
             "",
-            "| system | started / expected | p50 | p95 | p99 | max |",
-            "|---|---:|---:|---:|---:|---:|",
+            "| system | started / expected | p50 | p95 | p99 | max | worker CPU per run |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
-        for name, s in (("sisy-pg", lag_s), ("procrastinate periodic", lag_p)):
+        for name, s in (
+            ("sisy-pg", lag_s),
+            ("procrastinate periodic", lag_p),
+            ("sisy-pg, Django task: run started", enqueue.get("run_started", {})),
+            ("sisy-pg, Django task: enqueued", enqueue_put),
+            ("sisy-pg, Django task: task started (run succeeded)", enqueue_task),
+        ):
             if s:
+                cpu = s.get("cpu_ms")
                 lines.append(
                     f"| {name} | {s['started']:,} / {s['expected']:,} | {fmt(s['p50'])} "
-                    f"| {fmt(s['p95'])} | {fmt(s['p99'])} | {fmt(s['max'])} |"
+                    f"| {fmt(s['p95'])} | {fmt(s['p99'])} | {fmt(s['max'])} "
+                    f"| {'—' if cpu is None else fmt(cpu, 2) + ' ms'} |"
                 )
         if lag_s.get("statuses"):
             lines.append(f"\nsisy-pg runs in the window by status: {lag_s['statuses']}")
+        if enqueue_task.get("statuses"):
+            lines.append(
+                f"\nsisy-pg runs of the Django task in the window by status: "
+                f"{enqueue_task['statuses']}"
+            )
         lines.append("")
     if burst_s or burst_p:
         lines += [
@@ -1756,6 +1896,8 @@ def expected_seconds(mode: Mode, only: set[str]) -> float:
     total = 10.0
     if "lag" in only:
         total += 2 * (mode.warmup + mode.lag_seconds + 3) + 9
+    if "enqueue" in only:
+        total += mode.warmup + mode.lag_seconds + 3 + 5
     if "burst" in only:
         total += 14 + mode.burst / 500 + mode.burst / 130
     if "change" in only:

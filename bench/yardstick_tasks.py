@@ -1,12 +1,20 @@
-"""procrastinate tasks for the yardsticks, and a no-op callable for sisy-pg tasks."""
+"""procrastinate tasks for the yardsticks, and no-ops for sisy-pg tasks: a callable, a Django task."""
 
 import os
 
 from procrastinate.contrib.django import app
 
+from sisy_pg import tasks_framework
+
 
 def noop(message):
     """The sisy-pg task of the benchmark: nothing, so that lag is all that is measured."""
+
+
+@tasks_framework.framework().task
+def django_noop() -> None:
+    """The enqueue scenario's Django task (TASKS' default: sisy-pg's ProcrastinateBackend):
+    nothing, so that the path from the instant to the task's start is all that is measured."""
 
 
 @app.task(name="bench.noop")

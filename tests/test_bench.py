@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 KEYS = (
     "lag_p50_ms",
     "lag_p99_ms",
+    "enqueue_lag_p50_ms",
+    "enqueue_lag_p99_ms",
     "burst_ratio",
     "change_p99_ms",
     "scale_fetch_ratio",
@@ -52,6 +54,15 @@ def test_smoke_run_prints_one_well_formed_result_line():
     assert match, results[0]
     figures = dict(zip(KEYS, (float(v) for v in match.groups()), strict=True))
     # Each scenario measured something (smoke sizes say nothing about targets).
-    for key in ("lag_p99_ms", "burst_ratio", "change_p99_ms", "scale_fetch_ratio", "rss_mb"):
+    for key in (
+        "lag_p99_ms",
+        "enqueue_lag_p99_ms",
+        "burst_ratio",
+        "change_p99_ms",
+        "scale_fetch_ratio",
+        "rss_mb",
+    ):
         assert figures[key] == figures[key], f"{key} not measured:\n{result.stdout[-3000:]}"
+    # Every instant of the Django task's schedules ran and its runs ended succeeded.
+    assert "enqueue: " not in result.stdout, result.stdout[-3000:]
     assert "| figure | scenario | sisy-pg | yardstick (same run) | target | verdict |" in lines

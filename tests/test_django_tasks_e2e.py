@@ -205,9 +205,7 @@ def test_overlap_skip_waits_for_the_task_not_for_its_enqueue(start_worker):
     )
     task.options = {"overlap": "skip"}
     task.save()
-    wait_until(
-        lambda: TaskRun.objects.filter(task=task, status="skipped").count() >= 2, timeout=15
-    )
+    wait_until(lambda: TaskRun.objects.filter(task=task, status="skipped").count() >= 2, timeout=15)
     Task.objects.filter(pk=task.pk).update(enabled=False)
     running = TaskRun.objects.filter(task=task, status="running")
     assert running.count() == 1

@@ -92,6 +92,7 @@ def check_settings(
         "NOTIFY_PROBE_INTERVAL": (False, False),
         "POLL_INTERVAL": (False, False),
         "OUTAGE_TOLERANCE": (True, False),
+        "BACKFILL_LIMIT": (False, False),
     }
     for name, (zero_ok, none_ok) in numbers.items():
         value = getattr(conf.settings, name)
@@ -139,6 +140,15 @@ def check_settings(
                 hint="The django.tasks backends outside sisy-pg's database that schedules may "
                 "enqueue on, accepting at most once per instant; () by default.",
                 id="sisy.E010",
+            )
+        )
+    token = conf.settings.METRICS_TOKEN
+    if token is not None and not (isinstance(token, str) and len(token) >= 16):
+        messages.append(
+            checks.Error(
+                "SISY_METRICS_TOKEN must be None or a string of at least 16 characters.",
+                hint="A secret for Authorization: Bearer <token> on /sisy/metrics; None: staff only.",
+                id="sisy.E012",
             )
         )
     problem = conf.allowed_callables_problem(conf.settings.ALLOWED_CALLABLES)

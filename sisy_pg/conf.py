@@ -101,6 +101,13 @@ DEFAULTS: dict[str, Any] = {
     # backend are refused; sisy_pg.django_tasks.ProcrastinateBackend, and
     # django-tasks-db routed to sisy-pg's database, need no entry.
     "AT_MOST_ONCE_BACKENDS": (),
+    # --- Observability and operator power ---
+    # A bearer token that may read /sisy/metrics (Authorization: Bearer <token>);
+    # None: staff users only (docs/metrics.md).
+    "METRICS_TOKEN": None,
+    # The most past instants one backfill (manage.py sisy backfill, sisy_backfill_v1, the
+    # admin) asks for at once (docs/backfill.md).
+    "BACKFILL_LIMIT": 1000,
 }
 
 #: Settings of the original Sisy that mean nothing here (see checks.py).

@@ -33,6 +33,8 @@ def test_default_configuration_is_clean():
         ({"SISY_LISTEN_DATABASE": "direkt"}, "sisy.E009"),
         ({"SISY_AT_MOST_ONCE_BACKENDS": "dummy"}, "sisy.E010"),
         ({"SISY_AT_MOST_ONCE_BACKENDS": ["nowhere"]}, "sisy.E010"),
+        ({"SISY_METRICS_TOKEN": "short"}, "sisy.E012"),
+        ({"SISY_BACKFILL_LIMIT": 0}, "sisy.E006"),
         ({"SISY_ALLOWED_CALLABLES": ["myapp", ""]}, "sisy.E007"),
         ({"SISY_ALLOWED_CALLABLES": ["my app"]}, "sisy.E007"),
         ({"SISY_ALLOWED_CALLABLES": [42]}, "sisy.E007"),

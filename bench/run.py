@@ -53,6 +53,11 @@ Scenarios (quick / full), each with its yardstick in the same run:
 - plans: EXPLAIN (ANALYZE, BUFFERS) of the hot queries at the big size, and of
   the statements inside the SQL functions they call, to
   bench/results/plans-<mode>.txt.
+- metrics: a whole scrape (``sisy_metrics_v1``, timed from the client, and
+  ``sisy_pg.metrics.exposition()``), 100 tasks, beside 200,000 / 1,000,000
+  finished runs vs 1,000 (and none); a scrape that folds 1,000 runs finished
+  since the last; the trigger's cost per inserted run (the insert with it
+  disabled). Yardstick: the same counters computed from the history.
 
 Writes the table to bench/results/latest.md (and full-<date>.md in full mode);
 a progress bar goes to stderr; stdout ends with one line
@@ -133,6 +138,24 @@ END;
 $$
 """
 
+# The metrics' yardstick: the runs by status and reason, and the lag histogram, computed
+# from the history (what a scrape would read without the counters).
+HISTORY_METRICS = """
+SELECT 'runs', r.status, coalesce(r.details ->> 'reason', ''), NULL::float8, count(*)
+  FROM sisy_taskrun AS r
+ WHERE r.status IN ('succeeded', 'failed', 'timed_out', 'skipped', 'missed', 'cancelled')
+ GROUP BY 2, 3
+UNION ALL
+SELECT 'lag', '', '',
+       width_bucket(extract(epoch FROM r.started_at - r.scheduled_for)::float8,
+                    sisy_metric_buckets_v1('lag'))::float8,
+       count(*)
+  FROM sisy_taskrun AS r
+ WHERE r.status IN ('succeeded', 'failed', 'timed_out', 'skipped', 'missed', 'cancelled')
+   AND r.started_at IS NOT NULL
+ GROUP BY 4
+"""
+
 RESULT_KEYS = (
     "lag_p50_ms",
     "lag_p99_ms",
@@ -166,6 +189,8 @@ class Mode:
     parked_big: int  # the parked-jobs yardstick's big size
     warmup: float = 3.0  # seconds after the tasks are created (or the worker is up) not measured
     idle_settle: float = 5.0  # seconds after the idle workers are up not counted
+    metrics_history: int = 1_000_000  # finished runs beside which scrapes are timed
+    metrics_repeat: int = 100  # scrapes timed at each size
 
 
 MODES = {
@@ -187,6 +212,8 @@ MODES = {
         create=200,
         warmup=1.0,
         idle_settle=1.0,
+        metrics_history=5_000,
+        metrics_repeat=5,
     ),
     "quick": Mode(
         "quick",
@@ -204,6 +231,8 @@ MODES = {
         fetch_repeat=1000,
         parked_big=100_000,
         create=20_000,
+        metrics_history=200_000,
+        metrics_repeat=50,
     ),
     "full": Mode(
         "full",
@@ -224,7 +253,7 @@ MODES = {
     ),
 }
 # "scale": create, idle, rss, fetch, plan, plans.
-SCENARIOS = ("lag", "enqueue", "burst", "change", "scale")
+SCENARIOS = ("lag", "enqueue", "burst", "change", "scale", "metrics")
 
 
 # --- progress ------------------------------------------------------------------------------
@@ -1488,6 +1517,142 @@ class Bench:
             )
         return results
 
+    # -- metrics --
+
+    def metrics(self) -> None:
+        m = self.mode
+        with self.progress.phase(
+            f"metrics: scrapes beside {m.metrics_history:,} runs of history",
+            5 + m.metrics_history / 35000,
+        ):
+            try:
+                self.details["metrics"] = self.metrics_cost()
+                self.figures["metrics_scrape_ratio"] = self.details["metrics"]["ratio"]
+            except Exception as exc:
+                self.record_error("metrics", exc)
+
+    def metrics_cost(self) -> dict[str, Any]:
+        """sisy_metrics_v1 (every sample of a scrape, one statement) timed from the bench's
+        client and through ``sisy_pg.metrics.exposition()``, with no history, with 10 runs a task, then
+        beside ``metrics_history`` finished runs (each counted by the trigger as it was inserted);
+        then a scrape that folds 1,000 runs finished since the last one. Yardstick: the same
+        counts (runs by status and reason, the lag histogram) computed from the history. And
+        what the trigger costs an inserted run: the same insert with it disabled."""
+        from sisy_pg import metrics
+
+        m = self.mode
+        tasks = 100
+        self.db.reset()
+        self.insert_defined(1, tasks, prefix="metrics-")
+        # Each size is measured as a scraped cluster runs: what finished is folded, and
+        # autovacuum has given back the space of the rows folded (here, at once).
+        settle = "VACUUM (ANALYZE) sisy_taskrun, sisy_metric_delta, sisy_metric_total"
+        self.db.q("SELECT count(*) FROM sisy_metrics_v1()")  # folds what earlier scenarios left
+        self.db.q(settle)
+
+        def scrape_samples() -> dict[str, float]:
+            self.quiesce()
+            warmup = 5  # the session's first calls plan the function's statements
+            server, python = [], []
+            # A session of its own, as a scraper's (not the one that wrote the history).
+            with psycopg.connect(self.db.url, autocommit=True) as scraper:
+                for _ in range(warmup):
+                    scraper.execute("SELECT count(*) FROM sisy_metrics_v1()").fetchall()
+                    metrics.exposition()
+                for _ in range(m.metrics_repeat):
+                    start = time.perf_counter()
+                    scraper.execute("SELECT count(*) FROM sisy_metrics_v1()").fetchall()
+                    server.append((time.perf_counter() - start) * 1000)
+                    start = time.perf_counter()
+                    metrics.exposition()
+                    python.append((time.perf_counter() - start) * 1000)
+            return {"sql_ms": statistics.median(server), "python_ms": statistics.median(python)}
+
+        empty = scrape_samples()
+
+        def insert_runs(first: int, last: int) -> float:
+            """Runs first..last of the history, finished: seconds the insert took."""
+            start = time.perf_counter()
+            self.db.q(
+                """
+                WITH ids AS (
+                    SELECT array_agg(id ORDER BY id) AS ids FROM sisy_task
+                     WHERE label LIKE 'metrics-%%'
+                )
+                INSERT INTO sisy_taskrun (task_id, scheduled_for, status, queued_at, started_at,
+                                          finished_at, error, details)
+                SELECT ids.ids[1 + n %% %(tasks)s], r.at,
+                       CASE WHEN n %% 10 = 0 THEN 'failed' WHEN n %% 10 = 1 THEN 'skipped'
+                            ELSE 'succeeded' END,
+                       r.at,
+                       CASE WHEN n %% 10 <> 1 THEN r.at + make_interval(secs => (n %% 97) / 1000.0) END,
+                       r.at + make_interval(secs => (n %% 97) / 1000.0 + (n %% 13) / 10.0),
+                       '',
+                       CASE WHEN n %% 10 = 1 THEN '{"reason": "coalesced"}'::jsonb ELSE '{}' END
+                  FROM ids, generate_series(%(first)s::int, %(last)s::int) AS n,
+                       LATERAL (SELECT date_trunc('day', now()) - interval '2 days'
+                                       + (n / %(tasks)s) * interval '1 second' AS at) AS r
+                """,
+                {"first": first, "last": last, "tasks": tasks},
+            )
+            return time.perf_counter() - start
+
+        # A small history: each task's latest outcome is then an index lookup (with none,
+        # it finds nothing at once).
+        small = 10 * tasks
+        insert_runs(1, small)
+        self.db.q("SELECT count(*) FROM sisy_metrics_v1()")
+        self.db.q(settle)
+        few = scrape_samples()
+
+        # What the trigger costs an insert of finished runs: the same insert without it.
+        sample = min(20_000, m.metrics_history // 4)
+        triggers = ("sisy_taskrun_metrics_insert_v1",)
+        for name in triggers:
+            self.db.q(f"ALTER TABLE sisy_taskrun DISABLE TRIGGER {name}")
+        try:
+            without = insert_runs(small + 1, small + sample)
+        finally:
+            for name in triggers:
+                self.db.q(f"ALTER TABLE sisy_taskrun ENABLE TRIGGER {name}")
+        with_trigger = insert_runs(small + sample + 1, small + 2 * sample)
+        filled = insert_runs(small + 2 * sample + 1, m.metrics_history)
+        history = self.db.one("SELECT count(*) FROM sisy_taskrun")
+        self.db.q("SELECT count(*) FROM sisy_metrics_v1()")  # folds what the inserts left
+        self.db.q(settle)
+        beside = scrape_samples()
+
+        # A scrape after 1,000 more runs finished: what changed is folded, then read.
+        changed = []
+        with psycopg.connect(self.db.url, autocommit=True) as scraper:
+            for round_ in range(5):
+                first = m.metrics_history + round_ * 1000 + 1
+                insert_runs(first, first + 999)
+                start = time.perf_counter()
+                scraper.execute("SELECT count(*) FROM sisy_metrics_v1()").fetchall()
+                changed.append((time.perf_counter() - start) * 1000)
+
+        # The yardstick: the same counters computed from the history itself.
+        naive = []
+        for _ in range(3):
+            start = time.perf_counter()
+            self.db.q(HISTORY_METRICS)
+            naive.append((time.perf_counter() - start) * 1000)
+        return {
+            "history": history,
+            "tasks": tasks,
+            "empty": empty,
+            "small": small,
+            "few": few,
+            "beside": beside,
+            "ratio": beside["sql_ms"] / few["sql_ms"],
+            "changed_ms": statistics.median(changed),
+            "history_query_ms": statistics.median(naive),
+            "trigger_us": (with_trigger - without) / sample * 1e6,
+            "insert_us": without / sample * 1e6,
+            "fill_s": filled + with_trigger + without,
+        }
+
 
 def _planner_factory() -> tuple[Callable[[Any], Any], Any]:
     """sisy's planner as a worker would make it (its options' fields may change)."""
@@ -1727,6 +1892,22 @@ def report(bench: Bench, info: dict[str, str], load_end: str, took: float) -> st
             f"| {verdict(check(f.get('rss_mb'), lambda v: v <= 150))} |"
         ),
     ]
+    if "metrics" in only:
+        mx = d.get("metrics", {})
+        empty, few, beside = mx.get("empty", {}), mx.get("few", {}), mx.get("beside", {})
+        lines.append(
+            f"| metrics_scrape_ratio | a whole scrape (`SELECT * FROM sisy_metrics_v1()`, one "
+            f"statement, timed by a client of its own; median of {m.metrics_repeat}), "
+            f"{mx.get('tasks', 100)} tasks, "
+            f"{mx.get('history', m.metrics_history):,} finished runs in the history "
+            f"| {fmt(beside.get('sql_ms'), 3)} ms (`sisy_pg.metrics.exposition()`, the text "
+            f"Prometheus gets: {fmt(beside.get('python_ms'), 2)} ms) "
+            f"| {mx.get('small', 0):,} runs: {fmt(few.get('sql_ms'), 3)} ms (exposition "
+            f"{fmt(few.get('python_ms'), 2)} ms); ratio **{fmt(f.get('metrics_scrape_ratio'), 2)}**; "
+            f"no run at all: {fmt(empty.get('sql_ms'), 3)} ms; the same counters computed "
+            f"from the history: {fmt(mx.get('history_query_ms'), 1)} ms "
+            f"| ≤ 1.5 | {verdict(check(f.get('metrics_scrape_ratio'), lambda v: v <= 1.5))} |"
+        )
     lines += ["", "## Details", ""]
     if lag_s or lag_p or enqueue_task:
         lines += [
@@ -1870,6 +2051,15 @@ def report(bench: Bench, info: dict[str, str], load_end: str, took: float) -> st
             )
             + ".\n"
         )
+    if d.get("metrics"):
+        mx = d["metrics"]
+        lines.append(
+            f"Metrics: a scrape after 1,000 runs finished since the last one (it folds them): "
+            f"{fmt(mx['changed_ms'], 2)} ms (median of 5, from a client). The trigger "
+            f"that counts a run costs an insert of finished runs {fmt(mx['trigger_us'], 1)} µs a "
+            f"run (the insert alone: {fmt(mx['insert_us'], 1)} µs a run); the history was "
+            f"written in {fmt(mx['fill_s'], 1)} s.\n"
+        )
     if bench.problems:
         lines += ["Not measured or failed:", ""]
         lines += [f"- {p}" for p in bench.problems]
@@ -1917,6 +2107,8 @@ def expected_seconds(mode: Mode, only: set[str]) -> float:
             + 3
             + mode.parked_big / 10000
         )
+    if "metrics" in only:
+        total += 5 + mode.metrics_history / 35000
     return total
 
 

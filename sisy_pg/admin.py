@@ -9,13 +9,17 @@ one implementation, which says what it did and, task by task, why it did not.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
+from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.utils import unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import F, QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import (
@@ -26,15 +30,27 @@ from django.http import (
     HttpResponseRedirect,
     JsonResponse,
 )
+from django.template.defaultfilters import linebreaksbr
 from django.template.loader import render_to_string
+from django.template.response import TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 
-from . import conf, limits, schedule
+from . import audit, conf, limits, schedule
+from .backfill import Backfill, BackfillError
+from .backfill import backfill as backfill_task
 from .forms import TaskForm
-from .models import ActionResult, Task, TaskQuerySet, TaskRun, database_now
+from .models import (
+    PAUSE_NOTE_MAX_LENGTH,
+    ActionResult,
+    Pause,
+    Task,
+    TaskQuerySet,
+    TaskRun,
+    database_now,
+)
 from .schedule_text import describe, instants_of, seconds_first_warning
 from .vocabulary import Action, TaskState
 
@@ -245,6 +261,13 @@ class RecentRunsFormSet(_RunsFormSetBase):
         return queryset
 
 
+def _as_admin(request: HttpRequest) -> contextlib.AbstractContextManager[None]:
+    """What a POST changes is recorded as the user's, via "admin" (the audit, docs/audit.md)."""
+    if request.method != "POST":
+        return contextlib.nullcontext()
+    return audit.acting_as(request.user, via="admin")
+
+
 def _without_nav_sidebar(extra_context: dict[str, Any] | None) -> dict[str, Any]:
     """The list's table needs the width: without the navigation sidebar it fits 1,280 px."""
     return {"is_nav_sidebar_enabled": False, **(extra_context or {})}
@@ -348,6 +371,106 @@ _LOGGED = {
 }
 
 
+class PauseForm(forms.Form):
+    """A pause's note and end: the action "Pause with a note or an end", a task's pause page."""
+
+    note = forms.CharField(
+        required=False,
+        max_length=PAUSE_NOTE_MAX_LENGTH,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        help_text="Why it is paused: shown wherever its state is.",
+    )
+    until = forms.DateTimeField(
+        required=False,
+        widget=forms.DateTimeInput(
+            attrs={"type": "datetime-local", "step": 1}, format="%Y-%m-%dT%H:%M:%S"
+        ),
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["until"].help_text = (
+            f"In {timezone.get_current_timezone_name()}: a worker's planner resumes it then, "
+            "by itself. Empty: it stays paused until someone resumes it."
+        )
+
+    def clean_until(self) -> dt.datetime | None:
+        until: dt.datetime | None = self.cleaned_data["until"]
+        # The database's clock decides (sisy_pause_tasks_v1 checks it again).
+        if until is not None and until <= database_now():
+            raise forms.ValidationError("This is past: a pause ends in the future.")
+        return until
+
+    def pause(self) -> dict[str, Any]:
+        """``TaskQuerySet.act``'s arguments."""
+        return {"note": self.cleaned_data["note"], "until": self.cleaned_data["until"]}
+
+
+class BackfillForm(forms.Form):
+    """The range of the action "Backfill past instants": each instant in it runs once."""
+
+    start = forms.DateTimeField(
+        widget=forms.DateTimeInput(
+            attrs={"type": "datetime-local", "step": 1}, format="%Y-%m-%dT%H:%M:%S"
+        ),
+    )
+    end = forms.DateTimeField(
+        required=False,
+        widget=forms.DateTimeInput(
+            attrs={"type": "datetime-local", "step": 1}, format="%Y-%m-%dT%H:%M:%S"
+        ),
+        help_text="Included. Empty, or later than now: now (the instants to come are the "
+        "schedule's).",
+    )
+    limit = forms.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="The most instants one task's backfill may run (default and most: "
+        "SISY_BACKFILL_LIMIT); a longer range is refused.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["start"].help_text = (
+            f"In {timezone.get_current_timezone_name()}. Instants of each task's schedule from "
+            "then on run once each, one at a time, oldest first; those that ran are not run "
+            "again."
+        )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        start, end = cleaned.get("start"), cleaned.get("end")
+        now = database_now()  # the database's clock decides (sisy_request_backfill_v1 too)
+        if start is not None and start > now:
+            self.add_error("start", "This is to come: a backfill runs past instants.")
+        elif start is not None and end is not None and start > end:
+            self.add_error("end", "The end is before the start.")
+        cleaned["end"] = now if end is None or end > now else end
+        return cleaned
+
+
+def _pause_lines(pause: Pause, full: bool = False) -> str:
+    """Until when and why a task is paused: under its state in the list, in full on its page."""
+    until = (
+        format_html("until {} ({})", _moment(pause.until), _relative(pause.until, timezone.now()))
+        if pause.until
+        else "until resumed"
+    )
+    note = linebreaksbr(pause.note) if full else _first_line(pause.note)[:120]
+    lines = format_html('<div class="sisy-quiet">{}</div>', until)
+    if note:
+        lines += format_html(
+            '<div class="sisy-words sisy-pause-note" title="{}">{}</div>', pause.note, note
+        )
+    if full:
+        lines += format_html(
+            '<div class="sisy-quiet">paused {} by {}</div>',
+            _moment(pause.paused_at),
+            pause.paused_by,
+        )
+    return lines
+
+
 def offered_buttons(task: Task) -> list[Action]:
     """The buttons a task shows: run now always (it says why not), the others when they apply."""
     state = task.state
@@ -383,6 +506,8 @@ class TaskAdmin(_TaskAdminBase):
         "error_display",
         "created_at_display",
         "modified_at_display",
+        "changes_display",
+        "pause_display",
     )
     fieldsets = (
         (None, {"fields": ("label", "callable_path", "pk_override", "task_using", "userdata")}),
@@ -408,6 +533,7 @@ class TaskAdmin(_TaskAdminBase):
             {
                 "fields": (
                     "state_display",
+                    "pause_display",
                     "error_display",
                     "next_run_display",
                     "last_run_display",
@@ -420,7 +546,7 @@ class TaskAdmin(_TaskAdminBase):
             },
         ),
     )
-    actions = ("run_now", "pause", "resume", "clear_error")
+    actions = ("run_now", "pause", "pause_with_note", "resume", "clear_error", "backfill")
 
     class Media:
         css = {"all": ("sisy/admin.css",)}
@@ -428,13 +554,32 @@ class TaskAdmin(_TaskAdminBase):
 
     def get_fieldsets(self, request: HttpRequest, obj: Task | None = None) -> Any:
         fieldsets = super().get_fieldsets(request, obj)
-        # A task being added has no state yet.
-        return fieldsets if obj is not None else [f for f in fieldsets if f[0] != "State"]
+        # A task being added has no state yet, nor changes.
+        if obj is None:
+            return [f for f in fieldsets if f[0] != "State"]
+        return [*fieldsets, ("Changes", {"fields": ("changes_display",)})]
 
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:
-        return super().changelist_view(request, _without_nav_sidebar(extra_context))
+        with _as_admin(request):  # its actions, and list_editable
+            return super().changelist_view(request, _without_nav_sidebar(extra_context))
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        with _as_admin(request):
+            return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def delete_view(
+        self, request: HttpRequest, object_id: str, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
+        with _as_admin(request):
+            return super().delete_view(request, object_id, extra_context)
 
     def get_queryset(self, request: HttpRequest) -> TaskQuerySet:
         # Task's default manager is TaskQuerySet.as_manager(): its querysets are TaskQuerySets.
@@ -476,6 +621,9 @@ class TaskAdmin(_TaskAdminBase):
         text = _badge(state, state.label)
         if state == TaskState.BROKEN and not task.enabled:
             text = format_html("{} {}", text, _badge("paused"))
+        pause = task.pause_info
+        if pause is not None:
+            text += _pause_lines(pause)
         if task.broken:
             # Why it cannot run, where the list shows it (the whole text on its page).
             text += format_html(
@@ -484,6 +632,15 @@ class TaskAdmin(_TaskAdminBase):
                 _first_line(task.error)[:120],
             )
         return text
+
+    @admin.display(description="pause")
+    def pause_display(self, task: Task) -> str:
+        pause = task.pause_info
+        if pause is not None:
+            return _pause_lines(pause, full=True)
+        if not task.enabled and not task.finished:
+            return "paused, without a note or an end"
+        return "-"
 
     @admin.display(description="schedule", ordering="schedule")
     def schedule_display(self, task: Task) -> str:
@@ -524,6 +681,22 @@ class TaskAdmin(_TaskAdminBase):
     def error_display(self, task: Task) -> str:
         return _pre(task.error)
 
+    @admin.display(description=f"latest {audit.RECENT} (sisy_task_changes)")
+    def changes_display(self, task: Task) -> str:
+        changes = [] if task.pk is None else audit.recent(task.pk, using=task._state.db)
+        if not changes:
+            return "-"
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            ((_moment(c.changed_at), c.actor, c.via, c.describe()) for c in changes),
+        )
+        return format_html(
+            '<table class="sisy-changes"><thead><tr><th>when</th><th>who</th><th>via</th>'
+            "<th>what</th></tr></thead><tbody>{}</tbody></table>",
+            rows,
+        )
+
     @admin.display(description="in words and next instants")
     def schedule_preview(self, task: Task) -> str:
         preview = schedule_preview(task.schedule, task.timezone)
@@ -546,6 +719,11 @@ class TaskAdmin(_TaskAdminBase):
                 "<path:object_id>/do/<str:action>/",
                 self.admin_site.admin_view(self.button_view),
                 name="sisy_task_do",
+            ),
+            path(
+                "<path:object_id>/pause/",
+                self.admin_site.admin_view(self.pause_view),
+                name="sisy_task_pause",
             ),
             *super().get_urls(),
         ]
@@ -581,9 +759,13 @@ class TaskAdmin(_TaskAdminBase):
                 messages.ERROR,
             )
         else:
-            self._act(
-                request, self.get_queryset(request).filter(pk=task.pk), Action(action), "button"
-            )
+            with _as_admin(request):
+                self._act(
+                    request,
+                    self.get_queryset(request).filter(pk=task.pk),
+                    Action(action),
+                    "button",
+                )
         return HttpResponseRedirect(back)
 
     def change_view(
@@ -607,7 +789,52 @@ class TaskAdmin(_TaskAdminBase):
                 for action, (label, title) in self._buttons(task)
             ]
             extra_context = {**(extra_context or {}), "sisy_buttons": buttons}
+            if task.state != TaskState.FINISHED:
+                extra_context["sisy_pause"] = {
+                    "url": reverse("admin:sisy_task_pause", args=[task.pk]),
+                    "label": "Pause with a note…" if task.enabled else "Pause note and end…",
+                }
         return super().change_view(request, object_id, form_url, extra_context)
+
+    def pause_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """A task's pause page: pause it with a note and an end, or change its pause's."""
+        task = self.get_object(request, unquote(object_id))
+        if task is None:
+            raise Http404(f"no task with id {object_id!r}")
+        if not self.has_change_permission(request, task):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = PauseForm(request.POST)
+            if form.is_valid():
+                with _as_admin(request):
+                    self._act(
+                        request,
+                        self.get_queryset(request).filter(pk=task.pk),
+                        Action.PAUSE,
+                        "pause page",
+                        **form.pause(),
+                    )
+                return HttpResponseRedirect(reverse("admin:sisy_task_change", args=[task.pk]))
+        else:
+            pause = task.pause_info
+            form = PauseForm(initial={"note": pause.note, "until": pause.until} if pause else None)
+        return self._pause_page(request, form, [task])
+
+    def _pause_page(
+        self, request: HttpRequest, form: PauseForm, tasks: list[Task], action: str = ""
+    ) -> TemplateResponse:
+        """The pause form, for one task's page or for the tasks an action selected."""
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": f"Pause {tasks[0]}" if len(tasks) == 1 else f"Pause {len(tasks)} tasks",
+            "tasks": tasks,
+            "form": form,
+            "action": action,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
+            "media": self.media + form.media,
+        }
+        return TemplateResponse(request, "admin/sisy/task/pause.html", context)
 
     def save_model(self, request: HttpRequest, obj: Task, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
@@ -628,14 +855,23 @@ class TaskAdmin(_TaskAdminBase):
     # POST is refused by Django or by button_view).
 
     def _act(
-        self, request: HttpRequest, queryset: QuerySet[Task], action: Action, via: str
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Task],
+        action: Action,
+        via: str,
+        **pause: Any,
     ) -> None:
         """Do ``action`` to the tasks (``TaskQuerySet.act``: the database decides, task by
         task); say how many were done and why the others were not, and log each in its
-        History (who, what, and why not)."""
+        History (who, what, and why not). ``pause``: a pause's note and end."""
         tasks = {task.pk: task for task in queryset}
         on = Task.objects.using(queryset.db)
-        acted = {r.task_id: r for r in on.filter(pk__in=list(tasks)).act(action)}
+        try:
+            acted = {r.task_id: r for r in on.filter(pk__in=list(tasks)).act(action, **pause)}
+        except ValueError as exc:  # an end past by the time the database saw it
+            self.message_user(request, f"Nothing {_NOT_DONE[action]}: {exc}", messages.ERROR)
+            return
         # In the order of the page's rows; a task deleted meanwhile is left out.
         results = [acted[pk] for pk in tasks if pk in acted]
         done = [result for result in results if result.done]
@@ -654,8 +890,13 @@ class TaskAdmin(_TaskAdminBase):
                 f"{len(group)} task(s) not {_NOT_DONE[action]}, {reason}: {names}",
                 messages.WARNING,
             )
+        noted = ""
+        if pause.get("until"):
+            noted += f" until {pause['until'].isoformat(timespec='seconds')}"
+        if pause.get("note"):
+            noted += f": {pause['note']}"
         for result in results:
-            change = f"{_LOGGED[action]} ({via})"
+            change = f"{_LOGGED[action]} ({via}){noted}"
             if result.refusal is not None:
                 change = f"Not {_NOT_DONE[action]} ({via}): it is {result.refusal.label}"
             self.log_change(request, tasks[result.task_id], change)
@@ -668,6 +909,17 @@ class TaskAdmin(_TaskAdminBase):
     def pause(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
         self._act(request, queryset, Action.PAUSE, "action")
 
+    @admin.action(description="Pause with a note or an end…", permissions=["change"])
+    def pause_with_note(
+        self, request: HttpRequest, queryset: QuerySet[Task]
+    ) -> TemplateResponse | None:
+        """A page asks for the note and the end, then pauses (tasks paused get them too)."""
+        form = PauseForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            self._act(request, queryset, Action.PAUSE, "action", **form.pause())
+            return None
+        return self._pause_page(request, form, list(queryset), action="pause_with_note")
+
     @admin.action(description="Resume", permissions=["change"])
     def resume(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
         self._act(request, queryset, Action.RESUME, "action")
@@ -675,6 +927,51 @@ class TaskAdmin(_TaskAdminBase):
     @admin.action(description="Clear error (try broken tasks again)", permissions=["change"])
     def clear_error(self, request: HttpRequest, queryset: QuerySet[Task]) -> None:
         self._act(request, queryset, Action.CLEAR_ERROR, "action")
+
+    @admin.action(description="Backfill past instants…", permissions=["change"])
+    def backfill(self, request: HttpRequest, queryset: QuerySet[Task]) -> TemplateResponse | None:
+        """A page asks for the range, then each task's instants in it run once (docs/backfill.md)."""
+        form = BackfillForm(request.POST if "apply" in request.POST else None)
+        tasks = list(queryset)
+        if not form.is_valid():
+            title = f"Backfill {tasks[0]}" if len(tasks) == 1 else f"Backfill {len(tasks)} tasks"
+            context = {
+                **self.admin_site.each_context(request),
+                "opts": self.model._meta,
+                "title": title,
+                "tasks": tasks,
+                "form": form,
+                "action": "backfill",
+                "action_checkbox_name": ACTION_CHECKBOX_NAME,
+                "media": self.media + form.media,
+            }
+            return TemplateResponse(request, "admin/sisy/task/backfill.html", context)
+        done: list[Backfill] = []
+        for task in tasks:
+            try:
+                result = backfill_task(
+                    task.pk,
+                    form.cleaned_data["start"],
+                    form.cleaned_data["end"],
+                    limit=form.cleaned_data["limit"],
+                    using=queryset.db,
+                )
+            except (BackfillError, LookupError) as exc:  # refused, too long, or gone
+                self.message_user(request, f"{task}: not backfilled: {exc}", messages.WARNING)
+                continue
+            done.append(result)
+            self.log_change(request, task, f"Backfilled (action): {result.describe()}")
+        if done:
+            queued = sum(result.queued for result in done)
+            already = sum(result.already for result in done)
+            self.message_user(
+                request,
+                f"{len(done)} task(s) backfilled: {queued} run(s) queued"
+                + (f", {already} instant(s) had run already" if already else "")
+                + "; each task's run one at a time, oldest first.",
+                messages.SUCCESS,
+            )
+        return None
 
 
 # --- runs ---------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ class SisyConfig(AppConfig):
 
     def ready(self) -> None:
         from . import (  # noqa: F401  (checks registers them)
+            audit,
             checks,
             procrastinate_seam,
             task_results,
@@ -22,6 +23,8 @@ class SisyConfig(AppConfig):
 
         # Runs that enqueued a Django task follow its result (task_started, task_finished).
         task_results.connect()
+        # Django's sessions name themselves to the audit of tasks (api, migration).
+        audit.connect()
         app = procrastinate_seam.django_app()
         if app is None:
             # procrastinate.contrib.django is missing or listed after us;

@@ -33,7 +33,8 @@ DEFAULTS: dict[str, Any] = {
     # behind LISTEN/NOTIFY (e.g. a notification lost while reconnecting).
     "PLANNER_MAX_SLEEP": 30.0,
     # Finished runs older than this many days are deleted by the planners,
-    # with their procrastinate jobs (None: keep the history forever).
+    # with their procrastinate jobs, and so are the task changes of the audit
+    # (sisy_task_changes) older than that (None: keep the history forever).
     "RUN_RETENTION_DAYS": 14,
     # How many due tasks one claim transaction takes at most.
     "CLAIM_BATCH_SIZE": 100,

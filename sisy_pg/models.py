@@ -15,9 +15,18 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any
 
 from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
-from django.db import DEFAULT_DB_ALIAS, IntegrityError, connections, models, router, transaction
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    IntegrityError,
+    connections,
+    models,
+    router,
+    transaction,
+)
 from django.db.models import Exists, OuterRef, Subquery
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from . import callables, conf, limits, policies, schedule
 from .schedule import PlanInput
@@ -119,6 +128,56 @@ _CANNOT = {
 }
 
 
+# The longest note a pause keeps (sisy_task_pause_note_length).
+PAUSE_NOTE_MAX_LENGTH = 1000
+
+
+@dataclasses.dataclass(frozen=True)
+class Pause:
+    """Why a task is paused and until when (``Task.pause_info``); docs/pausing.md."""
+
+    note: str
+    until: dt.datetime | None  # None: until someone resumes it
+    paused_at: dt.datetime
+    paused_by: str
+
+    @classmethod
+    def from_json(cls, document: Any) -> Pause | None:
+        """Read ``sisy_pause_of_v1``'s answer (None when the task has no pause)."""
+        if not isinstance(document, dict):
+            return None
+        until = document.get("until")
+        return cls(
+            note=document["note"],
+            until=parse_datetime(until) if until else None,
+            paused_at=parse_datetime(document["paused_at"]) or timezone.now(),
+            paused_by=document["paused_by"],
+        )
+
+
+def _pause_until(until: dt.datetime | dt.timedelta | None) -> dict[str, Any]:
+    """The end of a pause as SQL parameters: an instant, or a delay from the database's now."""
+    if until is None or isinstance(until, dt.datetime):
+        if until is not None and timezone.is_naive(until):
+            raise ValueError(f"until must be an aware datetime (with tzinfo), got naive {until}")
+        return {"until": until, "delay": None}
+    if isinstance(until, dt.timedelta):
+        return {"until": None, "delay": until}
+    raise ValueError(f"until must be a datetime or a timedelta, not {type(until).__name__}")
+
+
+def _pause_note(note: Any) -> str:
+    if not isinstance(note, str):
+        raise ValueError(f"note must be a string, not {type(note).__name__}")
+    if "\x00" in note:
+        raise ValueError("note must not contain the NUL character: PostgreSQL cannot store it")
+    if len(note) > PAUSE_NOTE_MAX_LENGTH:
+        raise ValueError(
+            f"note is {len(note)} characters long; at most {PAUSE_NOTE_MAX_LENGTH} are allowed"
+        )
+    return note
+
+
 class ActionRefused(ValueError):
     """An action (run now, pause, resume, clear error) that a task's row refused."""
 
@@ -142,21 +201,50 @@ class ActionResult:
 
 
 class TaskQuerySet(models.QuerySet["Task"]):
-    def act(self, action: Action | str) -> list[ActionResult]:
+    def act(
+        self,
+        action: Action | str,
+        *,
+        note: str = "",
+        until: dt.datetime | dt.timedelta | None = None,
+    ) -> list[ActionResult]:
         """Do ``action`` to the tasks of this queryset, each as its row allows.
 
         The rule is the database's (``sisy_act_v1``, which psql operators,
         the admin and ``manage.py sisy`` call too): each task's row is locked
-        and decides, so a stale copy cannot make a paused task run.
+        and decides, so a stale copy cannot make a paused task run. A pause
+        may carry a ``note`` and an end, ``until`` (``sisy_pause_tasks_v1``;
+        see ``Task.pause``).
         """
         action = Action(action)
+        note = _pause_note(note)
+        end = _pause_until(until)
+        noted = bool(note) or until is not None
+        if noted and action != Action.PAUSE:
+            raise ValueError(f"only a pause takes a note or an end, not {action.value}")
         ids = list(self.values_list("pk", flat=True))
         if not ids:
             return []
         with connections[self.db].cursor() as cursor:
-            cursor.execute(
-                "SELECT task_id, label, refusal FROM sisy_act_v1(%s, %s)", [action.value, ids]
-            )
+            if noted:
+                try:
+                    # A savepoint: an end refused leaves the caller's transaction usable.
+                    with transaction.atomic(using=self.db):
+                        cursor.execute(
+                            "SELECT task_id, label, refusal FROM sisy_pause_tasks_v1(%s, %s, "
+                            "coalesce(%s::timestamptz, clock_timestamp() + %s::interval))",
+                            [ids, note, end["until"], end["delay"]],
+                        )
+                except DatabaseError as exc:
+                    if getattr(exc.__cause__, "sqlstate", None) != "22023":
+                        raise
+                    # invalid_parameter_value: an end that is not in the future.
+                    message = str(exc.__cause__).splitlines()[0].removeprefix("sisy: ")
+                    raise ValueError(message) from None
+            else:
+                cursor.execute(
+                    "SELECT task_id, label, refusal FROM sisy_act_v1(%s, %s)", [action.value, ids]
+                )
             return [
                 ActionResult(task_id, label, action, Refusal(refusal) if refusal else None)
                 for task_id, label, refusal in cursor.fetchall()
@@ -172,9 +260,17 @@ class TaskQuerySet(models.QuerySet["Task"]):
         """
         return self._count_done(Action.RUN_NOW)
 
-    def pause(self) -> int:
-        """Pause the tasks (their queued runs are cancelled); return how many were paused."""
-        return self._count_done(Action.PAUSE)
+    def pause(
+        self,
+        note: str = "",
+        until: dt.datetime | dt.timedelta | None = None,
+    ) -> int:
+        """Pause the tasks (their queued runs are cancelled); return how many were paused.
+
+        With a ``note`` or an end (``until``), as ``Task.pause``: tasks
+        already paused are given the new note and end, and count.
+        """
+        return sum(result.done for result in self.act(Action.PAUSE, note=note, until=until))
 
     def resume(self) -> int:
         """Resume the paused tasks (their error, if any, is cleared); return how many."""
@@ -236,10 +332,11 @@ class TaskQuerySet(models.QuerySet["Task"]):
         return tasks
 
     def with_status(self) -> TaskQuerySet:
-        """Annotate ``is_running``, ``last_status`` and ``current_state`` in one query.
+        """Annotate ``is_running``, ``last_status``, ``current_state`` and ``pause_json``.
 
         ``current_state`` is ``sisy_task_state_v1``'s answer, the definition
-        the views and every edge use; ``Task.state`` reads it.
+        the views and every edge use; ``Task.state`` reads it, and
+        ``Task.pause_info`` reads ``pause_json`` (``sisy_pause_of_v1``).
         """
         runs = TaskRun.objects.filter(task=OuterRef("pk"))
         tasks: TaskQuerySet = self.annotate(
@@ -259,7 +356,10 @@ class TaskQuerySet(models.QuerySet["Task"]):
                 "last_status",
                 function="sisy_task_state_v1",
                 output_field=models.CharField(),
-            )
+            ),
+            pause_json=models.Func(
+                "pk", "enabled", function="sisy_pause_of_v1", output_field=models.JSONField()
+            ),
         )
         return tasks
 
@@ -462,22 +562,34 @@ class Task(models.Model):
         """Why ``run_asap()`` would refuse: paused, finished or broken; None when it can run."""
         return self.refusal(Action.RUN_NOW)
 
-    def act(self, action: Action | str) -> None:
+    def act(
+        self,
+        action: Action | str,
+        *,
+        note: str = "",
+        until: dt.datetime | dt.timedelta | None = None,
+    ) -> None:
         """Do ``action`` to the task as the admin, the CLI and psql do (``sisy_act_v1``).
 
         The row decides, not this copy (it may have been paused or finished
         since); the copy is refreshed afterwards. Raises ``ActionRefused`` (a
-        ValueError) saying why when the row refuses.
+        ValueError) saying why when the row refuses. ``note`` and ``until``:
+        a pause's (see ``pause()``).
         """
         action = Action(action)
         if self.pk is None:
             raise ValueError(f"{self} cannot {_CANNOT[action]}: save it first")
-        results = type(self).objects.using(self._database()).filter(pk=self.pk).act(action)
+        results = (
+            type(self)
+            .objects.using(self._database())
+            .filter(pk=self.pk)
+            .act(action, note=note, until=until)
+        )
         if not results:
             raise ValueError(f"{self} cannot {_CANNOT[action]}: it was deleted")
         self.refresh_from_db(fields=["enabled", "finished_at", "next_run", "error"])
-        for stale in ("current_state", "is_running", "last_status"):  # with_status()'s
-            self.__dict__.pop(stale, None)
+        for stale in ("current_state", "is_running", "last_status", "pause_json"):
+            self.__dict__.pop(stale, None)  # with_status()'s
         if results[0].refusal is not None:
             raise ActionRefused(self, action, results[0].refusal)
 
@@ -489,9 +601,22 @@ class Task(models.Model):
         """
         self.act(Action.RUN_NOW)
 
-    def pause(self) -> None:
-        """Stop firing the task; its queued runs are cancelled (``ActionRefused`` if not)."""
-        self.act(Action.PAUSE)
+    def pause(
+        self,
+        note: str = "",
+        until: dt.datetime | dt.timedelta | None = None,
+    ) -> None:
+        """Stop firing the task; its queued runs are cancelled (``ActionRefused`` if not).
+
+        ``note`` says why; ``until`` (an aware datetime, or a timedelta from
+        the database's now) is when a worker's planner resumes it by itself,
+        on the database's clock. Both are shown wherever the state is
+        (``pause_info``). A task already paused is given the new note and
+        end; an end that is not in the future raises ``ValueError``. Who
+        paused is the actor of ``sisy_pg.audit.acting_as``, else the
+        database role.
+        """
+        self.act(Action.PAUSE, note=note, until=until)
 
     def resume(self) -> None:
         """Fire the paused task as scheduled again (``ActionRefused`` if not)."""
@@ -611,6 +736,22 @@ class Task(models.Model):
                 )
                 state = cursor.fetchone()[0]
         return TaskState(state)
+
+    @property
+    def pause_info(self) -> Pause | None:
+        """The note and end of the task's pause; None when it has none (or is not paused).
+
+        Read from ``TaskQuerySet.with_status()``'s annotation when there is
+        one, else from the database.
+        """
+        if "pause_json" in self.__dict__:
+            return Pause.from_json(self.__dict__["pause_json"])
+        if self.pk is None or self.enabled:
+            return None
+        with connections[self._database()].cursor() as cursor:
+            cursor.execute("SELECT sisy_pause_of_v1(%s, %s)", [self.pk, self.enabled])
+            document = cursor.fetchone()[0]
+        return Pause.from_json(limits.loads(document) if isinstance(document, str) else document)
 
     @property
     def finished(self) -> bool:

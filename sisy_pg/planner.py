@@ -33,7 +33,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import DictRow
 
-from . import conf, liveness, policies, schedule
+from . import backfill, conf, liveness, otel, policies, schedule, signals
 from .liveness import Notifications
 from .store import Store
 from .vocabulary import RunStatus
@@ -258,6 +258,20 @@ class Planner:
                 await self.time_out_runs(conn)
             async with watch(conn, "state"):
                 state = await self.store.planner_state(conn)
+        if state.backfills:
+            async with watch(conn, "backfill"):
+                await self.expand_backfills(conn)
+        if state.seconds_to_release is not None and state.seconds_to_release <= self.lead_time:
+            async with watch(conn, "release"):
+                await self.release_jittered_runs(conn)
+            async with watch(conn, "state"):
+                state = await self.store.planner_state(conn)
+        if state.seconds_to_pause_end is not None and state.seconds_to_pause_end <= 0:
+            async with watch(conn, "pause-end"):
+                ended = await self.end_pauses(conn)
+            # The tasks resumed wait to be planned: at once (or soon, when
+            # another transaction holds their rows: its commit notifies us).
+            return 0.0 if ended else _CONTENDED_RETRY
         if state.pending:
             # More than one batch was waiting (go on at once), or another
             # planner holds those rows (its commit will notify us).
@@ -265,6 +279,13 @@ class Planner:
         delay = self.max_sleep
         if state.seconds_to_deadline is not None:
             delay = min(delay, max(state.seconds_to_deadline, 0.0))
+        if state.seconds_to_pause_end is not None:
+            delay = min(delay, state.seconds_to_pause_end)
+        if state.seconds_to_release is not None:
+            # Runs held for their jitter: released a lead time ahead, as fires
+            # are claimed (still due after a release: rows another planner holds).
+            release_in = state.seconds_to_release - self.lead_time
+            delay = min(delay, release_in if release_in > 0 else _CONTENDED_RETRY)
         if state.seconds_to_next is None:
             return delay
         seconds_to_claim = state.seconds_to_next - self.lead_time
@@ -274,10 +295,88 @@ class Planner:
             return 0.0 if fired >= self.batch_size else _CONTENDED_RETRY
         return min(seconds_to_claim, delay)
 
+    async def release_jittered_runs(self, conn: psycopg.AsyncConnection[DictRow]) -> int:
+        """Defer the jobs of the runs held for their jitter that are due within the lead time.
+
+        Any planner may (rows another one holds are skipped). Wakes this
+        worker's fetch, as a fire does.
+        """
+        released = await self.store.release_jittered_runs(
+            conn,
+            lead=dt.timedelta(seconds=self.lead_time),
+            queue=self.queue,
+            task_name=self.task_name,
+            runs_per_job=self.runs_per_job,
+        )
+        if released:
+            logger.debug(
+                f"Released {released} run(s) held for their jitter",
+                extra={"action": "jittered_runs_released", "count": released},
+            )
+            await self._wake_worker()
+        return released
+
+    async def expand_backfills(self, conn: psycopg.AsyncConnection[DictRow]) -> int:
+        """Compute the instants of the backfills asked in SQL and queue their runs.
+
+        A backfill asked through manage.py sisy or the admin is computed by
+        its asker; one asked in psql (sisy_backfill_v1) waits for a planner.
+        Any planner may: each is computed once (its row locked, then marked).
+        """
+        async with conn.transaction():
+            pending = await self.store.pending_backfills(conn, limit=self.batch_size)
+            if not pending:
+                return 0
+            # Cron arithmetic, up to SISY_BACKFILL_LIMIT instants each: off the loop.
+            computed = await asyncio.get_running_loop().run_in_executor(
+                self._executor, backfill.compute_all, pending
+            )
+            for row, (instants, error) in zip(pending, computed, strict=True):
+                stored = await self.store.store_backfill(
+                    conn,
+                    backfill_id=row["id"],
+                    instants=instants,
+                    error=error,
+                    queue=self.queue,
+                    task_name=self.task_name,
+                )
+                backfill.log_stored(row["id"], row["task_id"], stored)
+        return len(pending)
+
+    async def end_pauses(self, conn: psycopg.AsyncConnection[DictRow]) -> int:
+        """Resume the tasks whose pause ended, on the database's clock; how many pauses ended.
+
+        Any planner may: each pause ends once (its row goes in the statement
+        that resumes the task), and rows another transaction holds are left
+        for the next tick.
+        """
+        ended = await self.store.end_pauses(conn, limit=self.batch_size)
+        for row in ended:
+            extra = {
+                "action": "pause_ended",
+                "task_id": row["task_id"],
+                "until": row["until"].isoformat(),
+                "resumed": row["resumed"],
+            }
+            if row["resumed"]:
+                logger.info(
+                    f"Task {row['task_id']}: its pause ended ({row['until'].isoformat()}), resumed",
+                    extra=extra,
+                )
+            else:
+                logger.info(
+                    f"Task {row['task_id']}: its pause ended ({row['until'].isoformat()}), "
+                    f"not resumed: {row['refusal']}",
+                    extra={**extra, "refusal": row["refusal"]},
+                )
+        return len(ended)
+
     async def time_out_runs(self, conn: psycopg.AsyncConnection[DictRow]) -> None:
         """Close the runs past their task's timeout (any planner may; it is idempotent)."""
+        began = otel.now()
         count = await self.store.time_out_runs(conn, queue=self.queue, task_name=self.task_name)
         if count:
+            otel.planner_step("time_out", began, runs_timed_out=count)
             logger.warning(
                 f"{count} run(s) timed out (still running past their task's timeout)",
                 extra={"action": "runs_timed_out", "count": count},
@@ -295,6 +394,7 @@ class Planner:
         if not force and loop_time - self._housekeeping_at < self.max_sleep:
             return
         self._housekeeping_at = loop_time
+        began = otel.now()
         every = dt.timedelta(seconds=self.max_sleep)
         self._housekeeper = force or await self.store.housekeeping_due(conn, every=every)
         if not self._housekeeper:
@@ -309,6 +409,7 @@ class Planner:
                 f"Closed {orphans} run(s) that can no longer happen (dead worker or job)",
                 extra={"action": "orphaned_runs_failed", "count": orphans},
             )
+        pruned = 0
         if self.retention is not None:
             pruned = await self.store.prune_runs(
                 conn, retention=self.retention, limit=10 * self.batch_size
@@ -318,6 +419,17 @@ class Planner:
                     f"Pruned {pruned} old run(s)",
                     extra={"action": "runs_pruned", "count": pruned},
                 )
+            # The changes of tasks are kept as long as the history (docs/audit.md).
+            changes = await self.store.prune_task_changes(
+                conn, retention=self.retention, limit=10 * self.batch_size
+            )
+            if changes:
+                logger.info(
+                    f"Pruned {changes} old change(s) of tasks",
+                    extra={"action": "task_changes_pruned", "count": changes},
+                )
+        if orphans or pruned:
+            otel.planner_step("housekeeping", began, runs_closed=orphans, runs_pruned=pruned)
 
     async def watch_load(
         self, conn: psycopg.AsyncConnection[DictRow], force: bool = False
@@ -346,6 +458,7 @@ class Planner:
 
     async def fire_due(self, conn: psycopg.AsyncConnection[DictRow]) -> int:
         """Claim due tasks, decide what each instant gets, record it all: one transaction."""
+        began = otel.now()
         async with conn.transaction():
             claimed = await self.store.claim_due(
                 conn,
@@ -383,6 +496,9 @@ class Planner:
             )
         for task_id, record in records:
             _log_decision(task_id, record)
+        signals.decided(self.store.database_alias, records)
+        not_run = sum(record.status != RunStatus.QUEUED for _, record in records)
+        otel.planner_step("claim", began, tasks=len(claimed), runs_queued=queued, not_run=not_run)
         if queued:
             # Committed: this worker may fetch their jobs without waiting
             # for procrastinate's notification.
@@ -403,6 +519,7 @@ class Planner:
 
     async def plan_pending(self, conn: psycopg.AsyncConnection[DictRow]) -> int:
         """Compute next_run for tasks that are new or were changed by a writer."""
+        began = otel.now()
         async with conn.transaction():
             pending = await self.store.tasks_to_plan(conn, limit=self.batch_size)
             plans: dict[int, schedule.Plan | schedule.ScheduleError] = {}
@@ -424,6 +541,7 @@ class Planner:
                 f"Planned {len(plans)} task(s)",
                 extra={"action": "tasks_planned", "task_ids": list(plans)},
             )
+            otel.planner_step("plan", began, tasks=len(plans))
         return len(plans)
 
 

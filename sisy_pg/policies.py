@@ -21,13 +21,20 @@ The policies live in ``Task.options`` (docs/reliability.md):
 - ``timeout``, ``retries`` and ``retry_delay`` (applied by the runner).
 - ``priority``: procrastinate's job priority of the task's runs (higher
   first), and the order in which the planner claims the tasks due.
+- ``jitter``: each run of an instant of the schedule starts a delay in
+  [0, jitter] seconds after it (:func:`jitter_delay`: the same for every
+  planner), so that tasks sharing an instant do not all start at once.
+- ``queue``: the procrastinate queue of the task's runs, so that workers of
+  their own run them (docs/jitter-and-queues.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
 import math
+import re
 from typing import Any
 
 from . import conf, schedule
@@ -51,11 +58,17 @@ OPTIONS = {
     "retries": "a whole number from 0 to 100",
     "retry_delay": "a number of seconds, more than 0 and at most 315360000 (ten years)",
     "priority": "a whole number from -100 to 100",
+    "jitter": "a number of seconds, from 0 to 86400 (a day)",
+    "queue": "a procrastinate queue name: 1 to 40 ASCII letters, digits, '_', '-', '.' or ':'",
 }
 MAX_RETRIES = 100
 MAX_PRIORITY = 100  # and -MAX_PRIORITY: room enough to rank tasks, and as in SQL
 DEFAULT_PRIORITY = 0
 MAX_SECONDS = 315_360_000  # ten years: beyond, a setting is a mistake (and overflows dates)
+MAX_JITTER = 86_400  # a day: a longer spread is a schedule of its own
+# procrastinate notifies a channel named after the queue (a 23-character prefix, then the
+# name), and PostgreSQL refuses one of 64 bytes or more: 40 ASCII characters (as in SQL).
+QUEUE_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,40}", re.ASCII)
 
 
 def _is_seconds(value: Any) -> bool:
@@ -72,6 +85,8 @@ def _option_ok(key: str, value: Any) -> bool:
         return value in MISSED_POLICIES
     if key == "overlap":
         return value in OVERLAP_POLICIES
+    if key == "queue":
+        return isinstance(value, str) and QUEUE_NAME.fullmatch(value) is not None
     if not _is_seconds(value):
         return False
     if key == "grace":
@@ -80,6 +95,8 @@ def _option_ok(key: str, value: Any) -> bool:
         return bool(value == int(value) and 0 <= value <= MAX_RETRIES)
     if key == "priority":
         return bool(value == int(value) and -MAX_PRIORITY <= value <= MAX_PRIORITY)
+    if key == "jitter":
+        return bool(0 <= value <= MAX_JITTER)
     return bool(value > 0)  # timeout, retry_delay
 
 
@@ -107,6 +124,8 @@ class Policy:
     retries: int = DEFAULT_RETRIES
     retry_delay: float = DEFAULT_RETRY_DELAY
     priority: int = DEFAULT_PRIORITY
+    jitter: float = 0.0
+    queue: str | None = None  # None: SISY_QUEUE
 
     @classmethod
     def of(cls, options: dict[str, Any], allow_overlap: bool) -> Policy:
@@ -120,6 +139,8 @@ class Policy:
             retries=int(options.get("retries") or DEFAULT_RETRIES),
             retry_delay=float(options.get("retry_delay") or DEFAULT_RETRY_DELAY),
             priority=int(options.get("priority") or DEFAULT_PRIORITY),
+            jitter=float(options.get("jitter") or 0.0),
+            queue=options.get("queue") or None,
         )
 
     def retry_in(self, attempt: int) -> float | None:
@@ -231,11 +252,48 @@ def decide(due: Due, *, lead: dt.timedelta, all_limit: int) -> Decision:
     fired = False
     if fire is not None:
         record = _make_way(due, fire, details, all_limit)
+        if record.status == RunStatus.QUEUED and policy.jitter > 0:
+            record = _jittered(due, record)
         records.append(record)
         fired = record.status == RunStatus.QUEUED
     if fired:
         task = dataclasses.replace(task, fire_count=task.fire_count + 1)
     return Decision(records=records, plan=schedule.plan_after(task, last_dealt_with))
+
+
+def jitter_delay(task_id: int, instant: dt.datetime, jitter: float) -> float:
+    """The delay of the run of ``instant``, in [0, ``jitter``] seconds, to the millisecond.
+
+    Derived from the task and the instant alone, not drawn: every planner
+    that decides the instant, now or again later, picks the same delay, and
+    the tasks that share an instant are spread evenly over the jitter.
+    """
+    if jitter <= 0:
+        return 0.0
+    key = f"{task_id} {instant.timestamp():.6f}".encode()
+    fraction = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "big") / 2**64
+    return round(fraction * jitter, 3)
+
+
+def _jittered(due: Due, record: Record) -> Record:
+    """The run delayed by its jitter: ``details.jitter``, and ``details.due_at`` that much later.
+
+    Only an instant of the schedule: a run asked for now (``next_run`` set
+    by a writer) starts now. The planner holds the run, without a job,
+    until its ``due_at`` is within its lead time (sisy_release_jittered_runs_v1).
+    """
+    task, instant = due.plan_input, record.instant
+    if _previous(task, instant + dt.timedelta(microseconds=1), instant) != instant:
+        return record
+    delay = jitter_delay(due.task_id, instant, due.policy.jitter)
+    base = record.details.get("due_at")
+    start = dt.datetime.fromisoformat(base) if base else instant
+    details = {
+        **record.details,
+        "jitter": delay,
+        "due_at": _at(start + dt.timedelta(seconds=delay)),
+    }
+    return dataclasses.replace(record, details=details)
 
 
 def _last_up_to(

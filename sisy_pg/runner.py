@@ -34,7 +34,7 @@ from asgiref.sync import async_to_sync
 from django.db import close_old_connections, connections, reset_queries
 from procrastinate import JobContext
 
-from . import callables, conf, procrastinate_seam, task_targets
+from . import callables, conf, otel, procrastinate_seam, signals, task_targets
 from .limits import printable
 from .slots import OverShare
 from .store import Query, StartedRun, Store
@@ -95,7 +95,12 @@ class Outcome:
 ENQUEUED = "enqueued"
 
 
-def _call(info: dict[str, Any], message: dict[str, Any], using: str) -> Outcome:
+def _call(
+    info: dict[str, Any],
+    message: dict[str, Any],
+    using: str,
+    announce: Callable[[], None] | None = None,
+) -> Outcome:
     """Resolve the callable and call it; in a callable thread, with Django's connection hygiene.
 
     As procrastinate's middleware does for sync tasks (and Django around a
@@ -103,10 +108,13 @@ def _call(info: dict[str, Any], message: dict[str, Any], using: str) -> Outcome:
     a callable that uses the ORM gets a working connection and leaks none,
     and one that does not never opens any. Whatever goes wrong here is an
     outcome to record, never an exception that would leave the run running.
+    ``announce`` sends the signal run_started (it never raises).
     """
     started = time.perf_counter()
     try:
         close_old_connections()
+        if announce is not None:
+            announce()
         try:
             func = callables.resolve(info, using=using, userdata=message["task"].userdata)
         except callables.CallableError as exc:
@@ -302,6 +310,7 @@ async def _skip_over_share(
                 f"Run(s) {', '.join(map(str, skipped))} skipped: {error}",
                 extra={"action": "runs_over_share", "run_ids": skipped, "reason": "fair_share"},
             )
+            signals.not_run(sisy.store.database_alias, skipped)
 
 
 async def _all_recorded(
@@ -344,6 +353,7 @@ async def _interrupt(sisy: SisyWorker, running: dict[int, asyncio.Task[str]]) ->
     )
     for run in running.values():
         run.cancel()
+    signals.finished(sisy.store.database_alias, interrupted)
     if interrupted:
         logger.error(
             f"Run(s) {', '.join(map(str, interrupted))} interrupted: the worker stopped before "
@@ -353,24 +363,48 @@ async def _interrupt(sisy: SisyWorker, running: dict[int, asyncio.Task[str]]) ->
 
 
 async def _run(context: JobContext, sisy: SisyWorker, started: StartedRun, ticket: int) -> str:
-    """Run one started run's callable in a callable thread; record and log how it ended."""
-    store, query = sisy.store, sisy.pool.query
-    run_id, task = started.run_id, started.task
-    if task is None:
-        if started.status == NotStarted.BROKEN:
-            # sisy_start_run_v1 found the task's row beyond sisy's limits (one
-            # written before them): the run failed, the task is broken.
-            logger.error(
-                f"Run {run_id} not started: its task's row is beyond sisy's limits, and the "
-                "task is broken until the row is fixed (sisy_task.error says why)",
-                extra={"action": "task_broken", "run_id": run_id, "status": started.status},
-            )
-            return started.status
-        logger.info(
-            f"Run {run_id} not started: {started.status}",
-            extra={"action": "run_not_started", "run_id": run_id, "status": started.status},
+    """Run one started run's callable in a callable thread; record and log how it ended.
+
+    In its OpenTelemetry span (sisy_pg.otel); signals run_finished once recorded.
+    """
+    if started.task is None:
+        return _not_started(sisy, started)
+    with otel.run_span(started.task, started, sisy.label) as span:
+        status = await _run_callable(context, sisy, started, ticket)
+        otel.run_ended(span, status)
+    # Sent if the run ended (not for a retry, nor a Django task still running).
+    signals.finished(sisy.store.database_alias, [started.run_id])
+    return status
+
+
+def _not_started(sisy: SisyWorker, started: StartedRun) -> str:
+    """Log why sisy_start_run_v1 did not start a run; signal what this worker decided."""
+    run_id = started.run_id
+    if started.status in (RunStatus.MISSED, RunStatus.SKIPPED):
+        signals.not_run(sisy.store.database_alias, [run_id])  # late, or overlap
+    if started.status == NotStarted.BROKEN:
+        signals.finished(sisy.store.database_alias, [run_id])
+        # sisy_start_run_v1 found the task's row beyond sisy's limits (one
+        # written before them): the run failed, the task is broken.
+        logger.error(
+            f"Run {run_id} not started: its task's row is beyond sisy's limits, and the "
+            "task is broken until the row is fixed (sisy_task.error says why)",
+            extra={"action": "task_broken", "run_id": run_id, "status": started.status},
         )
         return started.status
+    logger.info(
+        f"Run {run_id} not started: {started.status}",
+        extra={"action": "run_not_started", "run_id": run_id, "status": started.status},
+    )
+    return started.status
+
+
+async def _run_callable(
+    context: JobContext, sisy: SisyWorker, started: StartedRun, ticket: int
+) -> str:
+    store, query = sisy.store, sisy.pool.query
+    run_id, task = started.run_id, started.task
+    assert task is not None
     assert started.scheduled_for is not None and started.started_at is not None
     message: dict[str, Any] = {
         "task": task,
@@ -386,7 +420,13 @@ async def _run(context: JobContext, sisy: SisyWorker, started: StartedRun, ticke
         },
     }
     job = context.job
-    call = functools.partial(_call, task.callable_info, message, store.database_alias)
+    call = functools.partial(
+        _call,
+        task.callable_info,
+        message,
+        store.database_alias,
+        signals.announcer(run_id, store.database_alias),
+    )
     thread = sisy.slots.threads.submit(call)
     # The slot is free when the thread is: not before, even if the run is
     # recorded timed out or interrupted meanwhile.
@@ -410,6 +450,7 @@ async def _run(context: JobContext, sisy: SisyWorker, started: StartedRun, ticke
         )
         sisy.when_returned(thread, _record_late_return(context, sisy, started))
         return RunStatus.TIMED_OUT
+    otel.callable_raised(outcome.exception)
     return await _record(context, sisy, started, outcome)
 
 

@@ -45,6 +45,9 @@ class PlannerState:
     seconds_to_next: float | None
     seconds_to_deadline: float | None
     pending: bool
+    seconds_to_pause_end: float | None = None
+    seconds_to_release: float | None = None  # the earliest run held for its jitter
+    backfills: bool = False  # backfills asked in SQL wait for their instants
 
 
 @dataclasses.dataclass(frozen=True)
@@ -408,7 +411,66 @@ class Store:
             seconds_to_next=row["seconds_to_next"],
             seconds_to_deadline=row["seconds_to_deadline"],
             pending=row["pending"],
+            seconds_to_pause_end=row["seconds_to_pause_end"],
+            seconds_to_release=row["seconds_to_release"],
+            backfills=row["backfills"],
         )
+
+    async def release_jittered_runs(
+        self,
+        conn: psycopg.AsyncConnection[DictRow],
+        *,
+        lead: dt.timedelta,
+        queue: str,
+        task_name: str,
+        runs_per_job: int,
+    ) -> int:
+        """Defer the jobs of the runs held for their jitter, due within ``lead``; how many."""
+        cursor = await conn.execute(
+            self.queries["release_jittered_runs"],
+            {"lead": lead, "queue": queue, "task_name": task_name, "runs_per_job": runs_per_job},
+        )
+        row = await cursor.fetchone()
+        return row["count"] if row else 0
+
+    async def pending_backfills(
+        self, conn: psycopg.AsyncConnection[DictRow], *, limit: int
+    ) -> list[DictRow]:
+        """Lock the backfills asked in SQL whose instants are still to compute."""
+        cursor = await conn.execute(self.queries["pending_backfills"], {"limit": limit})
+        return await cursor.fetchall()
+
+    async def store_backfill(
+        self,
+        conn: psycopg.AsyncConnection[DictRow],
+        *,
+        backfill_id: int,
+        instants: list[dt.datetime],
+        error: str,
+        queue: str,
+        task_name: str,
+    ) -> DictRow:
+        """Queue the runs of a backfill's instants (sisy_store_backfill_v1): its counts."""
+        cursor = await conn.execute(
+            self.queries["store_backfill"],
+            {
+                "backfill_id": backfill_id,
+                "instants": instants,
+                "error": error,
+                "queue": queue,
+                "task_name": task_name,
+            },
+        )
+        row = await cursor.fetchone()
+        assert row is not None
+        return row
+
+    async def end_pauses(
+        self, conn: psycopg.AsyncConnection[DictRow], *, limit: int
+    ) -> list[DictRow]:
+        """Resume the tasks whose pause ended: a row per pause ended (sisy_end_pauses_v1)."""
+        cursor = await conn.execute(self.queries["end_pauses"], {"limit": limit})
+        return await cursor.fetchall()
 
     async def housekeeping_due(
         self, conn: psycopg.AsyncConnection[DictRow], *, every: dt.timedelta
@@ -446,6 +508,16 @@ class Store:
     ) -> int:
         cursor = await conn.execute(
             self.queries["prune_runs"], {"retention": retention, "limit": limit}
+        )
+        row = await cursor.fetchone()
+        return row["count"] if row else 0
+
+    async def prune_task_changes(
+        self, conn: psycopg.AsyncConnection[DictRow], *, retention: dt.timedelta, limit: int
+    ) -> int:
+        """Delete the recorded changes of tasks older than ``retention`` (the audit)."""
+        cursor = await conn.execute(
+            self.queries["prune_task_changes"], {"retention": retention, "limit": limit}
         )
         row = await cursor.fetchone()
         return row["count"] if row else 0

@@ -30,8 +30,10 @@ SELECT id, schedule, timezone, start_running, end_running, iterations, fire_coun
    FOR NO KEY UPDATE SKIP LOCKED;
 
 -- planner_state --
--- Seconds until the earliest next_run (negative: overdue) and the earliest run
--- deadline (a task's timeout), and whether tasks wait to be planned
+-- Seconds until the earliest next_run (negative: overdue), the earliest run
+-- deadline (a task's timeout), the earliest end of a pause and the earliest
+-- due_at of a run held for its jitter, and whether tasks wait to be planned
+-- and backfills asked in SQL to be computed
 SELECT EXTRACT(EPOCH FROM (
            (SELECT min(next_run) FROM sisy_task WHERE enabled AND next_run IS NOT NULL)
            - clock_timestamp()
@@ -41,10 +43,50 @@ SELECT EXTRACT(EPOCH FROM (
              WHERE status = 'running' AND details ? 'deadline')
            - clock_timestamp()
        ))::float8 AS seconds_to_deadline,
+       EXTRACT(EPOCH FROM (
+           (SELECT min(until) FROM sisy_task_pause WHERE until IS NOT NULL)
+           - clock_timestamp()
+       ))::float8 AS seconds_to_pause_end,
+       EXTRACT(EPOCH FROM (
+           (SELECT min((details ->> 'due_at')::timestamptz) FROM sisy_taskrun
+             WHERE status = 'queued' AND job_id IS NULL AND details ? 'jitter'
+               AND NOT details ? 'buffered_behind')
+           - clock_timestamp()
+       ))::float8 AS seconds_to_release,
+       EXISTS (SELECT 1 FROM sisy_backfill WHERE expanded_at IS NULL) AS backfills,
        EXISTS (
            SELECT 1 FROM sisy_task
             WHERE enabled AND next_run IS NULL AND finished_at IS NULL AND error = ''
        ) AS pending;
+
+-- end_pauses --
+-- Resume the tasks whose pause ended (see sisy_end_pauses_v1)
+SELECT task_id, label, until, resumed, refusal FROM sisy_end_pauses_v1(%(limit)s);
+
+-- release_jittered_runs --
+-- Defer the jobs of the runs held for their jitter, due within the lead time
+SELECT sisy_release_jittered_runs_v1(
+           %(lead)s, %(queue)s, %(task_name)s, %(runs_per_job)s
+       ) AS count;
+
+-- pending_backfills --
+-- Lock the backfills asked in SQL whose instants are still to compute, with
+-- their task's schedule
+SELECT b.id, b.task_id, b.range_from, b.range_to, b.max_instants,
+       t.schedule, t.timezone, t.start_running, t.end_running
+  FROM sisy_backfill AS b
+  JOIN sisy_task AS t ON t.id = b.task_id
+ WHERE b.expanded_at IS NULL
+ ORDER BY b.id
+ LIMIT %(limit)s
+   FOR UPDATE OF b SKIP LOCKED;
+
+-- store_backfill --
+-- Queue the runs of a backfill's instants (see sisy_store_backfill_v1)
+SELECT instants, queued, already, error
+  FROM sisy_store_backfill_v1(
+           %(backfill_id)s, %(instants)s::timestamptz[], %(error)s, %(queue)s, %(task_name)s
+       );
 
 -- housekeeping_due --
 -- Whether this planner does the cluster's housekeeping for this period
@@ -61,6 +103,10 @@ SELECT sisy_time_out_runs_v1(%(queue)s, %(task_name)s) AS count;
 -- prune_runs --
 -- Delete old finished runs and their jobs (SISY_RUN_RETENTION_DAYS)
 SELECT sisy_prune_runs_v1(%(retention)s, %(limit)s) AS count;
+
+-- prune_task_changes --
+-- Delete the changes of tasks as old as the runs pruned (see sisy_prune_task_changes_v1)
+SELECT sisy_prune_task_changes_v1(%(retention)s, %(limit)s) AS count;
 
 -- send_probe --
 -- A planner's self-addressed notification: does its LISTEN connection get them?

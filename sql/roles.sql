@@ -23,11 +23,12 @@
 --     task rows (read; write only the planning columns), the run history,
 --     and sisy's planner and runner functions. Grant it, too, what your
 --     callables use (your apps' tables);
---   * operator: run now, pause, resume and clear error, through SECURITY
---     DEFINER functions; it reads the views as monitor does, and cannot read
+--   * operator: run now, pause, resume, clear error and backfill, through
+--     SECURITY DEFINER functions; it reads the views as monitor does, and cannot read
 --     userdata or callable_info, change a task, or touch the history;
 --   * monitor: the views sisy_task_status and sisy_run_history, and the
---     health probe (sisy_health_v1, SECURITY DEFINER), nothing else.
+--     health probe (sisy_health_v1) and the metrics (sisy_metrics_v1), both
+--     SECURITY DEFINER, nothing else.
 
 \if :{?worker}
 \else
@@ -82,6 +83,15 @@ GRANT SELECT, UPDATE (next_run, last_run, fire_count, enabled, finished_at, erro
 -- The history: recorded, and pruned (SISY_RUN_RETENTION_DAYS).
 GRANT SELECT, INSERT, UPDATE, DELETE ON sisy_taskrun TO :"worker";
 GRANT SELECT, UPDATE ON sisy_housekeeping TO :"worker";
+-- The changes of tasks (sisy_task_change) are pruned with it, through a
+-- SECURITY DEFINER function: the table is written by the audit's trigger alone.
+GRANT EXECUTE ON FUNCTION sisy_prune_task_changes_v1(interval, integer) TO :"worker";
+-- Pauses: the planner wakes for the earliest end, and resumes through
+-- sisy_end_pauses_v1 (SECURITY DEFINER).
+GRANT SELECT ON sisy_task_pause TO :"worker";
+-- Backfills: a planner computes the instants of those asked in SQL, the end
+-- of a backfill run defers the next one's job, retention deletes old ones.
+GRANT SELECT, UPDATE, DELETE ON sisy_backfill TO :"worker";
 -- Its own report (sisy_worker_seen_v1, sisy_worker_gone_v1).
 GRANT SELECT, INSERT, UPDATE, DELETE ON sisy_worker TO :"worker";
 -- Django tasks on procrastinate (sisy_pg.django_tasks.ProcrastinateBackend):
@@ -130,7 +140,13 @@ GRANT EXECUTE ON FUNCTION
     sisy_delete_finished_jobs_v1(bigint[]),
     sisy_live_workers_v1(interval),
     sisy_task_state_v1(text, timestamptz, boolean, timestamptz, boolean, text),
-    sisy_health_v1(interval, interval, interval)
+    sisy_health_v1(interval, interval, interval),
+    sisy_end_pauses_v1(integer),
+    sisy_refusal_v1(text, boolean, timestamptz, text),
+    sisy_store_backfill_v1(bigint, timestamptz[], text, text, text),
+    sisy_release_backfill_v1(bigint),
+    sisy_prune_backfills_v1(interval),
+    sisy_release_jittered_runs_v1(interval, text, text, integer)
     TO :"worker";
 
 -- monitor ---------------------------------------------------------------------------
@@ -144,6 +160,8 @@ GRANT EXECUTE ON FUNCTION
 -- SECURITY DEFINER: health's verdicts, labels and worker names, without any
 -- right on the tables (manage.py sisy health works as the monitor, too).
 GRANT EXECUTE ON FUNCTION sisy_health_v1(interval, interval, interval) TO :"monitor";
+-- SECURITY DEFINER: the metrics a scrape reads (manage.py sisy metrics, /sisy/metrics).
+GRANT EXECUTE ON FUNCTION sisy_metrics_v1(interval) TO :"monitor";
 
 -- operator --------------------------------------------------------------------------
 
@@ -151,7 +169,9 @@ GRANT EXECUTE ON FUNCTION sisy_health_v1(interval, interval, interval) TO :"moni
 GRANT EXECUTE ON FUNCTION
     sisy_run_now_v1(text),
     sisy_pause_v1(text),
+    sisy_pause_v2(text, text, timestamptz),
     sisy_resume_v1(text),
-    sisy_clear_error_v1(text)
+    sisy_clear_error_v1(text),
+    sisy_backfill_v1(text, timestamptz, timestamptz, integer)
     TO :"operator";
 GRANT :"monitor" TO :"operator";

@@ -945,6 +945,8 @@ VALID_OPTIONS = [
     *(("retries", value) for value in (0, 1, 3, 3.0, 100, None)),
     *(("retry_delay", value) for value in (0.001, 10, 2.5, None)),
     *(("priority", value) for value in (-100, -1, 0, 5, 5.0, 100, None)),
+    *(("jitter", value) for value in (0, 0.5, 2, 86400, None)),
+    *(("queue", value) for value in ("heavy", "reports.eu-1", "a:b_c", "q" * 40, None)),
 ]
 
 INVALID_OPTIONS = [
@@ -961,6 +963,8 @@ INVALID_OPTIONS = [
     ),
     *(("retry_delay", value) for value in (0, -1, "1", False, math.nan, math.inf)),
     *(("priority", value) for value in (-101, 101, 0.5, 1e9, "5", True, math.nan, [1])),
+    *(("jitter", value) for value in (-1, 86401, "2", True, math.nan, math.inf, [2])),
+    *(("queue", value) for value in ("", "q" * 41, "two words", "é", 3, True, ["heavy"])),
 ]
 
 
@@ -999,7 +1003,7 @@ def test_options_unknown_key_is_refused_naming_the_known_keys():
     assert policies.options_errors({"catchup": True}) == [
         (
             "options: unknown key 'catchup' (known: missed, overlap, grace, timeout, retries, "
-            "retry_delay, priority)"
+            "retry_delay, priority, jitter, queue)"
         )
     ]
 

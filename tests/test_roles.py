@@ -324,7 +324,11 @@ def test_the_monitor_reads_the_two_views_and_nothing_else(roles):
                    AND has_function_privilege(%(role)s, p.oid, 'EXECUTE')""",
             {"role": login},
         )
-        assert sorted(cursor.fetchall()) == [("sisy_health_v1",), ("sisy_task_state_v1",)]
+        assert sorted(cursor.fetchall()) == [
+            ("sisy_health_v1",),
+            ("sisy_metrics_v1",),
+            ("sisy_task_state_v1",),
+        ]
     for query in (
         "SELECT id FROM sisy_task",
         "SELECT id FROM sisy_taskrun",
@@ -347,6 +351,12 @@ def test_the_monitor_reads_health_without_any_right_on_the_tables(roles):
         )
     rows = as_role(roles["monitor"], "SELECT check_name, ok, subjects FROM sisy_health_v1()")
     assert rows is not None and ("unplanned", False, ["Forgotten"]) in rows
+    # The metrics too (sisy_metrics_v1, SECURITY DEFINER: it folds the counters as their owner).
+    scraped = as_role(
+        roles["monitor"],
+        "SELECT labels ->> 'state', value FROM sisy_metrics_v1() WHERE metric = 'tasks'",
+    )
+    assert scraped == [("unplanned", 1.0)]
     refused(roles["monitor"], "SELECT sisy_worker_seen_v1(1, 'x', NULL, true, 1, 0, 0, 'ok', '{}')")
 
 

@@ -116,15 +116,16 @@ def test_an_action_the_vocabulary_does_not_know_is_refused_by_the_sql():
         ({"missed": "all", "grace": 5, "timeout": 1.5, "retries": 3, "retry_delay": 2}, True),
         ({"priority": 7}, True),
         ({"missed": None, "grace": None, "retries": 2.0}, True),
+        ({"jitter": 2.5, "queue": "heavy"}, True),
     ],
 )
 def test_policy_defaults_are_the_same_in_python_and_sql(options, allow_overlap):
     python = policies.Policy.of(options, allow_overlap)
-    ((missed, overlap, grace, timeout, retries, retry_delay, priority),) = sql(
+    ((missed, overlap, grace, timeout, retries, retry_delay, priority, jitter, queue),) = sql(
         "SELECT * FROM sisy_policy_v1(%s::jsonb, %s, make_interval(secs => %s))",
         [json.dumps(options), allow_overlap, float(conf.settings.GRACE)],
     )
-    assert (missed, overlap, grace, timeout, retries, retry_delay, priority) == (
+    assert (missed, overlap, grace, timeout, retries, retry_delay, priority, jitter, queue) == (
         python.missed,
         python.overlap,
         python.grace,
@@ -132,6 +133,8 @@ def test_policy_defaults_are_the_same_in_python_and_sql(options, allow_overlap):
         python.retries,
         python.retry_delay,
         python.priority,
+        python.jitter,
+        python.queue,
     )
 
 

@@ -160,6 +160,16 @@ CREATE TABLE sisy_task (
                 WHEN 'number' THEN (options ->> 'priority')::numeric BETWEEN -100 AND 100
                                AND (options ->> 'priority')::numeric % 1 = 0
                 ELSE false END
+        AND CASE coalesce(jsonb_typeof(options -> 'jitter'), 'null')
+                WHEN 'null' THEN true
+                WHEN 'number' THEN (options ->> 'jitter')::numeric BETWEEN 0 AND 86400
+                ELSE false END
+        -- A procrastinate queue: the NOTIFY channel procrastinate names after
+        -- it must stay under PostgreSQL's 64 bytes.
+        AND CASE coalesce(jsonb_typeof(options -> 'queue'), 'null')
+                WHEN 'null' THEN true
+                WHEN 'string' THEN (options ->> 'queue') ~ '^[A-Za-z0-9_.:-]{1,40}$'
+                ELSE false END
     ),
     CONSTRAINT sisy_task_callable_has_path CHECK (
         jsonb_typeof(callable_info) = 'object'
@@ -203,6 +213,23 @@ CREATE TABLE sisy_housekeeping (
 );
 INSERT INTO sisy_housekeeping DEFAULT VALUES;
 
+-- One row per task paused with a note or an end (see the section Pauses); a
+-- task paused without either has none. paused_at and paused_by: when and by
+-- whom the note and end were last set. Here, not in its section: the view
+-- sisy_task_status reads it. No foreign key: Django's flush truncates
+-- sisy_task without CASCADE; sisy_task_forget_pause_v1 deletes a task's row
+-- with it.
+CREATE TABLE sisy_task_pause (
+    task_id bigint PRIMARY KEY,
+    note text NOT NULL DEFAULT ''
+        CONSTRAINT sisy_task_pause_note_length CHECK (length(note) <= 1000),
+    until timestamp with time zone NULL,  -- NULL: paused until resumed by hand
+    paused_at timestamp with time zone NOT NULL DEFAULT clock_timestamp(),
+    paused_by text NOT NULL DEFAULT ''
+);
+-- The next pause to end: an index range, whatever the number of tasks.
+CREATE INDEX sisy_task_pause_until_idx ON sisy_task_pause (until) WHERE until IS NOT NULL;
+
 -- Indexes: planning cost follows what is due, not what is defined ------------
 
 -- The next instant to wake for, and the tasks due now (sisy_claim_due_v1).
@@ -232,7 +259,8 @@ CREATE INDEX sisy_taskrun_queued_job_idx
 
 -- Defers the jobs that execute runs p_run_ids: one job for up to
 -- p_runs_per_job runs due at the same instant p_ats[i] whose tasks have the
--- same priority (options.priority, as sisy_policy_v1), which its runner
+-- same priority (options.priority, as sisy_policy_v1) and queue (the
+-- procrastinate queue options.queue, else p_queue), which its runner
 -- holds until then, fetched from p_scheduled_at on (NULL: at once). A job
 -- carries several runs so that the runs due at one instant cost one fetch
 -- and one worker slot per group, not one each. The job's priority is its
@@ -254,6 +282,7 @@ DECLARE
     job procrastinate_job_to_defer_v1;
     task_of bigint[];  -- each run's task
     priority_of integer[];  -- each run's task's priority
+    queue_of text[];  -- each run's task's queue
     chunk_of integer[];  -- each run's job, as an index into jobs
     chunk record;
     job_ids bigint[];
@@ -262,8 +291,9 @@ BEGIN
         RETURN '{}';
     END IF;
     SELECT array_agg(r.task_id ORDER BY u.ord),
-           array_agg(coalesce((t.options ->> 'priority')::numeric::integer, 0) ORDER BY u.ord)
-      INTO task_of, priority_of
+           array_agg(coalesce((t.options ->> 'priority')::numeric::integer, 0) ORDER BY u.ord),
+           array_agg(coalesce(t.options ->> 'queue', p_queue) ORDER BY u.ord)
+      INTO task_of, priority_of, queue_of
       FROM unnest(p_run_ids) WITH ORDINALITY AS u(run_id, ord)
       LEFT JOIN sisy_taskrun AS r ON r.id = u.run_id
       LEFT JOIN sisy_task AS t ON t.id = r.task_id;
@@ -271,26 +301,29 @@ BEGIN
       FROM (
           SELECT numbered.ord,
                  dense_rank() OVER (
-                     ORDER BY numbered.at, numbered.priority DESC,
+                     ORDER BY numbered.at, numbered.priority DESC, numbered.queue,
                               (numbered.n - 1) / greatest(p_runs_per_job, 1)
                  )::integer AS chunk
             FROM (
-                SELECT r.ord, r.at, r.priority,
-                       row_number() OVER (PARTITION BY r.at, r.priority ORDER BY r.ord) AS n
-                  FROM unnest(p_ats, priority_of) WITH ORDINALITY AS r(at, priority, ord)
+                SELECT r.ord, r.at, r.priority, r.queue,
+                       row_number() OVER (
+                           PARTITION BY r.at, r.priority, r.queue ORDER BY r.ord
+                       ) AS n
+                  FROM unnest(p_ats, priority_of, queue_of) WITH ORDINALITY
+                       AS r(at, priority, queue, ord)
             ) AS numbered
       ) AS ranked;
     FOR chunk IN
-        SELECT min(u.at) AS at, min(u.priority) AS priority,
+        SELECT min(u.at) AS at, min(u.priority) AS priority, min(u.queue) AS queue,
                array_agg(u.run_id ORDER BY u.ord) AS run_ids,
                array_agg(u.task_id ORDER BY u.ord) AS task_ids
-          FROM unnest(p_run_ids, p_ats, priority_of, task_of, chunk_of) WITH ORDINALITY
-               AS u(run_id, at, priority, task_id, chunk, ord)
+          FROM unnest(p_run_ids, p_ats, priority_of, queue_of, task_of, chunk_of) WITH ORDINALITY
+               AS u(run_id, at, priority, queue, task_id, chunk, ord)
          GROUP BY u.chunk
          ORDER BY u.chunk
     LOOP
         job := NULL;
-        job.queue_name := p_queue;
+        job.queue_name := chunk.queue;
         job.task_name := p_task_name;
         job.priority := chunk.priority;
         job.scheduled_at := p_scheduled_at;
@@ -453,11 +486,11 @@ BEGIN
             -- Fires already claimed for the old instants and not started are
             -- withdrawn (their jobs cancelled, their fires not counted): the
             -- new schedule decides from now. A retry continues a run that
-            -- started, and stays.
+            -- started, and stays; so do the runs a backfill asked for.
             WITH gone AS (
                 DELETE FROM sisy_taskrun AS r
                  WHERE r.task_id = NEW.id AND r.status = 'queued'
-                   AND NOT r.details ? 'attempts'
+                   AND NOT r.details ?| ARRAY['attempts', 'backfill']
                 RETURNING r.id
             )
             SELECT count(*) INTO withdrawn FROM gone;
@@ -674,8 +707,11 @@ AS $$
                  count(*)::integer AS count
             FROM sisy_taskrun AS r
            WHERE r.task_id = due.id AND r.status = 'queued'
-             -- a run buffered behind a running one has no job yet
+             -- a run buffered behind a running one, or held for its jitter,
+             -- has no job yet
              AND (r.job_id IS NULL OR sisy_job_pending_v1(r.job_id, p_stalled_after))
+             -- a backfill's runs are no fire of the schedule to coalesce into
+             AND NOT r.details ? 'backfill'
       ) AS waiting ON true
       LEFT JOIN LATERAL (
           SELECT r.id, r.scheduled_for
@@ -754,7 +790,9 @@ BEGIN
     SELECT array_agg(i.id ORDER BY i.id), array_agg(i.scheduled_for ORDER BY i.id)
       INTO to_defer, instants
       FROM inserted AS i
-     WHERE i.status = 'queued' AND NOT i.details ? 'buffered_behind';
+     -- A run delayed by its jitter is held, without a job, until its due_at is
+     -- within the lead time (sisy_release_jittered_runs_v1).
+     WHERE i.status = 'queued' AND NOT i.details ?| ARRAY['buffered_behind', 'jitter'];
 
     IF to_defer IS NOT NULL THEN
         UPDATE sisy_taskrun AS r
@@ -777,11 +815,13 @@ $$;
 -- keeps the two equal). grace defaults to p_default_grace (SISY_GRACE).
 -- priority is procrastinate's job priority of the task's runs (higher first);
 -- sisy_claim_due_v1 and sisy_defer_run_jobs_v1 read it from the options
--- with the same expression, per row.
+-- with the same expression, per row (and sisy_defer_run_jobs_v1 the queue;
+-- NULL: SISY_QUEUE). jitter: the most seconds a run is delayed after its
+-- instant (sisy_pg.policies.jitter_delay).
 CREATE FUNCTION sisy_policy_v1(p_options jsonb, p_allow_overlap boolean, p_default_grace interval)
     RETURNS TABLE (
         missed text, overlap text, grace interval, timeout float8, retries integer,
-        retry_delay float8, priority integer
+        retry_delay float8, priority integer, jitter float8, queue text
     )
     LANGUAGE sql IMMUTABLE
     SET search_path FROM CURRENT
@@ -792,7 +832,9 @@ AS $$
            (p_options ->> 'timeout')::float8,
            coalesce((p_options ->> 'retries')::numeric::integer, 0),
            coalesce((p_options ->> 'retry_delay')::float8, 10),
-           coalesce((p_options ->> 'priority')::numeric::integer, 0);
+           coalesce((p_options ->> 'priority')::numeric::integer, 0),
+           coalesce((p_options ->> 'jitter')::float8, 0),
+           p_options ->> 'queue';
 $$;
 
 -- Running: start, finish, retry, time out, break -----------------------------------
@@ -900,8 +942,9 @@ BEGIN
 
         IF policy.missed <> 'all' AND late_by > policy.grace
            -- A retry continues a run that started in time: it runs when a
-           -- worker fetches it (procrastinate's next poll at worst).
-           AND NOT run.details ? 'attempts'
+           -- worker fetches it (procrastinate's next poll at worst). A
+           -- backfill runs past instants on purpose, one after the other.
+           AND NOT run.details ?| ARRAY['attempts', 'backfill']
         THEN
             UPDATE sisy_taskrun AS r
                SET status = 'missed', finished_at = now_, worker = p_worker,
@@ -960,8 +1003,8 @@ END;
 $$;
 
 -- Defers the job of the run of task p_task_id buffered behind a run that is
--- no longer running (policy overlap='buffer_one'): it starts now, and its
--- grace counts from now.
+-- no longer running (policy overlap='buffer_one'): it starts now (or at the
+-- due_at of its jitter, if later), and its grace counts from then.
 CREATE FUNCTION sisy_release_buffered_run_v1(p_task_id bigint, p_queue text, p_task_name text)
     RETURNS integer
     LANGUAGE plpgsql
@@ -970,8 +1013,9 @@ AS $$
 DECLARE
     buffered bigint;
     now_ timestamptz := clock_timestamp();
+    start_at timestamptz;
 BEGIN
-    SELECT r.id INTO buffered
+    SELECT r.id, greatest(now_, (r.details ->> 'due_at')::timestamptz) INTO buffered, start_at
       FROM sisy_taskrun AS r
      WHERE r.task_id = p_task_id AND r.status = 'queued' AND r.job_id IS NULL
        AND r.details ? 'buffered_behind'
@@ -988,9 +1032,9 @@ BEGIN
     END IF;
     UPDATE sisy_taskrun AS r
        SET job_id = (
-               sisy_defer_run_jobs_v1(p_queue, p_task_name, ARRAY[r.id], ARRAY[now_], 1, NULL)
+               sisy_defer_run_jobs_v1(p_queue, p_task_name, ARRAY[r.id], ARRAY[start_at], 1, NULL)
            )[1],
-           details = r.details || jsonb_build_object('due_at', now_)
+           details = r.details || jsonb_build_object('due_at', start_at)
      WHERE r.id = buffered;
     RETURN 1;
 END;
@@ -1312,7 +1356,10 @@ BEGIN
                        (r.job_id IS NOT NULL OR r.details ? 'task_job_id')
                        AND NOT sisy_run_alive_v1(r.job_id, r.details, p_stalled_after)
                    ELSE
-                       CASE WHEN r.job_id IS NULL THEN NOT r.details ? 'buffered_behind'
+                       -- Held on purpose, without a job: buffered, waiting
+                       -- for its jitter, or for its turn in a backfill.
+                       CASE WHEN r.job_id IS NULL
+                            THEN NOT r.details ?| ARRAY['buffered_behind', 'jitter', 'backfill']
                             ELSE NOT sisy_job_pending_v1(r.job_id, p_stalled_after) END
                END
         RETURNING r.id
@@ -1354,6 +1401,8 @@ BEGIN
       INTO pruned_jobs, pruned
       FROM deleted;
     PERFORM sisy_delete_finished_jobs_v1(coalesce(pruned_jobs, '{}'));
+    -- The backfills asked as long ago, once their runs are done.
+    PERFORM sisy_prune_backfills_v1(p_retention);
     RETURN pruned;
 END;
 $$;
@@ -1601,7 +1650,12 @@ SELECT t.id, t.label, t.schedule, t.timezone, t.enabled,
        last.status AS last_status,
        last.started_at AS last_started_at,
        last.finished_at AS last_finished_at,
-       last.error AS last_error
+       last.error AS last_error,
+       -- A pause's note and end (sisy_task_pause, docs/pausing.md).
+       pause.note AS pause_note,
+       pause.until AS paused_until,
+       pause.paused_at,
+       pause.paused_by
   FROM sisy_task AS t
   LEFT JOIN LATERAL (
       SELECT r.id FROM sisy_taskrun AS r
@@ -1615,11 +1669,13 @@ SELECT t.id, t.label, t.schedule, t.timezone, t.enabled,
          AND r.status IN ('succeeded', 'failed', 'timed_out', 'skipped', 'missed', 'cancelled')
        ORDER BY r.scheduled_for DESC
        LIMIT 1
-  ) AS last ON true;
+  ) AS last ON true
+  LEFT JOIN sisy_task_pause AS pause ON pause.task_id = t.id AND NOT t.enabled;
 
 -- One row per run or recorded decision not to run, with why (reason: late,
 -- missed, coalesced, overlap, backlog, broken, timed_out, worker_lost,
--- not_started, disabled) and which attempt ran last.
+-- not_started, disabled), which attempt ran last, the delay its task's jitter
+-- gave its start (seconds) and whether a backfill asked for it.
 CREATE VIEW sisy_run_history AS
 SELECT r.id, r.task_id, t.label, r.scheduled_for, r.status,
        r.details ->> 'reason' AS reason,
@@ -1629,7 +1685,9 @@ SELECT r.id, r.task_id, t.label, r.scheduled_for, r.status,
        r.queued_at, r.started_at, r.finished_at, r.worker, r.job_id, r.error,
        -- A run of a Django task: the TaskResult it enqueued, and on which backend.
        r.details ->> 'task_result_id' AS task_result_id,
-       r.details ->> 'task_backend' AS task_backend
+       r.details ->> 'task_backend' AS task_backend,
+       (r.details ->> 'jitter')::float8 AS jitter,
+       r.details ? 'backfill' AS backfill
   FROM sisy_taskrun AS r
   JOIN sisy_task AS t ON t.id = r.task_id;
 
@@ -1764,6 +1822,1107 @@ $$;
 ALTER TABLE sisy_task_result
     ADD CONSTRAINT sisy_task_result_job_fk
     FOREIGN KEY (job_id) REFERENCES procrastinate_jobs (id) ON DELETE CASCADE;
+
+-- Metrics ---------------------------------------------------------------------------------
+-- What Prometheus reads (sisy_pg/metrics.py, docs/metrics.md), kept by the database so
+-- that the runs of every worker count, whoever scrapes. A run that reaches a final status
+-- (or is inserted final) appends one row to sisy_metric_delta, by a trigger: an insert into
+-- a table without an index, so the statements that finish runs never wait on one another
+-- (no counter row that every worker updates). A scrape (sisy_metrics_v1) folds the rows
+-- appended since the last one into sisy_metric_total and reads the totals: it costs what
+-- changed, not the size of the history. Nothing lowers a total: retention and deleted
+-- tasks delete runs, not what they counted.
+
+-- The upper bounds (seconds) of the histograms' buckets, +Infinity last: a run's lag (its
+-- first attempt's start - its instant) and its duration (the last attempt's end - its
+-- start). The totals are kept per bound: other bounds would be a new _vN.
+CREATE FUNCTION sisy_metric_buckets_v1(p_metric text) RETURNS float8[]
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    SET search_path FROM CURRENT
+AS $$
+    SELECT CASE p_metric
+        WHEN 'lag' THEN
+            '{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, Infinity}'
+        WHEN 'duration' THEN
+            '{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, Infinity}'
+    END::float8[];
+$$;
+
+-- One row per run that reached a final status, not folded yet, with the bucket (its upper
+-- bound) of its lag and of its duration. No model maps it; only the trigger below writes
+-- it, and only sisy_metrics_fold_v1 deletes.
+CREATE TABLE sisy_metric_delta (
+    id bigint GENERATED ALWAYS AS IDENTITY,
+    status text NOT NULL,
+    reason text NOT NULL,  -- details.reason; '' when none
+    lag float8 NULL,  -- seconds: its first attempt's start - its instant (runs that started)
+    lag_le float8 NULL,
+    duration float8 NULL,  -- seconds: its callable's last attempt (runs that ran to an end)
+    duration_le float8 NULL
+);
+
+-- The counts folded so far, by (metric, status, reason, le): metric 'runs' (by status and
+-- reason; le Infinity), or a histogram, 'lag' or 'duration' (by bucket, non-cumulative;
+-- status and reason ''), with the sum of the bucket's observations. No model maps it.
+CREATE TABLE sisy_metric_total (
+    metric text NOT NULL,
+    status text NOT NULL,
+    reason text NOT NULL,
+    le float8 NOT NULL,
+    count bigint NOT NULL,
+    sum float8 NOT NULL,
+    CONSTRAINT sisy_metric_total_key PRIMARY KEY (metric, status, reason, le)
+);
+
+-- Folds the rows of sisy_metric_delta into sisy_metric_total, one transaction at a time (an
+-- advisory lock of sisy's key space, 0x5153, with -1, which no task id uses: a second
+-- folder does not wait, it leaves the rows to the next fold). Not on a standby nor in a
+-- read-only transaction (the scrape then adds the rows left to the totals). Returns the
+-- rows folded. SECURITY DEFINER, as the trigger that calls it: neither workers nor
+-- monitors need a right on the two tables.
+CREATE FUNCTION sisy_metrics_fold_v1() RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    folded integer;
+BEGIN
+    IF pg_is_in_recovery() OR current_setting('transaction_read_only')::boolean
+       OR NOT pg_try_advisory_xact_lock(20819, -1)
+    THEN
+        RETURN 0;
+    END IF;
+    WITH moved AS (
+        DELETE FROM sisy_metric_delta AS d
+        RETURNING d.status, d.reason, d.lag, d.lag_le, d.duration, d.duration_le
+    ), added AS (
+        INSERT INTO sisy_metric_total AS t (metric, status, reason, le, count, sum)
+        SELECT o.metric, o.status, o.reason, o.le, count(*), coalesce(sum(o.value), 0)
+          FROM moved AS m
+          -- Each row's observations, as sisy_metrics_v1 reads the rows not folded.
+          CROSS JOIN LATERAL (VALUES
+              ('runs', m.status, m.reason, 'Infinity'::float8, NULL::float8),
+              ('lag', '', '', m.lag_le, m.lag),
+              ('duration', '', '', m.duration_le, m.duration)
+          ) AS o(metric, status, reason, le, value)
+         WHERE o.le IS NOT NULL
+         GROUP BY o.metric, o.status, o.reason, o.le
+         ORDER BY o.metric, o.status, o.reason, o.le
+        ON CONFLICT ON CONSTRAINT sisy_metric_total_key DO UPDATE
+           SET count = t.count + excluded.count, sum = t.sum + excluded.sum
+        RETURNING 1
+    )
+    SELECT count(*)::integer INTO folded FROM moved;
+    RETURN folded;
+END;
+$$;
+
+-- A run reached a final status: one row appended to sisy_metric_delta. Its lag counts from
+-- its first attempt (a retried run's start is its last attempt's) to its instant plus its
+-- jitter (details.jitter: a delay asked for is no lateness); a backfill run has none (it
+-- runs an instant long past on purpose); a run whose worker was
+-- lost has no duration (its end is when the loss was noticed). A value's bucket is the first
+-- bound >= it (width_bucket finds the last bound <= it). Every 4096th row folds (once per
+-- transaction at most), so that the table stays small where nobody scrapes.
+CREATE FUNCTION sisy_taskrun_metrics_v1() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    run_lag float8 := CASE WHEN NOT NEW.details ? 'backfill' THEN extract(epoch FROM coalesce(
+        (NEW.details -> 'attempts' -> 0 ->> 'started_at')::timestamptz, NEW.started_at
+    ) - NEW.scheduled_for) - coalesce((NEW.details ->> 'jitter')::float8, 0) END;
+    run_duration float8 := CASE
+        WHEN NEW.status IN ('succeeded', 'failed', 'timed_out')
+             AND coalesce(NEW.details ->> 'reason', '') <> 'worker_lost'
+        THEN extract(epoch FROM NEW.finished_at - NEW.started_at)
+    END;
+    appended bigint;
+BEGIN
+    INSERT INTO sisy_metric_delta (status, reason, lag, lag_le, duration, duration_le)
+    SELECT NEW.status, coalesce(NEW.details ->> 'reason', ''),
+           run_lag, bounds.lag[below.lag + (run_lag IS DISTINCT FROM bounds.lag[below.lag])::integer],
+           run_duration,
+           bounds.duration[below.duration
+                           + (run_duration IS DISTINCT FROM bounds.duration[below.duration])::integer]
+      FROM (SELECT sisy_metric_buckets_v1('lag') AS lag,
+                   sisy_metric_buckets_v1('duration') AS duration) AS bounds
+     CROSS JOIN LATERAL (SELECT width_bucket(run_lag, bounds.lag) AS lag,
+                                width_bucket(run_duration, bounds.duration) AS duration) AS below
+    RETURNING id INTO appended;
+    -- Once per transaction at most: a fold scans the table, where the rows this
+    -- transaction appended and folded stay until it ends (a big UPDATE would fold again
+    -- and again over them).
+    IF appended % 4096 = 0 AND current_setting('sisy.metrics_folded', true) IS DISTINCT FROM 'on'
+    THEN
+        PERFORM set_config('sisy.metrics_folded', 'on', true);
+        PERFORM sisy_metrics_fold_v1();
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER sisy_taskrun_metrics_insert_v1
+    AFTER INSERT ON sisy_taskrun
+    FOR EACH ROW
+    WHEN (NEW.status IN ('succeeded', 'failed', 'timed_out', 'skipped', 'missed', 'cancelled'))
+    EXECUTE FUNCTION sisy_taskrun_metrics_v1();
+
+CREATE TRIGGER sisy_taskrun_metrics_update_v1
+    AFTER UPDATE OF status ON sisy_taskrun
+    FOR EACH ROW
+    WHEN (NEW.status IN ('succeeded', 'failed', 'timed_out', 'skipped', 'missed', 'cancelled')
+          AND OLD.status NOT IN (
+              'succeeded', 'failed', 'timed_out', 'skipped', 'missed', 'cancelled'
+          ))
+    EXECUTE FUNCTION sisy_taskrun_metrics_v1();
+
+-- Everything a scrape shows, in one statement: first the fold, then one row per sample --
+--   runs_total                     {status, reason}: the runs that reached that status;
+--   run_lag_seconds_bucket         le: the runs that started within le of their instant
+--                                  (cumulative; le Infinity is their count);
+--   run_lag_seconds_sum            their lags' sum;
+--   run_duration_seconds_bucket    le, and _sum: the same of the runs that ran to an end;
+--   tasks                          {state}: the tasks in that state (sisy_task_state_v1),
+--                                  states that have some;
+--   workers                        {planning: true, false, or unknown for a worker with
+--                                  no sisy report}: live workers, as sisy_health_v1 says;
+--   runs_waiting, runs_running     runs queued (claimed, waiting to start, a retry
+--                                  waiting for its instant, a run buffered behind another)
+--                                  and running now;
+--   oldest_overdue_seconds         how long ago the oldest instant due and not started
+--                                  was: an enabled task's next run not claimed yet, or a
+--                                  queued run past its instant (not one buffered behind
+--                                  a running run); 0 when none is.
+-- Reads the totals and the rows not folded, the tasks (for each, an index lookup of its
+-- running run and of its latest outcome, where these decide its state), the live workers
+-- and the runs queued or running: it never scans the history. PL/pgSQL, so that
+-- sisy_worker need not exist when this is created. SECURITY DEFINER: the monitor role may scrape without any right on the
+-- tables (sql/roles.sql).
+CREATE FUNCTION sisy_metrics_v1(p_stalled_after interval DEFAULT '30 seconds')
+    RETURNS TABLE (metric text, labels jsonb, le float8, value float8)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    now_ timestamptz := clock_timestamp();
+BEGIN
+    PERFORM sisy_metrics_fold_v1();
+    RETURN QUERY
+    WITH counted AS (
+        SELECT t.metric, t.status, t.reason, t.le, t.count::float8 AS count, t.sum
+          FROM sisy_metric_total AS t
+        UNION ALL
+        -- Rows another transaction folds now, or appended on a primary this standby follows.
+        SELECT o.metric, o.status, o.reason, o.le, 1::float8, coalesce(o.value, 0)
+          FROM sisy_metric_delta AS d
+          CROSS JOIN LATERAL (VALUES
+              ('runs', d.status, d.reason, 'Infinity'::float8, NULL::float8),
+              ('lag', '', '', d.lag_le, d.lag),
+              ('duration', '', '', d.duration_le, d.duration)
+          ) AS o(metric, status, reason, le, value)
+         WHERE o.le IS NOT NULL
+    ), summed AS (
+        SELECT c.metric, c.status, c.reason, c.le, sum(c.count) AS count, sum(c.sum) AS sum
+          FROM counted AS c
+         GROUP BY c.metric, c.status, c.reason, c.le
+    ), histogram AS (
+        SELECT h.name, b.le, coalesce(s.count, 0) AS count, coalesce(s.sum, 0) AS sum
+          FROM (VALUES ('lag'), ('duration')) AS h(name)
+          CROSS JOIN LATERAL unnest(sisy_metric_buckets_v1(h.name)) AS b(le)
+          LEFT JOIN summed AS s ON s.metric = h.name AND s.le = b.le
+    ), live AS (
+        SELECT hb.worker_id AS id FROM sisy_worker_heartbeats_v1() AS hb
+         WHERE hb.last_heartbeat > now_ - p_stalled_after
+        UNION
+        SELECT w.id FROM sisy_worker AS w WHERE w.seen_at > now_ - p_stalled_after
+    ), facts AS (
+        -- What decides each task's state. Broken, finished and paused tasks are so whatever
+        -- their runs; for the others: a running run, and the latest outcome, read backwards
+        -- from the task's latest run (sisy_taskrun_once_per_instant) to the first final one
+        -- (written "not queued nor running", so that no plan reads the index of all the
+        -- finished runs, sisy_taskrun_finished_idx, for each task).
+        SELECT t.error <> '' AS broken, t.finished_at IS NOT NULL AS finished, t.enabled,
+               t.next_run IS NOT NULL AS planned,
+               CASE WHEN decided.by_runs THEN EXISTS (
+                   SELECT FROM sisy_taskrun AS r
+                    WHERE r.task_id = t.id AND r.status = 'running'
+               ) ELSE false END AS running,
+               CASE WHEN decided.by_runs THEN (
+                   SELECT r.status FROM sisy_taskrun AS r
+                    WHERE r.task_id = t.id AND r.status <> ALL ('{queued, running}')
+                    ORDER BY r.scheduled_for DESC
+                    LIMIT 1
+               ) END AS last_status
+          FROM sisy_task AS t
+          CROSS JOIN LATERAL (
+              SELECT t.error = '' AND t.finished_at IS NULL AND t.enabled AS by_runs
+          ) AS decided
+    ), states AS (
+        -- sisy_task_state_v1 once per combination of facts, not once per task.
+        SELECT sisy_task_state_v1(
+                   CASE WHEN f.broken THEN 'broken' ELSE '' END,
+                   CASE WHEN f.finished THEN now_ END,
+                   f.enabled,
+                   CASE WHEN f.planned THEN now_ END,
+                   f.running, f.last_status
+               ) AS state,
+               count(*) AS tasks
+          FROM facts AS f
+         GROUP BY f.broken, f.finished, f.enabled, f.planned, f.running, f.last_status
+    ), active AS (
+        SELECT count(*) FILTER (WHERE r.status = 'queued') AS waiting,
+               count(*) FILTER (WHERE r.status = 'running') AS running,
+               min(coalesce((r.details ->> 'due_at')::timestamptz, r.scheduled_for))
+                   FILTER (WHERE r.status = 'queued' AND NOT r.details ? 'buffered_behind'
+                                 AND NOT r.details ? 'backfill')  -- past on purpose
+                   AS oldest_due
+          FROM sisy_taskrun AS r
+         WHERE r.status IN ('queued', 'running')
+    )
+    SELECT 'runs_total', jsonb_build_object('status', s.status, 'reason', s.reason),
+           NULL::float8, s.count
+      FROM summed AS s WHERE s.metric = 'runs'
+    UNION ALL
+    SELECT 'run_' || h.name || '_seconds_bucket', '{}'::jsonb, h.le,
+           sum(h.count) OVER (PARTITION BY h.name ORDER BY h.le)
+      FROM histogram AS h
+    UNION ALL
+    SELECT 'run_' || h.name || '_seconds_sum', '{}'::jsonb, NULL, sum(h.sum)
+      FROM histogram AS h GROUP BY h.name
+    UNION ALL
+    SELECT 'tasks', jsonb_build_object('state', st.state), NULL, sum(st.tasks)::float8
+      FROM states AS st GROUP BY st.state
+    UNION ALL
+    SELECT 'workers',
+           jsonb_build_object('planning', CASE w.plans WHEN true THEN 'true'
+                                                       WHEN false THEN 'false'
+                                                       ELSE 'unknown' END),
+           NULL, count(*)::float8
+      FROM live LEFT JOIN sisy_worker AS w ON w.id = live.id
+     GROUP BY w.plans
+    UNION ALL
+    SELECT 'runs_waiting', '{}'::jsonb, NULL, a.waiting::float8 FROM active AS a
+    UNION ALL
+    SELECT 'runs_running', '{}'::jsonb, NULL, a.running::float8 FROM active AS a
+    UNION ALL
+    SELECT 'oldest_overdue_seconds', '{}'::jsonb, NULL,
+           greatest(coalesce(extract(epoch FROM now_ - least(
+               (SELECT min(t.next_run) FROM sisy_task AS t
+                 WHERE t.enabled AND t.next_run IS NOT NULL
+                   AND t.error = '' AND t.finished_at IS NULL),
+               a.oldest_due
+           ))::float8, 0), 0)
+      FROM active AS a;
+END;
+$$;
+
+-- Pauses ---------------------------------------------------------------------------------
+-- A pause may say why (a note) and when it ends (until). Both live beside the
+-- task, in a table of their own (sisy_task_pause, with the tables: the columns
+-- the models map are frozen, see the upgrade rule); the planners resume the task at its end, on the
+-- database's clock (sisy_end_pauses_v1), and wake up for the earliest end
+-- (the planner_state query). Resuming a task, by any writer, forgets its
+-- pause. docs/pausing.md.
+
+-- A task enabled again (resumed, by any writer), deleted, or truncated with
+-- all the others forgets its pause, so that a later pause starts afresh and
+-- an end never resumes a task paused since for another reason. SECURITY
+-- DEFINER: whoever may enable or delete a task may forget its pause.
+CREATE FUNCTION sisy_task_forget_pause_v1() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' THEN
+        DELETE FROM sisy_task_pause WHERE task_id = NEW.id;
+    ELSIF TG_OP = 'DELETE' THEN
+        -- Statement level: one join however many tasks the statement deleted.
+        IF EXISTS (SELECT FROM sisy_task_pause) THEN
+            DELETE FROM sisy_task_pause AS p USING deleted_tasks AS d WHERE p.task_id = d.id;
+        END IF;
+    ELSE
+        DELETE FROM sisy_task_pause;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER sisy_task_resumed_forgets_pause_v1
+    AFTER UPDATE OF enabled ON sisy_task
+    FOR EACH ROW WHEN (NEW.enabled AND NOT OLD.enabled)
+    EXECUTE FUNCTION sisy_task_forget_pause_v1();
+
+CREATE TRIGGER sisy_task_deleted_forgets_pause_v1
+    AFTER DELETE ON sisy_task
+    REFERENCING OLD TABLE AS deleted_tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION sisy_task_forget_pause_v1();
+
+CREATE TRIGGER sisy_task_truncated_forgets_pauses_v1
+    AFTER TRUNCATE ON sisy_task
+    FOR EACH STATEMENT EXECUTE FUNCTION sisy_task_forget_pause_v1();
+
+-- Pauses the tasks p_task_ids, each unless sisy_refusal_v1 refuses it (as
+-- sisy_act_v1's pause, on each row as it is once locked), with the note
+-- p_note and the end p_until (NULL: none). A task already paused gets the
+-- new note and end (to say more, or to move the end); with neither, it is
+-- refused already_paused as sisy_act_v1 refuses it. paused_by is the
+-- writer's actor (sisy.actor: sisy_pg.audit.acting_as, the admin's user,
+-- manage.py sisy --as), else the database role and application_name. An end
+-- that is not in the future is refused (invalid_parameter_value): a slip of
+-- the keyboard must not resume the task at once. One row per task found:
+-- done, or the refusal.
+CREATE FUNCTION sisy_pause_tasks_v1(p_task_ids bigint[], p_note text, p_until timestamptz)
+    RETURNS TABLE (task_id bigint, label varchar, done boolean, refusal text)
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    noted boolean := coalesce(p_note, '') <> '' OR p_until IS NOT NULL;
+    by_whom text := coalesce(
+        nullif(current_setting('sisy.actor', true), ''),
+        session_user || coalesce(' (' || nullif(current_setting('application_name'), '') || ')', '')
+    );
+BEGIN
+    IF p_until IS NOT NULL AND p_until <= clock_timestamp() THEN
+        RAISE EXCEPTION 'sisy: a pause must end in the future, not at %', p_until
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Without an end, the task stays paused until it is resumed.';
+    END IF;
+    RETURN QUERY
+    WITH target AS (
+        SELECT t.id, t.label, t.enabled,
+               CASE WHEN r.refusal = 'already_paused' AND noted THEN NULL
+                    ELSE r.refusal END AS refusal
+          FROM sisy_task AS t
+         CROSS JOIN LATERAL (
+               SELECT sisy_refusal_v1('pause', t.enabled, t.finished_at, t.error) AS refusal
+         ) AS r
+         WHERE t.id = ANY (p_task_ids)
+         ORDER BY t.id
+           FOR NO KEY UPDATE OF t
+    ), paused AS (
+        UPDATE sisy_task AS t SET enabled = false
+          FROM target
+         WHERE t.id = target.id AND target.refusal IS NULL AND target.enabled
+    ), kept AS (
+        INSERT INTO sisy_task_pause AS p (task_id, note, until, paused_at, paused_by)
+        SELECT target.id, coalesce(p_note, ''), p_until, clock_timestamp(), by_whom
+          FROM target
+         WHERE target.refusal IS NULL AND noted
+        ON CONFLICT ON CONSTRAINT sisy_task_pause_pkey DO UPDATE
+           SET note = excluded.note, until = excluded.until,
+               paused_at = excluded.paused_at, paused_by = excluded.paused_by
+    )
+    SELECT target.id, target.label, target.refusal IS NULL, target.refusal
+      FROM target
+     ORDER BY target.id;
+END;
+$$;
+
+-- sisy_pause_v1 with a note and an end, for a session without Django
+-- (docs/pausing.md): the task named p_task (a label, or an id), done or
+-- refused with the reason. SECURITY DEFINER, as sisy_pause_v1.
+CREATE FUNCTION sisy_pause_v2(p_task text, p_note text DEFAULT '', p_until timestamptz DEFAULT NULL)
+    RETURNS TABLE (task_id bigint, label varchar, done boolean, refusal text)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+    SELECT * FROM sisy_pause_tasks_v1(ARRAY[sisy_task_id_v1(p_task)], p_note, p_until);
+$$;
+
+-- A task's pause as the edges show it (a JSON object: note, until,
+-- paused_at, paused_by), or NULL: not paused, or paused with neither a note
+-- nor an end.
+CREATE FUNCTION sisy_pause_of_v1(p_task_id bigint, p_enabled boolean) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path FROM CURRENT
+AS $$
+    SELECT jsonb_build_object(
+               'note', p.note, 'until', p.until, 'paused_at', p.paused_at,
+               'paused_by', p.paused_by
+           )
+      FROM sisy_task_pause AS p
+     WHERE p.task_id = p_task_id AND NOT p_enabled;
+$$;
+
+-- Resumes up to p_limit tasks whose pause ended (until at or before the
+-- database's clock), as sisy_act_v1's resume does, skipping the rows another
+-- transaction holds (a writer changing that task: its commit wakes the
+-- planners). A pause that ended goes, resumed or not (a finished task stays
+-- finished), so that no planner wakes for it again. Called by the planners
+-- when the earliest end is due; SECURITY DEFINER: the worker role resumes
+-- through it, with no right to enable a task otherwise. One row per pause
+-- ended.
+CREATE FUNCTION sisy_end_pauses_v1(p_limit integer)
+    RETURNS TABLE (
+        task_id bigint, label varchar, until timestamptz, resumed boolean, refusal text
+    )
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    measured_at timestamptz := clock_timestamp();
+    ended bigint[];
+    ends timestamptz[];
+BEGIN
+    -- A row left by a task gone without its triggers would wake the planners forever.
+    DELETE FROM sisy_task_pause AS p
+     WHERE p.until <= measured_at
+       AND NOT EXISTS (SELECT FROM sisy_task AS t WHERE t.id = p.task_id);
+    WITH due AS (
+        SELECT p.task_id
+          FROM sisy_task_pause AS p
+          JOIN sisy_task AS t ON t.id = p.task_id
+         WHERE p.until <= measured_at
+         ORDER BY p.until
+         LIMIT p_limit
+           FOR NO KEY UPDATE OF t SKIP LOCKED
+    ), gone AS (
+        DELETE FROM sisy_task_pause AS p USING due WHERE p.task_id = due.task_id
+        RETURNING p.task_id, p.until
+    )
+    SELECT array_agg(gone.task_id ORDER BY gone.task_id),
+           array_agg(gone.until ORDER BY gone.task_id)
+      INTO ended, ends
+      FROM gone;
+    IF ended IS NULL THEN
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT a.task_id, a.label, e.until, a.done, a.refusal
+      FROM sisy_act_v1('resume', ended) AS a
+      JOIN unnest(ended, ends) AS e(task_id, until) ON e.task_id = a.task_id
+     ORDER BY a.task_id;
+END;
+$$;
+
+-- Audit: every change to a task, by any writer ---------------------------------------------
+-- Triggers on sisy_task record each change of a task -- an ORM save, a
+-- queryset update, the admin's forms, buttons and actions, manage.py sisy, a
+-- migration, psql -- in the append-only table sisy_task_change, with who made
+-- it and through what; the view sisy_task_changes shows them (docs/audit.md).
+-- The writer names itself in two settings the triggers read: sisy.actor and
+-- sisy.via, transaction-local for sisy_pg.audit.acting_as (the admin, the CLI,
+-- code), a session's for every Django connection (via 'api', or 'migration'
+-- while migrate runs). A session that says nothing is 'sql' (or 'worker', a
+-- worker's own connections), and its actor is its role and application_name.
+-- What the workers keep (next_run, last_run, fire_count, finished_at) and
+-- modified_at are left out. Kept as long as the run history
+-- (sisy_prune_task_changes_v1, SISY_RUN_RETENTION_DAYS).
+
+-- One row per change of a task (task_id NULL: a TRUNCATE of them all). No
+-- model maps it, and no foreign key: a deleted task's changes stay.
+CREATE TABLE sisy_task_change (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task_id bigint NULL,
+    label varchar(255) NULL,  -- the task's after the change (before it, for a delete)
+    operation text NOT NULL
+        CONSTRAINT sisy_task_change_operation_known
+            CHECK (operation IN ('insert', 'update', 'delete', 'truncate')),
+    changed_at timestamp with time zone NOT NULL DEFAULT clock_timestamp(),
+    actor text NOT NULL,  -- the Django user, else db_role (application_name)
+    via text NOT NULL,  -- admin, cli, api, sql, migration, worker
+    db_role text NOT NULL,  -- session_user: who logged in, whatever the actor says
+    application_name text NOT NULL,
+    -- {"column": {"old": ..., "new": ...}} for each column that changed
+    changes jsonb NOT NULL
+        CONSTRAINT sisy_task_change_changes_is_object CHECK (jsonb_typeof(changes) = 'object')
+);
+-- A task's changes, newest first (the admin, manage.py sisy show).
+CREATE INDEX sisy_task_change_task_idx ON sisy_task_change (task_id, id);
+-- The oldest, for the retention.
+CREATE INDEX sisy_task_change_changed_at_idx ON sisy_task_change (changed_at);
+
+-- The columns of a task's definition that differ between two versions of its
+-- row (to_jsonb; NULL: none, for an insert or a delete), as {"column": {"old":
+-- ..., "new": ...}}; an empty text counts as none. next_run only with
+-- p_with_next_run: a writer that sets it asks for a run at that instant ("run
+-- now"), where the workers' planning is noise.
+CREATE FUNCTION sisy_task_diff_v1(p_old jsonb, p_new jsonb, p_with_next_run boolean)
+    RETURNS jsonb
+    LANGUAGE sql IMMUTABLE
+    SET search_path FROM CURRENT
+AS $$
+    SELECT coalesce(jsonb_object_agg(
+               k.name, jsonb_build_object('old', p_old -> k.name, 'new', p_new -> k.name)
+           ), '{}')
+      FROM unnest(ARRAY[
+               'label', 'callable_info', 'schedule', 'timezone', 'enabled', 'start_running',
+               'end_running', 'iterations', 'wait_for_schedule', 'allow_overlap', 'userdata',
+               'options', 'error', 'next_run'
+           ]) AS k(name)
+     WHERE (k.name <> 'next_run' OR p_with_next_run)
+       AND coalesce(nullif(p_old -> k.name, '""'), 'null')
+           IS DISTINCT FROM coalesce(nullif(p_new -> k.name, '""'), 'null');
+$$;
+
+-- Records the changes of the statement or row that fired it, as the writer
+-- names itself (see the section's head). A worker's connections
+-- (application_name sisy-planner, sisy-runner) are 'worker' even where a
+-- pooler left a Django session's 'api' on them. SECURITY DEFINER: no writer
+-- needs a right on sisy_task_change, and none can skip its row.
+CREATE FUNCTION sisy_task_audit_v1() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    w_app text := current_setting('application_name');
+    w_via text := nullif(current_setting('sisy.via', true), '');
+    w_actor text := nullif(current_setting('sisy.actor', true), '');
+    changed jsonb;
+BEGIN
+    IF w_app IN ('sisy-planner', 'sisy-runner') AND coalesce(w_via, 'api') = 'api' THEN
+        w_via := 'worker';
+    END IF;
+    w_via := coalesce(w_via, 'sql');
+    w_actor := coalesce(w_actor, session_user || CASE WHEN w_app = '' THEN ''
+                                                      ELSE ' (' || w_app || ')' END);
+    IF TG_OP = 'UPDATE' THEN
+        changed := sisy_task_diff_v1(
+            to_jsonb(OLD), to_jsonb(NEW), w_via <> 'worker' AND NEW.next_run IS NOT NULL
+        );
+        IF changed <> '{}' THEN
+            INSERT INTO sisy_task_change AS c
+                   (task_id, label, operation, actor, via, db_role, application_name, changes)
+            VALUES (NEW.id, NEW.label, 'update', w_actor, w_via, session_user, w_app, changed);
+        END IF;
+    ELSIF TG_OP = 'INSERT' THEN
+        INSERT INTO sisy_task_change AS c
+               (task_id, label, operation, actor, via, db_role, application_name, changes)
+        SELECT n.id, n.label, 'insert', w_actor, w_via, session_user, w_app,
+               sisy_task_diff_v1(NULL, to_jsonb(n), false)
+          FROM sisy_task_inserted AS n
+         ORDER BY n.id;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO sisy_task_change AS c
+               (task_id, label, operation, actor, via, db_role, application_name, changes)
+        SELECT o.id, o.label, 'delete', w_actor, w_via, session_user, w_app,
+               sisy_task_diff_v1(to_jsonb(o), NULL, false)
+          FROM sisy_task_deleted AS o
+         ORDER BY o.id;
+    ELSE  -- TRUNCATE: no row to name
+        INSERT INTO sisy_task_change AS c
+               (task_id, label, operation, actor, via, db_role, application_name, changes)
+        VALUES (NULL, NULL, 'truncate', w_actor, w_via, session_user, w_app, '{}');
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+-- Inserts and deletes are recorded a statement at a time (its rows, from the
+-- transition table: one INSERT however many tasks). Updates a row at a time,
+-- and only those that change a column the audit keeps: the WHEN clause lets
+-- the planners' writes (next_run, last_run, fire_count) by without a call.
+CREATE TRIGGER sisy_task_audit_insert_v1
+    AFTER INSERT ON sisy_task
+    REFERENCING NEW TABLE AS sisy_task_inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION sisy_task_audit_v1();
+
+CREATE TRIGGER sisy_task_audit_update_v1
+    AFTER UPDATE ON sisy_task
+    FOR EACH ROW WHEN (
+        (OLD.label, OLD.callable_info, OLD.schedule, OLD.timezone, OLD.enabled,
+         OLD.start_running, OLD.end_running, OLD.iterations, OLD.wait_for_schedule,
+         OLD.allow_overlap, OLD.userdata, OLD.options, OLD.error)
+        IS DISTINCT FROM
+        (NEW.label, NEW.callable_info, NEW.schedule, NEW.timezone, NEW.enabled,
+         NEW.start_running, NEW.end_running, NEW.iterations, NEW.wait_for_schedule,
+         NEW.allow_overlap, NEW.userdata, NEW.options, NEW.error)
+        OR (NEW.next_run IS NOT NULL AND NEW.next_run IS DISTINCT FROM OLD.next_run
+            AND current_setting('application_name') NOT IN ('sisy-planner', 'sisy-runner'))
+    )
+    EXECUTE FUNCTION sisy_task_audit_v1();
+
+CREATE TRIGGER sisy_task_audit_delete_v1
+    AFTER DELETE ON sisy_task
+    REFERENCING OLD TABLE AS sisy_task_deleted
+    FOR EACH STATEMENT EXECUTE FUNCTION sisy_task_audit_v1();
+
+CREATE TRIGGER sisy_task_audit_truncate_v1
+    AFTER TRUNCATE ON sisy_task
+    FOR EACH STATEMENT EXECUTE FUNCTION sisy_task_audit_v1();
+
+-- A pause's note and end (sisy_task_pause, docs/pausing.md) are part of the task's
+-- definition for the audit: set or changed, they are recorded as an update of the task
+-- (changes pause_note, paused_until), by the writer the session names, as above. Pausing
+-- itself shows as enabled true -> false; a pause ended (its row deleted) as the reverse.
+CREATE FUNCTION sisy_task_pause_audit_v1() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    w_app text := current_setting('application_name');
+    w_via text := nullif(current_setting('sisy.via', true), '');
+    w_actor text := nullif(current_setting('sisy.actor', true), '');
+    old_note text := CASE WHEN TG_OP = 'UPDATE' THEN OLD.note ELSE '' END;
+    old_until timestamptz := CASE WHEN TG_OP = 'UPDATE' THEN OLD.until END;
+    changed jsonb := '{}';
+BEGIN
+    IF NEW.note IS DISTINCT FROM old_note THEN
+        changed := changed || jsonb_build_object(
+            'pause_note', jsonb_build_object('old', nullif(old_note, ''), 'new', nullif(NEW.note, ''))
+        );
+    END IF;
+    IF NEW.until IS DISTINCT FROM old_until THEN
+        changed := changed || jsonb_build_object(
+            'paused_until', jsonb_build_object('old', old_until, 'new', NEW.until)
+        );
+    END IF;
+    IF changed = '{}' THEN
+        RETURN NULL;
+    END IF;
+    IF w_app IN ('sisy-planner', 'sisy-runner') AND coalesce(w_via, 'api') = 'api' THEN
+        w_via := 'worker';
+    END IF;
+    INSERT INTO sisy_task_change AS c
+           (task_id, label, operation, actor, via, db_role, application_name, changes)
+    SELECT t.id, t.label, 'update',
+           coalesce(w_actor, session_user || CASE WHEN w_app = '' THEN ''
+                                                  ELSE ' (' || w_app || ')' END),
+           coalesce(w_via, 'sql'), session_user, w_app, changed
+      FROM sisy_task AS t
+     WHERE t.id = NEW.task_id;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER sisy_task_pause_audit_v1
+    AFTER INSERT OR UPDATE ON sisy_task_pause
+    FOR EACH ROW EXECUTE FUNCTION sisy_task_pause_audit_v1();
+
+-- sisy_task_change is append-only: an UPDATE, a DELETE or a TRUNCATE of it is
+-- refused, but for the retention's deletes (sisy_prune_task_changes_v1). A
+-- guard against mistakes: the table's owner may still drop the trigger.
+CREATE FUNCTION sisy_task_change_append_only_v1() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF TG_OP = 'DELETE' AND current_setting('sisy.pruning_changes', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    RAISE EXCEPTION 'sisy: sisy_task_change is append-only (% refused)', TG_OP
+        USING ERRCODE = 'insufficient_privilege',
+              HINT = 'Changes older than the run history are pruned with it '
+                     '(SISY_RUN_RETENTION_DAYS).';
+END;
+$$;
+
+CREATE TRIGGER sisy_task_change_append_only_v1
+    BEFORE UPDATE OR DELETE OR TRUNCATE ON sisy_task_change
+    FOR EACH STATEMENT EXECUTE FUNCTION sisy_task_change_append_only_v1();
+
+-- Retention: deletes up to p_limit changes made longer than p_retention ago,
+-- oldest first (the housekeeping, with sisy_prune_runs_v1). SECURITY DEFINER:
+-- the worker role may prune without any right on the table.
+CREATE FUNCTION sisy_prune_task_changes_v1(p_retention interval, p_limit integer)
+    RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    pruned integer;
+BEGIN
+    PERFORM set_config('sisy.pruning_changes', 'on', true);
+    WITH old AS (
+        SELECT c.id FROM sisy_task_change AS c
+         WHERE c.changed_at < now() - p_retention
+         ORDER BY c.changed_at
+         LIMIT p_limit
+    ), deleted AS (
+        DELETE FROM sisy_task_change AS c USING old WHERE c.id = old.id
+        RETURNING c.id
+    )
+    SELECT count(*)::integer INTO pruned FROM deleted;
+    PERFORM set_config('sisy.pruning_changes', '', true);
+    RETURN pruned;
+END;
+$$;
+
+-- Every change of every task, with who made it (actor), through what (via:
+-- admin, cli, api, sql, migration, worker) and what changed (changes: each
+-- column's old and new value). It shows userdata and callable_info: the
+-- roles of sql/roles.sql are not granted it.
+CREATE VIEW sisy_task_changes AS
+SELECT c.task_id, c.changed_at, c.actor, c.via, c.changes,
+       c.operation, c.label, c.db_role, c.application_name, c.id
+  FROM sisy_task_change AS c;
+
+-- Backfill and jitter ----------------------------------------------------------------------
+-- A backfill runs the past instants of a task's schedule in a range, each one
+-- once however often it is asked (docs/backfill.md). sisy_backfill_v1 records
+-- the request; its instants are computed in Python (croniter, the task's time
+-- zone, as the planner computes them: sisy_pg/backfill.py), by the command or
+-- the admin that asked, in the same transaction, or by a planner for a request
+-- made in SQL; sisy_store_backfill_v1 queues a run for each instant that has no
+-- row, or whose row says it was not run (missed, skipped, cancelled), and
+-- leaves alone those that ran or will: the unique (task, instant) makes a
+-- second request run nothing twice. A task's backfill runs run one at a time,
+-- oldest first: the end of one defers the job of the next
+-- (sisy_taskrun_backfill_next_v1), so that a backfill takes one of a worker's
+-- callable slots at most, never its task's whole share. They are not fires of
+-- the schedule (fire_count, last_run and iterations ignore them, a fire does
+-- not coalesce into them) and are never late.
+--
+-- Jitter (options.jitter, docs/jitter-and-queues.md): the planner delays the
+-- run of an instant by details.jitter seconds, derived from the task and the
+-- instant (sisy_pg.policies.jitter_delay), to details.due_at, and holds it
+-- without a job until then: sisy_release_jittered_runs_v1 defers its job
+-- SISY_LEAD_TIME ahead, as for any fire, so that a run waiting for its delay
+-- holds no worker slot.
+
+-- One row per backfill asked for; its counts once its instants are computed.
+-- No model maps it. Deleted with its task (triggers, not a foreign key, which
+-- would refuse Django's flush its TRUNCATE of sisy_task), or after
+-- SISY_RUN_RETENTION_DAYS once none of its runs waits (sisy_prune_backfills_v1).
+CREATE TABLE sisy_backfill (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task_id bigint NOT NULL,
+    range_from timestamp with time zone NOT NULL,
+    -- At most when it was asked: the instants to come are the schedule's.
+    range_to timestamp with time zone NOT NULL,
+    -- The most instants it may run (NULL: SISY_BACKFILL_LIMIT, which caps it).
+    max_instants integer NULL
+        CONSTRAINT sisy_backfill_max_instants_positive CHECK (max_instants > 0),
+    requested_at timestamp with time zone NOT NULL DEFAULT clock_timestamp(),
+    -- Who asked: the writer's actor (sisy.actor: sisy_pg.audit.acting_as, the
+    -- admin's user, manage.py sisy --as), else the database role and application.
+    requested_by text NOT NULL,
+    -- Set once its instants are computed: how many, how many runs were queued,
+    -- how many had run or were to run already; or why none was queued.
+    expanded_at timestamp with time zone NULL,
+    instants integer NULL,
+    queued integer NULL,
+    already integer NULL,
+    error text NOT NULL DEFAULT '',
+    -- Where the jobs of its runs go: the queue of the planner that computed it
+    -- (SISY_QUEUE; a task's options.queue wins), and the runner's task name.
+    queue text NULL,
+    task_name text NULL,
+    CONSTRAINT sisy_backfill_range CHECK (range_from <= range_to)
+);
+-- The requests made in SQL that a planner has still to compute (planner_state).
+CREATE INDEX sisy_backfill_pending_idx ON sisy_backfill (id) WHERE expanded_at IS NULL;
+-- The runs held for their jitter (planner_state, sisy_release_jittered_runs_v1).
+CREATE INDEX sisy_taskrun_jitter_held_idx
+    ON sisy_taskrun (scheduled_for)
+    WHERE status = 'queued' AND job_id IS NULL AND details ? 'jitter';
+
+-- Asks for a backfill of task p_task_id's instants from p_from through p_to
+-- (no later than now), p_limit at most (NULL: SISY_BACKFILL_LIMIT, the most
+-- any backfill may run). Refused, as a run now is (sisy_refusal_v1), for a
+-- task paused, finished or broken: then nothing is recorded. No row for a
+-- task not found. Notifies the planners: one of them computes the instants of
+-- a request its asker leaves pending (one made in SQL).
+CREATE FUNCTION sisy_request_backfill_v1(
+    p_task_id bigint, p_from timestamptz, p_to timestamptz, p_limit integer
+)
+    RETURNS TABLE (backfill_id bigint, task_id bigint, label varchar, refusal text)
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    task sisy_task;
+    refused text;
+    request_id bigint;
+    now_ timestamptz := clock_timestamp();
+BEGIN
+    IF p_from IS NULL OR p_to IS NULL OR p_from > p_to THEN
+        RAISE EXCEPTION 'sisy: a backfill needs a range whose start (%) is not after its end (%)',
+                        coalesce(p_from::text, 'none'), coalesce(p_to::text, 'none')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF p_from > now_ THEN
+        RAISE EXCEPTION 'sisy: a backfill runs past instants; % is still to come', p_from
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'The instants to come are the schedule''s own.';
+    END IF;
+    IF p_limit IS NOT NULL AND p_limit < 1 THEN
+        RAISE EXCEPTION 'sisy: a backfill''s limit must be at least 1, not %', p_limit
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT * INTO task FROM sisy_task AS t WHERE t.id = p_task_id;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    refused := sisy_refusal_v1('run_now', task.enabled, task.finished_at, task.error);
+    IF refused IS NULL THEN
+        INSERT INTO sisy_backfill (task_id, range_from, range_to, max_instants, requested_by)
+        VALUES (
+            task.id, p_from, least(p_to, now_), p_limit,
+            coalesce(
+                nullif(current_setting('sisy.actor', true), ''),
+                session_user
+                || coalesce(' (' || nullif(current_setting('application_name'), '') || ')', '')
+            )
+        )
+        RETURNING id INTO request_id;
+        PERFORM pg_notify('sisy_task_changed', '');
+    END IF;
+    RETURN QUERY SELECT request_id, task.id, task.label, refused;
+END;
+$$;
+
+-- What manage.py sisy backfill does, for a session without Django: the task
+-- named p_task (a label, or an id: sisy_task_id_v1). A planner computes the
+-- instants a moment later (SELECT * FROM sisy_backfill shows them).
+-- SECURITY DEFINER: the operator role may call it (sql/roles.sql).
+CREATE FUNCTION sisy_backfill_v1(
+    p_task text, p_from timestamptz, p_to timestamptz, p_limit integer DEFAULT NULL
+)
+    RETURNS TABLE (backfill_id bigint, task_id bigint, label varchar, refusal text)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+    SELECT * FROM sisy_request_backfill_v1(sisy_task_id_v1(p_task), p_from, p_to, p_limit);
+$$;
+
+-- Records the instants p_instants computed for backfill p_backfill_id, or why
+-- none is run (p_error: more instants than its limit, a schedule that cannot
+-- be planned). Under the task's row lock, refused again if the task was
+-- paused, finished or broken meanwhile (its runs would outlive the pause).
+-- Each instant of the range gets a queued run (details.backfill and
+-- backfill_id) unless its row says it ran or will run; a row that says it was
+-- not run (missed, skipped, cancelled) becomes that run, what it said kept in
+-- details.was. The runs wait without a job for their turn
+-- (sisy_release_backfill_v1), on queue p_queue (a task's options.queue wins),
+-- for the runner task p_task_name. Done once: a request already computed
+-- returns what it recorded.
+CREATE FUNCTION sisy_store_backfill_v1(
+    p_backfill_id bigint, p_instants timestamptz[], p_error text, p_queue text,
+    p_task_name text
+)
+    RETURNS TABLE (instants integer, queued integer, already integer, error text)
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    request sisy_backfill;
+    task sisy_task;
+    asked timestamptz[];
+    refused text;
+    converted integer := 0;
+    inserted integer := 0;
+    now_ timestamptz := clock_timestamp();
+BEGIN
+    SELECT * INTO request FROM sisy_backfill AS b WHERE b.id = p_backfill_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'sisy: no backfill %', p_backfill_id USING ERRCODE = 'no_data_found';
+    END IF;
+    IF request.expanded_at IS NULL THEN
+        -- The lock of sisy_release_backfill_v1 first, then the task's row, as
+        -- a runner breaking the task takes them.
+        PERFORM pg_advisory_xact_lock(20820, (request.task_id % 2147483647)::integer);
+        SELECT * INTO task FROM sisy_task AS t WHERE t.id = request.task_id FOR SHARE;
+        refused := sisy_refusal_v1('run_now', task.enabled, task.finished_at, task.error);
+        asked := ARRAY(
+            SELECT DISTINCT i FROM unnest(p_instants) AS i
+             WHERE i BETWEEN request.range_from AND request.range_to
+             ORDER BY i
+        );
+        IF coalesce(p_error, '') = '' AND refused IS NULL THEN
+            WITH again AS (
+                UPDATE sisy_taskrun AS r
+                   SET status = 'queued', queued_at = now_, started_at = NULL,
+                       finished_at = NULL, error = '', traceback = '', job_id = NULL,
+                       worker = '',
+                       details = jsonb_build_object(
+                           'backfill', true, 'backfill_id', request.id,
+                           'was', jsonb_build_object('status', r.status, 'error', r.error)
+                                  || r.details
+                       )
+                 WHERE r.task_id = request.task_id AND r.scheduled_for = ANY (asked)
+                   AND r.status IN ('skipped', 'missed', 'cancelled')
+                RETURNING 1
+            )
+            SELECT count(*)::integer INTO converted FROM again;
+            WITH added AS (
+                INSERT INTO sisy_taskrun AS r (task_id, scheduled_for, status, queued_at, details)
+                SELECT request.task_id, i, 'queued', now_,
+                       jsonb_build_object('backfill', true, 'backfill_id', request.id)
+                  FROM unnest(asked) AS i
+                ON CONFLICT (task_id, scheduled_for) DO NOTHING
+                RETURNING 1
+            )
+            SELECT count(*)::integer INTO inserted FROM added;
+        END IF;
+        UPDATE sisy_backfill AS b
+           SET expanded_at = now_,
+               instants = cardinality(asked),
+               queued = converted + inserted,
+               already = CASE WHEN coalesce(p_error, '') = '' AND refused IS NULL
+                              THEN cardinality(asked) - converted - inserted ELSE 0 END,
+               error = coalesce(nullif(p_error, ''), 'the task is ' || refused, ''),
+               queue = p_queue, task_name = p_task_name
+         WHERE b.id = request.id
+        RETURNING * INTO request;
+        PERFORM sisy_release_backfill_v1(request.task_id);
+    END IF;
+    RETURN QUERY SELECT request.instants, request.queued, request.already, request.error;
+END;
+$$;
+
+-- Defers the job of the earliest run of task p_task_id waiting for its turn in
+-- a backfill, unless one of its backfill runs is on its way (queued with a
+-- job, or running): a task's backfills run one run at a time, oldest first.
+-- Returns 1 when one was deferred.
+CREATE FUNCTION sisy_release_backfill_v1(p_task_id bigint) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    next_run record;
+    now_ timestamptz := clock_timestamp();
+BEGIN
+    -- None waits (a backfill's last run ended, or its task's runs were
+    -- cancelled with it): no lock taken, none waited for.
+    IF NOT EXISTS (
+        SELECT 1 FROM sisy_taskrun AS r
+         WHERE r.task_id = p_task_id AND r.status = 'queued' AND r.job_id IS NULL
+           AND r.details ? 'backfill'
+    ) THEN
+        RETURN 0;
+    END IF;
+    -- Serialise the releases of a task's backfill runs (sisy's key space, 0x5154).
+    PERFORM pg_advisory_xact_lock(20820, (p_task_id % 2147483647)::integer);
+    IF EXISTS (
+        SELECT 1 FROM sisy_taskrun AS r
+         WHERE r.task_id = p_task_id AND r.status IN ('queued', 'running')
+           AND r.details ? 'backfill' AND (r.status = 'running' OR r.job_id IS NOT NULL)
+    ) THEN
+        RETURN 0;
+    END IF;
+    SELECT r.id, b.queue, b.task_name INTO next_run
+      FROM sisy_taskrun AS r
+      JOIN sisy_backfill AS b ON b.id = (r.details ->> 'backfill_id')::bigint
+     WHERE r.task_id = p_task_id AND r.status = 'queued' AND r.job_id IS NULL
+       AND r.details ? 'backfill' AND b.queue IS NOT NULL
+     ORDER BY r.scheduled_for
+     LIMIT 1
+       FOR UPDATE OF r;
+    IF next_run.id IS NULL THEN
+        RETURN 0;
+    END IF;
+    UPDATE sisy_taskrun AS r
+       SET job_id = (
+               sisy_defer_run_jobs_v1(
+                   next_run.queue, next_run.task_name, ARRAY[r.id], ARRAY[now_], 1, NULL
+               )
+           )[1],
+           details = r.details || jsonb_build_object('due_at', now_)
+     WHERE r.id = next_run.id;
+    RETURN 1;
+END;
+$$;
+
+-- A backfill run ended (however: succeeded, failed, skipped, missed,
+-- cancelled, worker lost): the next one of its task gets its job.
+CREATE FUNCTION sisy_taskrun_backfill_next_v1() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM sisy_release_backfill_v1(NEW.task_id);
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER sisy_taskrun_backfill_next_v1
+    AFTER UPDATE OF status ON sisy_taskrun
+    FOR EACH ROW WHEN (
+        OLD.status IN ('queued', 'running') AND NEW.status NOT IN ('queued', 'running')
+        AND NEW.details ? 'backfill'
+    )
+    EXECUTE FUNCTION sisy_taskrun_backfill_next_v1();
+
+-- A task deleted (or all of them truncated) takes its backfills with it.
+CREATE FUNCTION sisy_task_forget_backfills_v1() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        -- Statement level: one join however many tasks the statement deleted.
+        IF EXISTS (SELECT FROM sisy_backfill) THEN
+            DELETE FROM sisy_backfill AS b USING deleted_tasks AS d WHERE b.task_id = d.id;
+        END IF;
+    ELSE
+        DELETE FROM sisy_backfill;
+    END IF;
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER sisy_task_deleted_forgets_backfills_v1
+    AFTER DELETE ON sisy_task
+    REFERENCING OLD TABLE AS deleted_tasks
+    FOR EACH STATEMENT EXECUTE FUNCTION sisy_task_forget_backfills_v1();
+
+CREATE TRIGGER sisy_task_truncated_forgets_backfills_v1
+    AFTER TRUNCATE ON sisy_task
+    FOR EACH STATEMENT EXECUTE FUNCTION sisy_task_forget_backfills_v1();
+
+-- Deletes the backfills asked longer than p_retention ago none of whose runs
+-- waits or runs: the history they made goes with the same retention
+-- (sisy_prune_runs_v1 calls it). Returns how many.
+CREATE FUNCTION sisy_prune_backfills_v1(p_retention interval) RETURNS integer
+    LANGUAGE sql
+    SET search_path FROM CURRENT
+AS $$
+    WITH pruned AS (
+        DELETE FROM sisy_backfill AS b
+         WHERE b.requested_at < clock_timestamp() - p_retention
+           AND NOT EXISTS (
+               SELECT 1 FROM sisy_taskrun AS r
+                WHERE r.task_id = b.task_id AND r.status IN ('queued', 'running')
+                  AND r.details ->> 'backfill_id' = b.id::text
+           )
+        RETURNING 1
+    )
+    SELECT count(*)::integer FROM pruned;
+$$;
+
+-- Defers the jobs of the runs held for their jitter (queued, details.jitter,
+-- no job) whose due_at is within p_lead, p_runs_per_job runs a job at most, on
+-- their task's queue (else p_queue): the planner calls it when planner_state
+-- says the earliest is that close. Rows another planner holds are left to it.
+-- Returns how many were deferred.
+CREATE FUNCTION sisy_release_jittered_runs_v1(
+    p_lead interval, p_queue text, p_task_name text, p_runs_per_job integer
+)
+    RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path FROM CURRENT
+AS $$
+DECLARE
+    run_ids bigint[];
+    ats timestamptz[];
+BEGIN
+    WITH due AS (
+        SELECT r.id, (r.details ->> 'due_at')::timestamptz AS at
+          FROM sisy_taskrun AS r
+         WHERE r.status = 'queued' AND r.job_id IS NULL AND r.details ? 'jitter'
+           AND NOT r.details ? 'buffered_behind'
+           AND (r.details ->> 'due_at')::timestamptz <= clock_timestamp() + p_lead
+           FOR UPDATE SKIP LOCKED
+    )
+    SELECT array_agg(due.id ORDER BY due.at, due.id), array_agg(due.at ORDER BY due.at, due.id)
+      INTO run_ids, ats
+      FROM due;
+    IF run_ids IS NULL THEN
+        RETURN 0;
+    END IF;
+    UPDATE sisy_taskrun AS r
+       SET job_id = j.job_id
+      FROM unnest(
+               run_ids,
+               sisy_defer_run_jobs_v1(p_queue, p_task_name, run_ids, ats, p_runs_per_job, NULL)
+           ) AS j(run_id, job_id)
+     WHERE r.id = j.run_id;
+    RETURN cardinality(run_ids);
+END;
+$$;
 
 -- Workers and health ---------------------------------------------------------------------
 -- Each worker reports itself in sisy_worker every few seconds (its queues,

@@ -1,7 +1,8 @@
 """``manage.py sisy``: list, inspect, drive and probe the tasks from a shell.
 
 One command with subcommands (``list``, ``show``, ``next``, ``run``,
-``pause``, ``resume``, ``clear-error``, ``history``, ``check``, ``health``), so
+``pause``, ``resume``, ``clear-error``, ``backfill``, ``history``, ``check``,
+``health``, ``metrics``), so
 that an operator needs neither the admin nor psql. A task is named by its
 label or its id (``sisy_task_id_v1``: the label wins), and what may be done to
 it is decided by the database (``sisy_act_v1``), as for the admin and psql.
@@ -15,15 +16,17 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import re
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
+from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections, transaction
 
-from sisy_pg import conf, liveness, procrastinate_seam, schedule
+from sisy_pg import audit, backfill, conf, liveness, procrastinate_seam, schedule
 from sisy_pg.limits import printable
-from sisy_pg.models import ActionRefused, Task, TaskRun, database_now
+from sisy_pg.models import ActionRefused, Pause, Task, TaskRun, database_now
 from sisy_pg.schedule_text import describe, instants_of, seconds_first_warning
 from sisy_pg.schedule_text import (  # re-exported: tests/test_sisy_command.py imports it
     seconds_first_suggestion as seconds_first_suggestion,
@@ -80,6 +83,49 @@ def _cell(value: object) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
+_DURATION = re.compile(r"\+?\s*((?:\d+(?:\.\d+)?\s*[smhdw]\s*)+)", flags=re.IGNORECASE)
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", flags=re.IGNORECASE)
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(text: str, zone: dt.tzinfo) -> dt.datetime | dt.timedelta:
+    """An instant typed on the command line: ISO 8601, or a delay from now.
+
+    ``2026-12-24 18:00`` (in ``zone`` without an offset), ``2026-12-24T17:00Z``,
+    ``2026-12-24T18:00+01:00``; or ``90s``, ``30m``, ``+2h``, ``1d12h``, ``1w``
+    (a timedelta: from the database's now, not this machine's).
+    """
+    text = text.strip()
+    duration = _DURATION.fullmatch(text)
+    if duration:
+        return dt.timedelta(
+            seconds=sum(
+                float(number) * _UNIT_SECONDS[unit.lower()]
+                for number, unit in _DURATION_PART.findall(duration.group(1))
+            )
+        )
+    try:
+        instant = dt.datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", text))
+    except ValueError:
+        raise ValueError(
+            "not an instant: give an ISO 8601 date and time (2026-12-24 18:00, in the task's "
+            "time zone without an offset) or a delay (90s, 30m, 2h, 1d12h)"
+        ) from None
+    return instant.replace(tzinfo=zone) if instant.tzinfo is None else instant
+
+
+def pause_summary(pause: Pause | None) -> dict[str, Any] | None:
+    """A task's pause as ``list`` and ``show`` give it (instants in UTC); None without one."""
+    if pause is None:
+        return None
+    return {
+        "note": pause.note,
+        "until": iso(pause.until),
+        "paused_at": iso(pause.paused_at),
+        "paused_by": pause.paused_by,
+    }
+
+
 # --- what the subcommands compute (also for sisy_status) -----------------------
 
 
@@ -95,6 +141,7 @@ def task_summary(task: Task) -> dict[str, Any]:
         "last_run": iso(task.last_run),
         "last_outcome": task.last_outcome,
         "error": task.error,
+        "pause": pause_summary(task.pause_info),
     }
 
 
@@ -125,6 +172,11 @@ def list_lines(tasks: Sequence[dict[str, Any]]) -> list[str]:
         out.append(line)
         if task["error"]:
             out.append(f"    ! broken: {first_line(task['error'], 200)}")
+        pause = task.get("pause")
+        if pause:
+            note = printable(first_line(pause["note"], 200))
+            until = f"until {pause['until']}" if pause["until"] else "until resumed"
+            out.append(f"    paused {until}" + (f": {note}" if note else ""))
     return out
 
 
@@ -165,7 +217,10 @@ def run_summary(run: TaskRun) -> dict[str, Any]:
         "id": run.pk,
         "scheduled_for": iso(run.scheduled_for),
         "status": run.status,
-        "reason": details.get("reason"),
+        # A run a backfill asked for says so when nothing else is to be said.
+        "reason": details.get("reason") or ("backfill" if details.get("backfill") else None),
+        "backfill": bool(details.get("backfill")),
+        "jitter": details.get("jitter"),  # seconds its start was delayed after its instant
         "lag": seconds(run.lag),
         "duration": seconds(
             run.finished_at - run.started_at if run.started_at and run.finished_at else None
@@ -194,9 +249,23 @@ def history_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
     if any(r.get("task_result_id") for r in runs):  # the runs of a Django task
         header += ("task result",)
         rows = [(*row, _cell(r.get("task_result_id"))) for row, r in zip(rows, runs, strict=True)]
+    if any(r.get("jitter") is not None for r in runs):  # delayed by the task's jitter
+        header += ("jitter s",)
+        rows = [(*row, _cell(r.get("jitter"))) for row, r in zip(rows, runs, strict=True)]
     header += ("error",)
     rows = [(*row, _cell(r["error"])) for row, r in zip(rows, runs, strict=True)]
     return table(rows, header)
+
+
+def change_lines(changes: Sequence[audit.Change]) -> list[str]:
+    """The ``show`` table of a task's latest changes (the audit), newest first."""
+    if not changes:
+        return ["No change recorded."]
+    rows = [
+        (stamp(c.changed_at), printable(c.actor)[:40], c.via, printable(c.describe()))
+        for c in changes
+    ]
+    return table(rows, ("changed at (UTC)", "who", "via", "what"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -373,9 +442,18 @@ _positive.__name__ = "positive integer"  # argparse's "invalid positive integer 
 
 
 class Command(BaseCommand):
-    help = "Operate sisy tasks: list, show, next, run, pause, resume, history, check, health."
+    help = (
+        "Operate sisy tasks: list, show, next, run, pause, resume, backfill, history, check, "
+        "health, metrics."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--as",
+            dest="acting_as",
+            metavar="USER",
+            help="the Django user the changes are recorded for (the audit: via cli)",
+        )
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
         def action(name: str, help: str, label: bool = False, data: bool = True) -> Any:
@@ -393,13 +471,49 @@ class Command(BaseCommand):
         sub = action("next", "the task's next instants, in its time zone and UTC", label=True)
         sub.add_argument("-n", type=_positive, default=5, help="how many (default 5)")
         action("run", "run the task once, now (then as scheduled)", label=True, data=False)
-        action("pause", "disable the task (its queued runs are cancelled)", label=True, data=False)
+        sub = action(
+            "pause", "disable the task (its queued runs are cancelled)", label=True, data=False
+        )
+        sub.add_argument("--note", default="", help="why: shown wherever the state is")
+        sub.add_argument(
+            "--until",
+            metavar="WHEN",
+            help="when a worker resumes it by itself: 2026-12-24 18:00 (in the task's time "
+            "zone), 2026-12-24T17:00Z, or a delay: 90s, 30m, 2h, 1d12h",
+        )
         action("resume", "enable the paused task again", label=True, data=False)
         action(
             "clear-error",
             "forget why the broken task broke: a planner plans it again",
             label=True,
             data=False,
+        )
+        sub = action(
+            "backfill",
+            "run each past instant of the task's schedule in a range, once (one at a time, "
+            "oldest first); instants that ran are not run again",
+            label=True,
+        )
+        sub.add_argument(
+            "--from",
+            dest="start",
+            required=True,
+            metavar="WHEN",
+            help="the range's start: ISO 8601 (in the task's time zone without an offset), "
+            "or a time ago (5m, 2h, 1d)",
+        )
+        sub.add_argument(
+            "--to",
+            dest="end",
+            default="now",
+            metavar="WHEN",
+            help="the range's end, included (default and latest: now)",
+        )
+        sub.add_argument(
+            "--limit",
+            type=_positive,
+            default=None,
+            help="the most instants it may run (default and most: SISY_BACKFILL_LIMIT)",
         )
         sub = action("history", "the task's last runs", label=True)
         sub.add_argument("-n", type=_positive, default=20, help="how many (default 20)")
@@ -432,10 +546,23 @@ class Command(BaseCommand):
             metavar="CHECK",
             help="do not fail for this check (repeatable; one of: %(choices)s)",
         )
+        action("metrics", "the cluster's metrics, as /sisy/metrics serves them (Prometheus text)")
 
-    def handle(self, *args: Any, action: str, **options: Any) -> None:
+    def handle(self, *args: Any, action: str, acting_as: str | None = None, **options: Any) -> None:
         handler = getattr(self, f"do_{action.replace('-', '_')}")
-        handler(**options)
+        # What it changes is recorded as the CLI's, and --as USER's (docs/audit.md).
+        with audit.acting_as(self.user(acting_as), via="cli"):
+            handler(**options)
+
+    def user(self, name: str | None) -> Any:
+        """The Django user ``--as`` names (None without it)."""
+        if name is None:
+            return None
+        model = get_user_model()
+        try:
+            return model._default_manager.get_by_natural_key(name)
+        except model.DoesNotExist:
+            raise CommandError(f"--as {name!r}: no Django user has that username") from None
 
     # --- output ---
 
@@ -531,12 +658,24 @@ class Command(BaseCommand):
             ("created at", iso(task.created_at, zone)),
             ("modified at", iso(task.modified_at, zone)),
         ]
+        pause = task.pause_info
+        if pause is not None:
+            until = iso(pause.until, zone)
+            fields[3:3] = [
+                ("pause note", printable(pause.note)),
+                ("paused until", f"{until}, then resumes by itself" if until else "-"),
+                ("paused by", f"{printable(pause.paused_by)} at {iso(pause.paused_at, zone)}"),
+            ]
         lines = [f"{name + ':':<19}{_cell(value)}" for name, value in fields]
         lines.append(f"(times in {task.timezone})")
         lines += ["", "next instants of its schedule:"]
         lines += [f"  {i['local']}  ({i['utc']})" for i in document["next_instants"]] or ["  none"]
         lines += ["", "last runs:"]
         lines += ["  " + line for line in history_lines(runs)]
+        changes = audit.recent(task.pk)
+        document["changes"] = [change.as_dict() for change in changes]
+        lines += ["", "last changes:"]
+        lines += ["  " + line for line in change_lines(changes)]
         self.emit(document, lines, as_json)
 
     def do_next(self, label: str, n: int, as_json: bool = False, **options: Any) -> None:
@@ -546,6 +685,9 @@ class Command(BaseCommand):
         lines = table([(i["local"], i["utc"]) for i in instants], (task.timezone, "UTC"))
         if not instants:
             lines = ["No instant left: the task's window or iterations are used up."]
+        elif task.state == TaskState.PAUSED and (pause := task.pause_info) and pause.until:
+            until = iso(pause.until, schedule.get_timezone(task.timezone))
+            lines.append(f"(the task is paused until {until}: those before will not fire)")
         elif task.state in (TaskState.PAUSED, TaskState.FINISHED, TaskState.BROKEN):
             lines.append(f"(the task is {task.state}: these instants will not fire)")
         self.emit(document, lines, as_json)
@@ -555,12 +697,35 @@ class Command(BaseCommand):
             label, Action.RUN_NOW, "runs now (a worker's planner fires it), then as scheduled."
         )
 
-    def do_pause(self, label: str, **options: Any) -> None:
-        self.act(
-            label,
-            Action.PAUSE,
-            "paused (its waiting runs are cancelled); resume it with 'sisy resume'.",
-        )
+    def do_pause(
+        self, label: str, note: str = "", until: str | None = None, **options: Any
+    ) -> None:
+        if not note and until is None:
+            self.act(
+                label,
+                Action.PAUSE,
+                "paused (its waiting runs are cancelled); resume it with 'sisy resume'.",
+            )
+            return
+        task = self.task(label)
+        zone = schedule.get_timezone(task.timezone)
+        try:
+            end = None if until is None else parse_when(until, zone)
+        except ValueError as exc:
+            raise CommandError(f"--until {until!r}: {exc}") from None
+        try:
+            task.pause(note=note, until=end)
+        except ValueError as exc:  # ActionRefused, an end past, a note too long
+            raise CommandError(str(exc)) from exc
+        pause = task.pause_info
+        then = "resume it with 'sisy resume'"
+        if pause is not None and pause.until is not None:
+            then = (
+                f"a worker resumes it by itself at {iso(pause.until, zone)} ({task.timezone}), "
+                "or 'sisy resume' earlier"
+            )
+        said = f"; note: {printable(note)!r}" if note else ""
+        self.out(f"{task}: paused (its waiting runs are cancelled){said}; {then}.")
 
     def do_resume(self, label: str, **options: Any) -> None:
         self.act(label, Action.RESUME, "resumed; a worker's planner plans its next run now.")
@@ -572,6 +737,36 @@ class Command(BaseCommand):
             "error cleared; a worker's planner plans it again (it breaks again at its next "
             "run if the cause remains).",
         )
+
+    def do_backfill(
+        self,
+        label: str,
+        start: str,
+        end: str,
+        limit: int | None = None,
+        as_json: bool = False,
+        **options: Any,
+    ) -> None:
+        task = self.task(label)
+        zone, now = schedule.get_timezone(task.timezone), database_now()
+        try:
+            first = backfill.parse_when(start, zone, now)
+            last = backfill.parse_when(end, zone, now)
+            if first > now:
+                raise ValueError(
+                    f"--from {stamp(first)} is still to come: a backfill runs past instants"
+                )
+            if first > last:
+                raise ValueError(f"--from {stamp(first)} is after --to {stamp(last)}")
+            done = backfill.backfill(task.pk, first, last, limit=limit, using=Task.objects.db)
+        except (ValueError, LookupError) as exc:  # refused, too long, a bad WHEN, gone
+            raise CommandError(str(exc)) from exc
+        document = {
+            **dataclasses.asdict(done),
+            "range_from": iso(done.range_from),
+            "range_to": iso(done.range_to),
+        }
+        self.emit(document, [done.describe()], as_json)
 
     def do_history(self, label: str, n: int, as_json: bool = False, **options: Any) -> None:
         task = self.task(label)
@@ -617,6 +812,14 @@ class Command(BaseCommand):
             raise CommandError("unhealthy: " + "; ".join(problems))
         if not as_json:
             self.out(_health_ok_line(facts))
+
+    def do_metrics(self, as_json: bool = False, **options: Any) -> None:
+        from sisy_pg import metrics
+
+        if as_json:
+            self.emit(metrics.as_json(metrics.families(metrics.read())), [], True)
+        else:
+            self.stdout.write(metrics.exposition()[0].decode(), ending="")
 
 
 def _dumps(value: Any) -> str:

@@ -31,6 +31,8 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate, pre_migrate
 
+from . import limits
+
 #: How each writer is named in ``via`` (the trigger says "sql" and "worker" itself).
 VIA = ("admin", "cli", "api", "sql", "migration", "worker")
 
@@ -166,7 +168,8 @@ def recent(task_id: int, limit: int = RECENT, using: str | None = None) -> list[
     with connections[_database(using)].cursor() as cursor:
         cursor.execute(
             "SELECT id, task_id, label, operation, changed_at, actor, via, db_role,"
-            " application_name, changes FROM sisy_task_changes"
+            " application_name, changes, ARRAY(SELECT jsonb_object_keys(changes))"
+            " FROM sisy_task_changes"
             " WHERE task_id = %s ORDER BY id DESC LIMIT %s",
             [task_id, limit],
         )
@@ -181,10 +184,21 @@ def recent(task_id: int, limit: int = RECENT, using: str | None = None) -> list[
                 via=row[6],
                 db_role=row[7],
                 application_name=row[8],
-                changes=json.loads(row[9]) if isinstance(row[9], str) else row[9],
+                changes=_readable(row[9], row[10]),
             )
             for row in cursor.fetchall()
         ]
+
+
+def _readable(stored: Any, columns: list[str]) -> dict[str, dict[str, Any]]:
+    """The changes as stored; a document too deep for Python's parser (a row written before
+    sisy's limits) as its columns, each old and new named unreadable, never a RecursionError."""
+    document = limits.loads(stored) if isinstance(stored, str) else stored
+    if isinstance(document, limits.UnreadableJSON):
+        unreadable = str(document)
+        return {column: {"old": unreadable, "new": unreadable} for column in columns}
+    changes: dict[str, dict[str, Any]] = document
+    return changes
 
 
 # --- the session's writer, for changes made without acting_as -----------------------------

@@ -72,13 +72,18 @@ class Change:
         )
 
     def as_dict(self) -> dict[str, Any]:
-        document = dataclasses.asdict(self)
+        # Not dataclasses.asdict: it copies the changes recursively, and a document
+        # written before sisy's limits may nest deeper than Python recurses.
+        document = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         document["changed_at"] = self.changed_at.astimezone(dt.timezone.utc).isoformat()
         return document
 
 
 def _short(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True, default=str)
+    try:
+        text = json.dumps(value, sort_keys=True, default=str)
+    except RecursionError:  # a document written before sisy's limits
+        return "<nested too deep to show>"
     return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 

@@ -1,7 +1,7 @@
 """Settings for the benchmarks: the test settings plus the yardstick's procrastinate tasks.
 
 ``SISY_PLANNER_ENABLED`` in the environment (``False``/``0``) starts a worker
-that runs jobs but never plans: the yardstick of bench/run.py's idle scenario.
+that runs jobs but never plans: the yardstick of the bench's idle and rss scenarios.
 """
 
 import os

@@ -23,7 +23,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 _received: int | None = None
@@ -54,7 +54,7 @@ def received_signal() -> int | None:
     return _received
 
 
-def _die_with_parent_preexec(parent: int, signum: int):
+def _die_with_parent_preexec(parent: int, signum: int) -> Callable[[], None] | None:
     if (
         not sys.platform.startswith("linux")
         or threading.current_thread() is not threading.main_thread()

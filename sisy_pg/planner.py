@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import datetime as dt
+import functools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -35,7 +36,7 @@ from psycopg.rows import DictRow
 
 from . import backfill, conf, liveness, otel, policies, schedule, signals
 from .liveness import Notifications
-from .store import Store
+from .store import PlannerState, Store
 from .vocabulary import RunStatus
 
 logger = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class Planner:
                 logger.info("sisy planner stopped", extra={"action": "planner_stop"})
                 raise
             except Exception as exc:
-                delay = _RECONNECT_DELAYS[min(self._failures, len(_RECONNECT_DELAYS) - 1)]
+                delay = _reconnect_delay(self._failures)
                 self._failures += 1
                 cause = liveness.failure_cause(exc)
                 if self._failures == 1:
@@ -169,9 +170,12 @@ class Planner:
             ticked_at = tick_at = loop.time()
             try:
                 while True:
-                    if self.probe.state is Notifications.LOST:
-                        # No notification will say that something changed: poll.
-                        tick_at = min(tick_at, ticked_at + self.poll_interval)
+                    tick_at = _tick_due_at(
+                        tick_at,
+                        ticked_at,
+                        polling=self.probe.state is Notifications.LOST,
+                        poll_interval=self.poll_interval,
+                    )
                     if self._wake.is_set() or loop.time() >= tick_at:
                         self._wake.clear()
                         delay = await self.tick(conn)
@@ -253,7 +257,7 @@ class Planner:
             planned = await self.plan_pending(conn)
         async with watch(conn, "state"):
             state = await self.store.planner_state(conn)
-        if state.seconds_to_deadline is not None and state.seconds_to_deadline <= 0:
+        if _deadline_passed(state):
             async with watch(conn, "time-out"):
                 await self.time_out_runs(conn)
             async with watch(conn, "state"):
@@ -261,39 +265,23 @@ class Planner:
         if state.backfills:
             async with watch(conn, "backfill"):
                 await self.expand_backfills(conn)
-        if state.seconds_to_release is not None and state.seconds_to_release <= self.lead_time:
+        if _release_due(state, self.lead_time):
             async with watch(conn, "release"):
                 await self.release_jittered_runs(conn)
             async with watch(conn, "state"):
                 state = await self.store.planner_state(conn)
-        if state.seconds_to_pause_end is not None and state.seconds_to_pause_end <= 0:
+        ended = 0
+        if _pause_ended(state):
             async with watch(conn, "pause-end"):
                 ended = await self.end_pauses(conn)
-            # The tasks resumed wait to be planned: at once (or soon, when
-            # another transaction holds their rows: its commit notifies us).
-            return 0.0 if ended else _CONTENDED_RETRY
-        if state.pending:
-            # More than one batch was waiting (go on at once), or another
-            # planner holds those rows (its commit will notify us).
-            return 0.0 if planned else _CONTENDED_RETRY
-        delay = self.max_sleep
-        if state.seconds_to_deadline is not None:
-            delay = min(delay, max(state.seconds_to_deadline, 0.0))
-        if state.seconds_to_pause_end is not None:
-            delay = min(delay, state.seconds_to_pause_end)
-        if state.seconds_to_release is not None:
-            # Runs held for their jitter: released a lead time ahead, as fires
-            # are claimed (still due after a release: rows another planner holds).
-            release_in = state.seconds_to_release - self.lead_time
-            delay = min(delay, release_in if release_in > 0 else _CONTENDED_RETRY)
-        if state.seconds_to_next is None:
-            return delay
-        seconds_to_claim = state.seconds_to_next - self.lead_time
-        if seconds_to_claim <= 0:
-            # Still due after our claim: rows another planner holds, or a
-            # batch too small. Retry soon; its commit notifies us anyway.
-            return 0.0 if fired >= self.batch_size else _CONTENDED_RETRY
-        return min(seconds_to_claim, delay)
+        return _seconds_to_sleep(
+            state,
+            lead_time=self.lead_time,
+            max_sleep=self.max_sleep,
+            claimed_full_batch=fired >= self.batch_size,
+            planned=planned,
+            pauses_ended=ended,
+        )
 
     async def release_jittered_runs(self, conn: psycopg.AsyncConnection[DictRow]) -> int:
         """Defer the jobs of the runs held for their jitter that are due within the lead time.
@@ -444,10 +432,11 @@ class Planner:
         statement: a loaded cluster keeps every planner firing.
         """
         loop_time = asyncio.get_running_loop().time()
-        if not force and (
-            not self._housekeeper
-            or loop_time - self._load_checked_at < liveness.LOAD_CHECK_EVERY
-            or not (self._fired_since_load_check or self.overload.overloaded)
+        if not force and not _load_check_due(
+            loop_time - self._load_checked_at,
+            housekeeper=self._housekeeper,
+            fired=self._fired_since_load_check,
+            overloaded=self.overload.overloaded,
         ):
             return None
         self._load_checked_at = loop_time
@@ -471,21 +460,14 @@ class Planner:
             # Cron arithmetic is CPU work: off the worker's event loop, in a
             # thread of its own (the loop's default pool runs the sync jobs,
             # and a planner waiting behind them would fire late).
-            decisions = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._decide_all, claimed
+            decide = functools.partial(
+                _decide_all,
+                claimed,
+                lead=dt.timedelta(seconds=self.lead_time),
+                all_limit=self.missed_all_limit,
             )
-            records = [
-                (due.task_id, record)
-                for due, decision in zip(claimed, decisions, strict=True)
-                if not isinstance(decision, schedule.ScheduleError)
-                for record in decision.records
-            ]
-            plans = {
-                due.task_id: decision
-                if isinstance(decision, schedule.ScheduleError)
-                else decision.plan
-                for due, decision in zip(claimed, decisions, strict=True)
-            }
+            decisions = await asyncio.get_running_loop().run_in_executor(self._executor, decide)
+            records, plans = _records_and_plans(claimed, decisions)
             queued = await self.store.store_decisions(
                 conn,
                 queue=self.queue,
@@ -505,29 +487,12 @@ class Planner:
             await self._wake_worker()
         return len(claimed)
 
-    def _decide_all(
-        self, claimed: list[policies.Due]
-    ) -> list[policies.Decision | schedule.ScheduleError]:
-        lead = dt.timedelta(seconds=self.lead_time)
-        decisions: list[policies.Decision | schedule.ScheduleError] = []
-        for due in claimed:
-            try:
-                decisions.append(policies.decide(due, lead=lead, all_limit=self.missed_all_limit))
-            except Exception as exc:  # one bad row must not stop the others
-                decisions.append(_unplannable(due.task_id, exc))
-        return decisions
-
     async def plan_pending(self, conn: psycopg.AsyncConnection[DictRow]) -> int:
         """Compute next_run for tasks that are new or were changed by a writer."""
         began = otel.now()
         async with conn.transaction():
             pending = await self.store.tasks_to_plan(conn, limit=self.batch_size)
-            plans: dict[int, schedule.Plan | schedule.ScheduleError] = {}
-            for task_id, plan_input, now in pending:
-                try:
-                    plans[task_id] = schedule.plan_from_now(plan_input, now)
-                except Exception as exc:  # one bad row must not stop the others
-                    plans[task_id] = _unplannable(task_id, exc)
+            plans = _plan_all(pending)
             await self.store.store_decisions(
                 conn,
                 queue=self.queue,
@@ -543,6 +508,136 @@ class Planner:
             )
             otel.planner_step("plan", began, tasks=len(plans))
         return len(plans)
+
+
+def _reconnect_delay(failures: int) -> float:
+    """Seconds to wait after ``failures`` failed attempts in a row (0: the first failure)."""
+    return _RECONNECT_DELAYS[min(failures, len(_RECONNECT_DELAYS) - 1)]
+
+
+def _tick_due_at(tick_at: float, ticked_at: float, *, polling: bool, poll_interval: float) -> float:
+    """When the next tick is due: when the last one (at ``ticked_at``) said, or sooner if polling.
+
+    While notifications are lost (a pooler drops them), none will say that
+    something changed: the planner ticks every ``poll_interval`` at least.
+    """
+    return min(tick_at, ticked_at + poll_interval) if polling else tick_at
+
+
+def _deadline_passed(state: PlannerState) -> bool:
+    """A run is past its task's timeout: the tick closes it."""
+    return state.seconds_to_deadline is not None and state.seconds_to_deadline <= 0
+
+
+def _release_due(state: PlannerState, lead_time: float) -> bool:
+    """A run held for its jitter is due within the lead time: the tick defers its job."""
+    return state.seconds_to_release is not None and state.seconds_to_release <= lead_time
+
+
+def _pause_ended(state: PlannerState) -> bool:
+    """A task's pause reached its end: the tick resumes it."""
+    return state.seconds_to_pause_end is not None and state.seconds_to_pause_end <= 0
+
+
+def _seconds_to_sleep(
+    state: PlannerState,
+    *,
+    lead_time: float,
+    max_sleep: float,
+    claimed_full_batch: bool,
+    planned: int,
+    pauses_ended: int,
+) -> float:
+    """How long to sleep after a tick that left ``state`` (its seconds from the database's now).
+
+    Until the first thing due: an instant to claim (``lead_time`` ahead), a
+    run's timeout, a pause's end, a jittered run to release; ``max_sleep`` at
+    most. 0 when there is more to do at once; _CONTENDED_RETRY when what is
+    due is held by another transaction, whose commit notifies us anyway.
+    """
+    if _pause_ended(state):
+        # The tasks resumed wait to be planned: at once (or soon, when
+        # another transaction holds their rows: its commit notifies us).
+        return 0.0 if pauses_ended else _CONTENDED_RETRY
+    if state.pending:
+        # More than one batch was waiting (go on at once), or another
+        # planner holds those rows (its commit will notify us).
+        return 0.0 if planned else _CONTENDED_RETRY
+    delay = max_sleep
+    if state.seconds_to_deadline is not None:
+        delay = min(delay, max(state.seconds_to_deadline, 0.0))
+    if state.seconds_to_pause_end is not None:
+        delay = min(delay, state.seconds_to_pause_end)
+    if state.seconds_to_release is not None:
+        # Runs held for their jitter: released a lead time ahead, as fires
+        # are claimed (still due after a release: rows another planner holds).
+        release_in = state.seconds_to_release - lead_time
+        delay = min(delay, release_in if release_in > 0 else _CONTENDED_RETRY)
+    if state.seconds_to_next is None:
+        return delay
+    seconds_to_claim = state.seconds_to_next - lead_time
+    if seconds_to_claim <= 0:
+        # Still due after our claim: rows another planner holds, or a
+        # batch too small. Retry soon; its commit notifies us anyway.
+        return 0.0 if claimed_full_batch else _CONTENDED_RETRY
+    return min(seconds_to_claim, delay)
+
+
+def _load_check_due(
+    seconds_since_check: float, *, housekeeper: bool, fired: int, overloaded: bool
+) -> bool:
+    """Whether a planner checks the cluster's load now (see Planner.watch_load)."""
+    return (
+        housekeeper
+        and seconds_since_check >= liveness.LOAD_CHECK_EVERY
+        and bool(fired or overloaded)
+    )
+
+
+def _decide_all(
+    claimed: list[policies.Due], *, lead: dt.timedelta, all_limit: int
+) -> list[policies.Decision | schedule.ScheduleError]:
+    """The decision for each task claimed, or why it cannot be planned."""
+    decisions: list[policies.Decision | schedule.ScheduleError] = []
+    for due in claimed:
+        try:
+            decisions.append(policies.decide(due, lead=lead, all_limit=all_limit))
+        except Exception as exc:  # one bad row must not stop the others
+            decisions.append(_unplannable(due.task_id, exc))
+    return decisions
+
+
+def _records_and_plans(
+    claimed: list[policies.Due], decisions: list[policies.Decision | schedule.ScheduleError]
+) -> tuple[list[tuple[int, policies.Record]], dict[int, schedule.Plan | schedule.ScheduleError]]:
+    """What store_decisions writes: the rows of the history, and each task's next plan.
+
+    A task that cannot be planned records nothing; its error is its plan.
+    """
+    records = [
+        (due.task_id, record)
+        for due, decision in zip(claimed, decisions, strict=True)
+        if not isinstance(decision, schedule.ScheduleError)
+        for record in decision.records
+    ]
+    plans = {
+        due.task_id: decision if isinstance(decision, schedule.ScheduleError) else decision.plan
+        for due, decision in zip(claimed, decisions, strict=True)
+    }
+    return records, plans
+
+
+def _plan_all(
+    pending: list[tuple[int, schedule.PlanInput, dt.datetime]],
+) -> dict[int, schedule.Plan | schedule.ScheduleError]:
+    """The plan of each task new or changed, from the database's now, or why it has none."""
+    plans: dict[int, schedule.Plan | schedule.ScheduleError] = {}
+    for task_id, plan_input, now in pending:
+        try:
+            plans[task_id] = schedule.plan_from_now(plan_input, now)
+        except Exception as exc:  # one bad row must not stop the others
+            plans[task_id] = _unplannable(task_id, exc)
+    return plans
 
 
 def _log_decision(task_id: int, record: policies.Record) -> None:

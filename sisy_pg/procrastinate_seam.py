@@ -32,10 +32,10 @@ procrastinate" of ``sql/schema.sql``:
   every :data:`LISTEN_RETRY_DELAYS` s, and says so in the log (a warning when
   it is lost, a line when the first notification arrives again). Runs are
   back on time within seconds of the server's return, without a restart of
-  the worker (``tests/test_pg_restart.py``). The same wrapper listens on
+  the worker (``tests/e2e/test_pg_restart.py``). The same wrapper listens on
   SISY_LISTEN_DATABASE when set, and swallows sisy's self-addressed probes;
 * :data:`PYTHON_REQUIREMENTS` and :data:`SQL_REQUIREMENTS`, what this seam
-  needs from procrastinate; ``tests/test_procrastinate_seam.py`` checks them
+  needs from procrastinate; ``tests/unit/test_procrastinate_seam.py`` checks them
   against the installed version, so an upgrade that breaks them fails loudly.
 """
 
@@ -103,7 +103,7 @@ PYTHON_REQUIREMENTS: tuple[tuple[Any, str], ...] = (
 )
 
 #: What the SQL seam uses, as (kind, name, detail) rows that
-#: tests/test_procrastinate_seam.py looks up in the catalog.
+#: tests/integration/test_procrastinate_schema_seam.py looks up in the catalog.
 SQL_REQUIREMENTS: tuple[tuple[str, str, str], ...] = (
     ("type attribute", "procrastinate_job_to_defer_v1", "queue_name character varying"),
     ("type attribute", "procrastinate_job_to_defer_v1", "task_name character varying"),

@@ -36,7 +36,8 @@ from procrastinate import JobContext
 
 from . import callables, conf, otel, procrastinate_seam, signals, task_targets
 from .limits import printable
-from .slots import OverShare
+from .policies import Policy
+from .slots import CallableSlots, OverShare
 from .store import Query, StartedRun, Store
 from .vocabulary import NotStarted, RunStatus
 
@@ -67,14 +68,27 @@ class DatabaseClock:
         self._measured_at = float("-inf")
 
     async def seconds_until(self, instant: float, store: Store, query: Query) -> float:
-        if self._offset is None or time.monotonic() - self._measured_at > _CLOCK_REFRESH:
+        if self.stale(time.monotonic()):
             await store.database_now(query)  # a connection ready: time the query alone
-            before = time.monotonic()
+            sent = time.monotonic()
             database_now = await store.database_now(query)
-            after = time.monotonic()
-            self._offset = database_now - (before + after) / 2
-            self._measured_at = after
-        return instant - (time.monotonic() + self._offset)
+            self.measured(database_now, sent, time.monotonic())
+        return self.seconds_left(instant, time.monotonic())
+
+    def stale(self, monotonic: float) -> bool:
+        """Whether to measure before trusting the estimate: never measured, forgotten, or old."""
+        return self._offset is None or monotonic - self._measured_at > _CLOCK_REFRESH
+
+    def measured(self, database_now: float, sent: float, received: float) -> None:
+        """The database read its clock, ``database_now``, for a query ``sent`` and ``received``
+        at these times of this process's monotonic clock: at the midpoint, as far as we know."""
+        self._offset = database_now - (sent + received) / 2
+        self._measured_at = received
+
+    def seconds_left(self, instant: float, monotonic: float) -> float:
+        """Seconds from ``monotonic`` (this process's clock) to ``instant`` (the database's)."""
+        assert self._offset is not None, "measured first"
+        return instant - (monotonic + self._offset)
 
     def forget(self) -> None:
         """Measure again at the next wait (the database found the estimate wrong)."""
@@ -201,7 +215,7 @@ async def run_task(
         await _start_in_slots(context, sisy, pending, runs)
     finally:
         outcomes = await _all_recorded(context, sisy, runs)
-    failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+    counts, failures = _tally(outcomes)
     for failure in failures[1:]:
         logger.error(
             f"A run of job {context.job.id} could not be recorded: {failure!r}",
@@ -210,7 +224,13 @@ async def run_task(
         )
     if failures:
         raise failures[0]
-    return dict(collections.Counter(outcome for outcome in outcomes if isinstance(outcome, str)))
+    return counts
+
+
+def _tally(outcomes: list[str | BaseException]) -> tuple[dict[str, int], list[BaseException]]:
+    """How many runs ended how, and the failures to record them (the job raises the first)."""
+    counts = collections.Counter(outcome for outcome in outcomes if isinstance(outcome, str))
+    return dict(counts), [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
 
 
 async def _start_in_slots(
@@ -228,16 +248,9 @@ async def _start_in_slots(
     slots, priority = sisy.slots, context.job.priority or 0
     task_of = dict(pending)
     while pending:
-        over = []
-        for run_id, task in pending:
-            try:
-                slots.check_share(task)
-            except OverShare as exc:
-                over.append((run_id, exc))
+        over, pending = _over_share(slots, pending)
         if over:
             await _skip_over_share(context, sisy, over)
-            skipped = {run_id for run_id, _ in over}
-            pending = [(run_id, task) for run_id, task in pending if run_id not in skipped]
             if not pending:
                 return
         # Wait for one slot, then take those free for the runs that follow.
@@ -246,20 +259,12 @@ async def _start_in_slots(
             tickets = {first_id: await slots.take(first_task, priority, first_id)}
         except OverShare:
             continue  # its task reached its share while it waited: recorded above, next turn
-        for run_id, task in pending[1:]:
-            try:
-                ticket = slots.try_take(task, run_id)
-            except OverShare:
-                continue
-            if ticket is None:
-                break
-            tickets[run_id] = ticket
-        batch = list(tickets)
+        tickets.update(_free_tickets(slots, pending[1:]))
         pending = [(run_id, task) for run_id, task in pending if run_id not in tickets]
         try:
             started = await sisy.store.start_runs(
                 sisy.pool.query,
-                run_ids=batch,
+                run_ids=list(tickets),
                 job_id=context.job.id,
                 worker=sisy.label,
                 stalled_after=dt.timedelta(seconds=sisy.options.stalled_worker_timeout),
@@ -269,35 +274,92 @@ async def _start_in_slots(
             for ticket in tickets.values():
                 slots.give_back(ticket)
             raise
-        again = [run for run in started if run.status in (NotStarted.EARLY, NotStarted.BUSY)]
-        for run in started:
-            if run in again or run.task is None:
-                slots.give_back(tickets[run.run_id])
-            if run not in again:
-                runs[run.run_id] = asyncio.create_task(
-                    _run(context, sisy, run, tickets[run.run_id])
-                )
-        if again:
-            wait = max(run.wait or 0.0 for run in again)
+        answer = _StartAnswer.of(started)
+        for run_id in answer.slots_back:
+            slots.give_back(tickets[run_id])
+        for run in answer.carried:
+            runs[run.run_id] = asyncio.create_task(_run(context, sisy, run, tickets[run.run_id]))
+        if answer.again:
+            again = answer.again
             logger.debug(
                 f"{len(again)} run(s) not started yet ({again[0].status}): "
-                f"again in {wait * 1000:.1f} ms",
-                extra={"action": "runs_again", "run_ids": [r.run_id for r in again], "wait": wait},
+                f"again in {answer.wait * 1000:.1f} ms",
+                extra={
+                    "action": "runs_again",
+                    "run_ids": [r.run_id for r in again],
+                    "wait": answer.wait,
+                },
             )
-            if any(run.status == NotStarted.EARLY for run in again):
+            if answer.clock_wrong:
                 sisy.clock.forget()
             pending = [(run.run_id, task_of[run.run_id]) for run in again] + pending
-            await asyncio.sleep(wait)
+            await asyncio.sleep(answer.wait)
+
+
+def _over_share(
+    slots: CallableSlots, pending: list[tuple[int, Any]]
+) -> tuple[list[tuple[int, OverShare]], list[tuple[int, Any]]]:
+    """The runs whose task holds its share of the slots (to record as skipped), and the others."""
+    over, within = [], []
+    for run_id, task in pending:
+        try:
+            slots.check_share(task)
+        except OverShare as exc:
+            over.append((run_id, exc))
+        else:
+            within.append((run_id, task))
+    return over, within
+
+
+def _free_tickets(slots: CallableSlots, pending: list[tuple[int, Any]]) -> dict[int, int]:
+    """Tickets of the slots free now for the runs of ``pending``, in order, by run.
+
+    Stops at the first run no slot is free for: it and those after it wait
+    their turn. Passes over a run whose task reached its share in this batch:
+    it is recorded as skipped at the next turn.
+    """
+    tickets = {}
+    for run_id, task in pending:
+        try:
+            ticket = slots.try_take(task, run_id)
+        except OverShare:
+            continue
+        if ticket is None:
+            break
+        tickets[run_id] = ticket
+    return tickets
+
+
+@dataclasses.dataclass(frozen=True)
+class _StartAnswer:
+    """What sisy_start_run_v1 made of a batch of runs, sorted for the runner."""
+
+    carried: list[StartedRun]  # each to its _run: its callable called, or why not said
+    again: list[StartedRun]  # 'early' or 'busy': asked again after ``wait`` seconds
+    wait: float
+    clock_wrong: bool  # a run was early: this worker's estimate of the database's clock is off
+    slots_back: list[int]  # the runs that give their slot back now: no callable to call
+
+    @classmethod
+    def of(cls, started: list[StartedRun]) -> _StartAnswer:
+        again = [run for run in started if run.status in (NotStarted.EARLY, NotStarted.BUSY)]
+        again_ids = {run.run_id for run in again}
+        return cls(
+            carried=[run for run in started if run.run_id not in again_ids],
+            again=again,
+            wait=max((run.wait or 0.0 for run in again), default=0.0),
+            clock_wrong=any(run.status == NotStarted.EARLY for run in again),
+            slots_back=[
+                run.run_id for run in started if run.run_id in again_ids or run.task is None
+            ],
+        )
 
 
 async def _skip_over_share(
     context: JobContext, sisy: SisyWorker, over: list[tuple[int, OverShare]]
 ) -> None:
     """Record runs whose task holds its share of the slots as skipped (fair_share), and say so."""
-    by_error: dict[str, list[int]] = collections.defaultdict(list)
-    for run_id, exc in over:
-        by_error[str(exc)].append(run_id)
-    for error, run_ids in by_error.items():
+    for error, run_ids in _by_error(over).items():
         skipped = await sisy.store.skip_runs_over_share(
             sisy.pool.query,
             run_ids=run_ids,
@@ -311,6 +373,14 @@ async def _skip_over_share(
                 extra={"action": "runs_over_share", "run_ids": skipped, "reason": "fair_share"},
             )
             signals.not_run(sisy.store.database_alias, skipped)
+
+
+def _by_error(over: list[tuple[int, OverShare]]) -> dict[str, list[int]]:
+    """The runs by the words of their refusal: one statement records those sharing them."""
+    by_error: dict[str, list[int]] = collections.defaultdict(list)
+    for run_id, exc in over:
+        by_error[str(exc)].append(run_id)
+    return dict(by_error)
 
 
 async def _all_recorded(
@@ -405,25 +475,11 @@ async def _run_callable(
     store, query = sisy.store, sisy.pool.query
     run_id, task = started.run_id, started.task
     assert task is not None
-    assert started.scheduled_for is not None and started.started_at is not None
-    message: dict[str, Any] = {
-        "task": task,
-        # What Sisy's callables received: the Channels message that
-        # started the run (the task's id and the instant, epoch seconds).
-        "channel_message": {"id": task.pk, "ts": started.scheduled_for.timestamp()},
-        "message": {
-            "run_id": run_id,
-            "scheduled_for": started.scheduled_for,
-            "job_id": context.job.id,
-            "worker": sisy.label,
-            "attempt": started.attempt,
-        },
-    }
     job = context.job
     call = functools.partial(
         _call,
         task.callable_info,
-        message,
+        _message(started, job_id=job.id, worker=sisy.label),
         store.database_alias,
         signals.announcer(run_id, store.database_alias),
     )
@@ -433,11 +489,7 @@ async def _run_callable(
     thread.add_done_callback(lambda _: sisy.slots.give_back(ticket))
     timeout = task.policy.timeout
     try:
-        if timeout is None:
-            outcome: Outcome = await asyncio.shield(thread)
-        else:
-            # A little past the deadline: the planners close the run at it.
-            outcome = await asyncio.wait_for(asyncio.shield(thread), timeout + 1.0)
+        outcome: Outcome = await asyncio.wait_for(asyncio.shield(thread), _given_up_after(timeout))
     except asyncio.TimeoutError:
         sisy.slots.mark_stuck(ticket)
         await store.time_out_runs_now(query, queue=job.queue, task_name=job.task_name)
@@ -452,6 +504,33 @@ async def _run_callable(
         return RunStatus.TIMED_OUT
     otel.callable_raised(outcome.exception)
     return await _record(context, sisy, started, outcome)
+
+
+def _message(started: StartedRun, *, job_id: int | None, worker: str) -> dict[str, Any]:
+    """The argument of a run's callable: its task, and the messages that say which run it is."""
+    task = started.task
+    assert task is not None and started.scheduled_for is not None
+    return {
+        "task": task,
+        # What Sisy's callables received: the Channels message that
+        # started the run (the task's id and the instant, epoch seconds).
+        "channel_message": {"id": task.pk, "ts": started.scheduled_for.timestamp()},
+        "message": {
+            "run_id": started.run_id,
+            "scheduled_for": started.scheduled_for,
+            "job_id": job_id,
+            "worker": worker,
+            "attempt": started.attempt,
+        },
+    }
+
+
+def _given_up_after(timeout: float | None) -> float | None:
+    """Seconds the runner waits for a callable with the task's ``timeout`` (None: for good).
+
+    A little past the timeout: the planners close the run at it.
+    """
+    return None if timeout is None else timeout + 1.0
 
 
 def _record_late_return(
@@ -492,10 +571,8 @@ async def _record(
         log.ended(RunStatus.SUCCEEDED)
         return RunStatus.SUCCEEDED
 
-    error = f"{type(exc).__name__}: {exc}"
-    attempt = started.attempt or 1
-    retryable = isinstance(exc, Exception) and not isinstance(exc, task_targets.EnqueueUncertain)
-    retry_in = task.policy.retry_in(attempt) if retryable else None
+    error = _error_text(exc)
+    retry_in = _retry_in(task.policy, exc, started.attempt)
     if retry_in is not None:
         retry_at = await store.retry_run(
             query,
@@ -514,6 +591,22 @@ async def _record(
         return RunStatus.TIMED_OUT
     log.ended(RunStatus.FAILED)
     return RunStatus.FAILED
+
+
+def _error_text(exc: BaseException) -> str:
+    """A failed run's error, as the history keeps it: the exception's type and message."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _retry_in(policy: Policy, exc: BaseException, attempt: int | None) -> float | None:
+    """Seconds before failed ``attempt`` (None: the first) is tried again, or None: it failed.
+
+    An exception that stops the thread rather than fails the callable
+    (SystemExit, KeyboardInterrupt) is not retried, nor an enqueue that may
+    have taken its Django task (a second could run the instant twice).
+    """
+    retryable = isinstance(exc, Exception) and not isinstance(exc, task_targets.EnqueueUncertain)
+    return policy.retry_in(attempt or 1) if retryable else None
 
 
 async def _record_enqueue(

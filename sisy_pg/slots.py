@@ -18,7 +18,7 @@ cannot stop a thread), so two rules keep one task from starving the others:
 
 Threads are daemon threads, so that a worker whose callables hang can still
 exit (SIGTERM, or all its slots stuck: see :mod:`sisy_pg.worker`). No
-database here: ``tests/test_slots.py`` tests it alone.
+database here: ``tests/unit/test_slots.py`` tests it alone.
 """
 
 from __future__ import annotations

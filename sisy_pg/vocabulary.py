@@ -1,7 +1,7 @@
 """The words sisy-pg and its SQL share: run statuses, reasons, task states, actions, refusals.
 
 Each is spelled once in Python, here, and once in ``sql/schema.sql`` (its
-constraints and functions); ``tests/test_vocabulary.py`` keeps the two equal.
+constraints and functions); ``tests/integration/test_vocabulary.py`` keeps the two equal.
 No database, no Django settings: pure logic imports these too.
 """
 

@@ -1,4 +1,4 @@
-"""Settings of the workers that tests/test_pgbouncer.py starts behind a PgBouncer.
+"""Settings of the workers that tests/e2e/test_pgbouncer.py starts behind a PgBouncer.
 
 ``DATABASE_URL`` is the database through PgBouncer (procrastinate's jobs, the
 runners, the callables); ``SISY_TEST_DIRECT_URL``, when set, is the same

@@ -1,16 +1,24 @@
-"""Settings for the test suite: a real PostgreSQL (DATABASE_URL, or an embedded one)."""
+"""Settings for the test suite and its worker processes: a real PostgreSQL at DATABASE_URL.
+
+Importing them starts and connects to nothing. The test session sets
+DATABASE_URL when a test needs PostgreSQL (tests/conftest.py starts a throwaway
+server unless it is set) and its worker processes inherit it.
+"""
 
 import importlib.util
 import os
 
-from devtools.embedded_pg import database_url, django_database
+from devtools.embedded_pg import django_database
+
+# A database no connection can reach: DATABASE_URL unset, or the unit tests'.
+NO_SERVER = "host=/nonexistent dbname=no_server"
 
 SECRET_KEY = "tests-only"
 DEBUG = False
 USE_TZ = True
 TIME_ZONE = "Europe/Paris"
 ROOT_URLCONF = "tests.urls"
-DATABASES = {"default": django_database(database_url())}
+DATABASES = {"default": django_database(os.environ.get("DATABASE_URL", NO_SERVER))}
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -22,7 +30,7 @@ INSTALLED_APPS = [
     "tests.testapp",
 ]
 # django-tasks-db (Django 5.2+) where it is installed: the other database backend of
-# django.tasks that recurring tasks are tried with (tests/test_django_tasks_db.py).
+# django.tasks that recurring tasks are tried with (tests/e2e/test_django_tasks_e2e.py).
 HAS_TASKS_DB = importlib.util.find_spec("django_tasks_db") is not None
 if HAS_TASKS_DB:
     INSTALLED_APPS.append("django_tasks_db")

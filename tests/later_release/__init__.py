@@ -1,4 +1,4 @@
-"""A simulated later release of sisy-pg, for tests/test_upgrade_rule.py.
+"""A simulated later release of sisy-pg, for tests/e2e/test_upgrade_rule.py.
 
 - ``settings``: a project whose sisy migrations are ``sisy_migrations`` (the real
   0001_initial plus a simulated ``0002_later`` that follows the upgrade rule);

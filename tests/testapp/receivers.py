@@ -1,4 +1,4 @@
-"""Receivers of sisy's signals, and callables, for the workers of tests/test_signals.py.
+"""Receivers of sisy's signals, and callables, for the workers of tests/e2e/test_signals.py.
 
 The test app imports this module when it is ready (tests/testapp/apps.py);
 the receivers and the span exporter are set up then, and only in a process

@@ -28,7 +28,7 @@ from sisy_pg import audit, backfill, conf, liveness, procrastinate_seam, schedul
 from sisy_pg.limits import printable
 from sisy_pg.models import ActionRefused, Pause, Task, TaskRun, database_now
 from sisy_pg.schedule_text import describe, instants_of, seconds_first_warning
-from sisy_pg.schedule_text import (  # re-exported: tests/test_sisy_command.py imports it
+from sisy_pg.schedule_text import (  # re-exported: tests/integration/test_sisy_command.py imports it
     seconds_first_suggestion as seconds_first_suggestion,
 )
 from sisy_pg.vocabulary import Action, TaskState

@@ -50,10 +50,11 @@ def test_iterations_used_up_finish_the_task_but_keep_row_and_history():
 
 def test_end_running_passed_finishes_the_task():
     task = make_task("* * * * * *", end_running=timezone.now() + dt.timedelta(hours=1))
-    # Its last instant is due now (a writer that sets next_run is obeyed).
+    # Its last instant is due now (a writer that sets next_run is obeyed): the second just
+    # begun, so that the next instant, a second later, is past end_running.
     sql(
-        "UPDATE sisy_task SET end_running = now() + interval '10 ms', next_run = now() "
-        "WHERE id = %s",
+        "UPDATE sisy_task SET end_running = date_trunc('second', now()) + interval '10 ms',"
+        " next_run = date_trunc('second', now()) WHERE id = %s",
         [task.pk],
     )
     run_planner("fire_due")

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import unittest
 import zipfile
 from pathlib import Path
@@ -31,15 +34,19 @@ def _wheel() -> Path:
     """Sisy 1.0b3's wheel, downloaded once and checked against its hash."""
     if not WHEEL.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
-        requirement = CACHE / "requirement.txt"
+        # Two sessions may collect this at once (CI's lanes): each downloads into a folder of
+        # its own and moves the wheel into place whole.
+        download = Path(tempfile.mkdtemp(dir=CACHE))
+        requirement = download / "requirement.txt"
         requirement.write_text(f"sisy==1.0b3 --hash=sha256:{WHEEL_SHA256}\n")
         command = [
             *(sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:"),
-            *("--require-hashes", "-r", str(requirement), "-d", str(CACHE)),
+            *("--require-hashes", "-r", str(requirement), "-d", str(download)),
             *("--quiet", "--disable-pip-version-check", "--timeout", "20"),
         ]
         try:
             subprocess.run(command, check=True, capture_output=True, text=True, timeout=180)
+            os.replace(download / WHEEL.name, WHEEL)
         except subprocess.CalledProcessError as exc:
             said = (exc.stderr or exc.stdout or "").strip().splitlines()
             pytest.skip(
@@ -52,6 +59,8 @@ def _wheel() -> Path:
                 "Sisy 1.0b3's wheel could not be had: the package index did not answer in 180 s",
                 allow_module_level=True,
             )
+        finally:
+            shutil.rmtree(download, ignore_errors=True)
     digest = hashlib.sha256(WHEEL.read_bytes()).hexdigest()
     assert digest == WHEEL_SHA256, f"{WHEEL} is not Sisy 1.0b3's wheel (sha256 {digest})"
     return WHEEL
@@ -61,7 +70,11 @@ def _sisy_tests() -> object:
     """Sisy's sisy/tests.py, imported unchanged (as module ``sisy_1_0b3_tests``)."""
     source = CACHE / f"{MODULE_NAME}.py"
     with zipfile.ZipFile(_wheel()) as wheel:
-        source.write_bytes(wheel.read("sisy/tests.py"))
+        # Written aside, then moved into place whole: a session collecting at the same time
+        # never imports half a file.
+        partial = source.with_suffix(f".{os.getpid()}.part")
+        partial.write_bytes(wheel.read("sisy/tests.py"))
+        os.replace(partial, source)
     spec = importlib.util.spec_from_file_location(MODULE_NAME, source)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

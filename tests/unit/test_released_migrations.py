@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -67,8 +69,43 @@ def test_every_migration_up_to_the_last_released_number_was_released() -> None:
     assert not unlisted, f"not released, yet numbered at or below {last_released:04}: {unlisted}"
 
 
-def test_the_list_names_the_release_of_each_file() -> None:
-    """Each group of hashes follows the version that released it."""
-    lines = [line for line in RELEASED.read_text(encoding="utf-8").splitlines() if line.strip()]
-    first_hash = next(i for i, line in enumerate(lines) if not line.startswith("#"))
-    assert re.fullmatch(r"# \d+\.\d+\.\d+", lines[first_hash - 1]), lines[first_hash - 1]
+def releases() -> dict[str, list[str]]:
+    """{version: the files it released}, from the "# x.y.z" line above each group of hashes."""
+    groups: dict[str, list[str]] = {}
+    version = None
+    for line in RELEASED.read_text(encoding="utf-8").splitlines():
+        if re.fullmatch(r"# \d+\.\d+\.\d+", line):
+            version = line[2:]
+            groups[version] = []
+        elif line.strip() and not line.startswith("#"):
+            assert version, f"{line!r} follows no '# x.y.z' line: which release shipped it?"
+            groups[version].append(line.split(maxsplit=1)[1])
+    return groups
+
+
+def test_each_group_of_hashes_follows_the_version_that_released_it() -> None:
+    groups = releases()
+    assert groups and all(groups.values()), groups
+    assert sorted(path for paths in groups.values() for path in paths) == sorted(released())
+
+
+@pytest.mark.parametrize("version", sorted(releases()))
+def test_released_files_are_the_tagged_release_s(version: str) -> None:
+    """Where the release's tag is at hand, its files are compared with it, not with a hash
+    someone could have edited along with the file."""
+    git = shutil.which("git")
+    tag = f"v{version}"
+    if (
+        not git
+        or subprocess.run(
+            [git, "rev-parse", "--verify", "--quiet", f"{tag}^{{commit}}"],
+            cwd=ROOT,
+            capture_output=True,
+        ).returncode
+    ):
+        pytest.skip(f"no git checkout with the tag {tag} here")
+    for path in releases()[version]:
+        tagged = subprocess.run(
+            [git, "show", f"{tag}:{path}"], cwd=ROOT, capture_output=True, check=True
+        ).stdout
+        assert (ROOT / path).read_bytes() == tagged, f"{path} differs from {tag}'s"

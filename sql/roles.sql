@@ -24,10 +24,12 @@
 --     and sisy's planner and runner functions. Grant it, too, what your
 --     callables use (your apps' tables);
 --   * operator: run now, pause, resume, clear error and backfill, through
---     SECURITY DEFINER functions; it reads the views as monitor does, and cannot read
---     userdata or callable_info, change a task, or touch the history;
+--     SECURITY DEFINER functions (sisy_run_now, sisy_pause, sisy_resume,
+--     sisy_clear_error, sisy_backfill, and the versions they call); it reads the
+--     views as monitor does, and cannot read userdata or callable_info, change a
+--     task, or touch the history;
 --   * monitor: the views sisy_task_status and sisy_run_history, and the
---     health probe (sisy_health_v1) and the metrics (sisy_metrics_v1), both
+--     health probe (sisy_health) and the metrics (sisy_metrics), both
 --     SECURITY DEFINER, nothing else.
 
 \if :{?worker}
@@ -159,14 +161,23 @@ GRANT EXECUTE ON FUNCTION
     TO :"monitor";
 -- SECURITY DEFINER: health's verdicts, labels and worker names, without any
 -- right on the tables (manage.py sisy health works as the monitor, too).
-GRANT EXECUTE ON FUNCTION sisy_health_v1(interval, interval, interval) TO :"monitor";
+GRANT EXECUTE ON FUNCTION
+    sisy_health(interval, interval, interval),
+    sisy_health_v1(interval, interval, interval)
+    TO :"monitor";
 -- SECURITY DEFINER: the metrics a scrape reads (manage.py sisy metrics, /sisy/metrics).
-GRANT EXECUTE ON FUNCTION sisy_metrics_v1(interval) TO :"monitor";
+GRANT EXECUTE ON FUNCTION sisy_metrics(interval), sisy_metrics_v1(interval) TO :"monitor";
 
 -- operator --------------------------------------------------------------------------
 
--- SECURITY DEFINER: each does its one change with the owner's rights.
+-- SECURITY DEFINER: each does its one change with the owner's rights. The
+-- operators' names (docs/sql.md), then the versions, for scripts that name one.
 GRANT EXECUTE ON FUNCTION
+    sisy_run_now(text),
+    sisy_pause(text, text, timestamptz),
+    sisy_resume(text),
+    sisy_clear_error(text),
+    sisy_backfill(text, timestamptz, timestamptz, integer),
     sisy_run_now_v1(text),
     sisy_pause_v1(text),
     sisy_pause_v2(text, text, timestamptz),

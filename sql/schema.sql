@@ -15,7 +15,10 @@
 -- possibly before a later sisy migration has run; so a later release adds
 -- functions (a new _vN beside the old), triggers, views, indexes, constraints,
 -- tables the models do not write, and keys of sisy_task.options /
--- sisy_taskrun.details -- never a column the models map.
+-- sisy_taskrun.details -- never a column the models map. A new version of a
+-- function operators call becomes what its unversioned name calls (section
+-- "The operators' names"). Every function and view has a description (COMMENT
+-- ON, for psql's \df+ and \dv+): a test checks that none lacks one.
 --
 -- The contract, whoever the writer (ORM save, queryset.update, bulk_create,
 -- admin, a migration with historical models, psql):
@@ -87,6 +90,11 @@ AS $$
         THEN format('is %s bytes of JSON (at most 1048576)', octet_length(p_document::text))
     END;
 $$;
+COMMENT ON FUNCTION sisy_json_limits_error_v1(jsonb) IS
+    'internal: called by the CHECK constraints of sisy_task on every write, and by '
+    'sisy_start_run_v1. Why JSON document p_document (userdata, options, callable_info) is '
+    'beyond the limits: nested more than 32 levels, a number of more than 4000 digits, more '
+    'than 1 MiB of JSON text. NULL when it is not.';
 
 -- Tables -------------------------------------------------------------------------
 -- Column types are those Django gives the fields of sisy_pg.models (a test
@@ -341,6 +349,13 @@ BEGIN
                   ORDER BY u.ord);
 END;
 $$;
+COMMENT ON FUNCTION sisy_defer_run_jobs_v1(
+    text, text, bigint[], timestamptz[], integer, timestamptz
+) IS
+    'internal: called by the planner''s functions. Defers the procrastinate jobs (task '
+    'p_task_name, queue p_queue unless a task''s options.queue says another) that execute runs '
+    'p_run_ids due at p_ats, up to p_runs_per_job runs a job, fetched from p_scheduled_at on. '
+    'Returns each run''s job id.';
 
 -- Cancels a job that has not started (a job already fetched is left alone:
 -- its runner sees that its run is no longer queued and does nothing).
@@ -350,6 +365,9 @@ CREATE FUNCTION sisy_cancel_run_job_v1(p_job_id bigint) RETURNS void
 AS $$
     SELECT procrastinate_cancel_job_v1(p_job_id, false, false);
 $$;
+COMMENT ON FUNCTION sisy_cancel_run_job_v1(bigint) IS
+    'internal: called by the triggers on sisy_taskrun. Cancels procrastinate job p_job_id if no '
+    'worker has fetched it yet.';
 
 -- Whether a job is being executed by a live worker: one whose procrastinate
 -- heartbeat is younger than p_stalled_after (procrastinate's
@@ -366,6 +384,9 @@ AS $$
            AND w.last_heartbeat > now() - p_stalled_after
     );
 $$;
+COMMENT ON FUNCTION sisy_job_alive_v1(bigint, interval) IS
+    'internal: called by the planner''s functions and the health probe. Whether job p_job_id is '
+    'being executed by a worker whose heartbeat is younger than p_stalled_after.';
 
 -- Whether a job may still run: not yet fetched, or being executed by a live
 -- worker (see sisy_job_alive_v1). False for a job that ended, vanished, or
@@ -378,6 +399,9 @@ AS $$
         SELECT 1 FROM procrastinate_jobs AS job WHERE job.id = p_job_id AND job.status = 'todo'
     ) OR sisy_job_alive_v1(p_job_id, p_stalled_after);
 $$;
+COMMENT ON FUNCTION sisy_job_pending_v1(bigint, interval) IS
+    'internal: called by the planner''s functions and the Django tasks backend. Whether job '
+    'p_job_id may still run: not fetched yet, or executed by a live worker (sisy_job_alive_v1).';
 
 -- Whether a 'running' run is still in progress, by its job (p_job_id) and details:
 -- its callable runs under a job of a live worker (sisy_job_alive_v1), or it enqueued a
@@ -397,6 +421,9 @@ AS $$
         ELSE p_job_id IS NOT NULL AND sisy_job_alive_v1(p_job_id, p_stalled_after)
     END;
 $$;
+COMMENT ON FUNCTION sisy_run_alive_v1(bigint, jsonb, interval) IS
+    'internal: called by the planner''s functions and the housekeeping. Whether a running run '
+    'is still in progress, by its job p_job_id and its details p_details.';
 
 -- Deletes the jobs that ran pruned runs (never one still to do or doing).
 CREATE FUNCTION sisy_delete_finished_jobs_v1(p_job_ids bigint[]) RETURNS integer
@@ -410,6 +437,9 @@ AS $$
     )
     SELECT count(*)::integer FROM deleted;
 $$;
+COMMENT ON FUNCTION sisy_delete_finished_jobs_v1(bigint[]) IS
+    'internal: called by the retention (sisy_prune_runs_v1). Deletes the procrastinate jobs '
+    'p_job_ids that ended (never one to do or doing). Returns how many.';
 
 -- How many procrastinate workers are alive: their heartbeat is younger than
 -- p_stalled_after (procrastinate's stalled_worker_timeout). Every worker that
@@ -423,6 +453,9 @@ AS $$
       FROM procrastinate_workers AS w
      WHERE w.last_heartbeat > now() - p_stalled_after;
 $$;
+COMMENT ON FUNCTION sisy_live_workers_v1(interval) IS
+    'internal: granted to the worker role (sisy_health judges the workers). How many '
+    'procrastinate workers have a heartbeat younger than p_stalled_after.';
 
 -- procrastinate's workers and their last heartbeat: sisy_worker rows join
 -- them on id (sisy_health_v1).
@@ -433,6 +466,9 @@ CREATE FUNCTION sisy_worker_heartbeats_v1()
 AS $$
     SELECT w.id, w.last_heartbeat FROM procrastinate_workers AS w;
 $$;
+COMMENT ON FUNCTION sisy_worker_heartbeats_v1() IS
+    'internal: called by sisy_health_v1 and sisy_metrics_v1. procrastinate''s workers '
+    '(worker_id) and their last heartbeat.';
 
 -- Triggers on sisy_task ----------------------------------------------------------
 
@@ -535,6 +571,10 @@ BEGIN
     RETURN NEW;
 END;
 $$;
+COMMENT ON FUNCTION sisy_task_before_write_v1() IS
+    'internal: the trigger sisy_task_before_write_v1, before each INSERT or UPDATE of '
+    'sisy_task. Fills an empty label and time zone, refuses an unknown time zone, and clears '
+    'next_run when what decides the instants changes (the planners re-plan it).';
 
 CREATE FUNCTION sisy_task_after_disable_v1() RETURNS trigger
     LANGUAGE plpgsql
@@ -550,6 +590,9 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+COMMENT ON FUNCTION sisy_task_after_disable_v1() IS
+    'internal: the trigger sisy_task_after_disable_v1. A task disabled: its queued runs are '
+    'cancelled (reason disabled), and their jobs.';
 
 CREATE FUNCTION sisy_task_before_delete_v1() RETURNS trigger
     LANGUAGE plpgsql
@@ -561,6 +604,8 @@ BEGIN
     RETURN OLD;
 END;
 $$;
+COMMENT ON FUNCTION sisy_task_before_delete_v1() IS
+    'internal: the trigger sisy_task_before_delete_v1. A task deleted takes its runs with it.';
 
 CREATE FUNCTION sisy_task_notify_v1() RETURNS trigger
     LANGUAGE plpgsql
@@ -573,6 +618,9 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+COMMENT ON FUNCTION sisy_task_notify_v1() IS
+    'internal: the trigger sisy_task_notify_v1, after each statement that writes sisy_task. '
+    'Notifies the channel sisy_task_changed: the workers'' planners re-plan at once.';
 
 CREATE TRIGGER sisy_task_before_write_v1
     BEFORE INSERT OR UPDATE ON sisy_task
@@ -611,6 +659,10 @@ BEGIN
     RETURN run;
 END;
 $$;
+COMMENT ON FUNCTION sisy_taskrun_cancel_job_v1() IS
+    'internal: the triggers sisy_taskrun_cancel_job_v1 and sisy_taskrun_delete_cancels_job_v1. '
+    'A queued run cancelled or deleted cancels its job, unless the job carries other queued '
+    'runs.';
 
 CREATE FUNCTION sisy_taskrun_cancel_all_jobs_v1() RETURNS trigger
     LANGUAGE plpgsql
@@ -622,6 +674,9 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+COMMENT ON FUNCTION sisy_taskrun_cancel_all_jobs_v1() IS
+    'internal: the trigger sisy_taskrun_truncate_cancels_jobs_v1. A TRUNCATE of sisy_taskrun '
+    'cancels the jobs of its queued runs.';
 
 CREATE FUNCTION sisy_taskrun_notify_v1() RETURNS trigger
     LANGUAGE plpgsql
@@ -635,6 +690,9 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+COMMENT ON FUNCTION sisy_taskrun_notify_v1() IS
+    'internal: the trigger sisy_taskrun_notify_v1. Notifies the channel sisy_run_changed of '
+    'each run inserted or whose status changed (run_id, task_id, status).';
 
 CREATE TRIGGER sisy_taskrun_cancel_job_v1
     AFTER UPDATE OF status ON sisy_taskrun
@@ -726,6 +784,11 @@ AS $$
       ) AS running ON true
      ORDER BY coalesce((due.options ->> 'priority')::numeric::integer, 0) DESC, due.next_run;
 $$;
+COMMENT ON FUNCTION sisy_claim_due_v1(integer, interval, interval) IS
+    'internal: called by the planner (sql/queries.sql, claim_due). Locks up to p_limit tasks '
+    'due within p_lead, highest priority first, with what each needs to decide: its planning '
+    'columns, the instant due, its runs waiting and running (on workers alive within '
+    'p_stalled_after).';
 
 -- Records the planner's decisions for the tasks it claimed (or planned):
 --   * runs: one row per (task, instant) decided. 'queued' runs are fires:
@@ -813,6 +876,13 @@ BEGIN
     RETURN coalesce(cardinality(to_defer), 0);
 END;
 $$;
+COMMENT ON FUNCTION sisy_store_decisions_v1(
+    text, text, bigint[], timestamptz[], text[], text[], jsonb[], bigint[], timestamptz[],
+    boolean[], text[], integer
+) IS
+    'internal: called by the planner (store_decisions). Records the planner''s decisions: the '
+    'runs to execute (queued, with their jobs) or the instants not run (with why), and each '
+    'task''s next instant, end or error. Returns the number of runs queued.';
 
 -- A task's policies, defaults filled in: as sisy_pg.policies.Policy.of (a test
 -- keeps the two equal). grace defaults to p_default_grace (SISY_GRACE).
@@ -839,6 +909,11 @@ AS $$
            coalesce((p_options ->> 'jitter')::float8, 0),
            p_options ->> 'queue';
 $$;
+COMMENT ON FUNCTION sisy_policy_v1(jsonb, boolean, interval) IS
+    'internal: called by the planner''s and the runners'' functions. A task''s policies read '
+    'from its options p_options (missed, overlap, grace, timeout, retries, retry_delay, '
+    'priority, jitter, queue), with their defaults: p_allow_overlap, p_default_grace '
+    '(SISY_GRACE).';
 
 -- Running: start, finish, retry, time out, break -----------------------------------
 
@@ -1004,6 +1079,11 @@ BEGIN
           FROM sisy_taskrun AS r WHERE r.id = p_run_id;
 END;
 $$;
+COMMENT ON FUNCTION sisy_start_run_v1(bigint, bigint, text, interval, interval) IS
+    'internal: called by the runner (start_runs). Starts run p_run_id under job p_job_id on '
+    'worker p_worker, or says why not (early, busy, missed, skipped, broken, '
+    'started_elsewhere). Returns the run''s status afterwards, its attempt, when it started and '
+    'the seconds to wait.';
 
 -- Defers the job of the run of task p_task_id buffered behind a run that is
 -- no longer running (policy overlap='buffer_one'): it starts now (or at the
@@ -1042,6 +1122,9 @@ BEGIN
     RETURN 1;
 END;
 $$;
+COMMENT ON FUNCTION sisy_release_buffered_run_v1(bigint, text, text) IS
+    'internal: called when a run ends. Defers the job of the run of task p_task_id buffered '
+    'behind it (options.overlap buffer_one), on queue p_queue for task p_task_name.';
 
 -- Records how a run ended. A run timed out meanwhile keeps its status; how
 -- its callable ended is noted in details.returned. Releases the run buffered
@@ -1075,6 +1158,10 @@ BEGIN
     RETURN true;
 END;
 $$;
+COMMENT ON FUNCTION sisy_finish_run_v1(bigint, text, text, text, text, text) IS
+    'internal: called by the runner (finish_run). Records how run p_run_id ended (p_status '
+    'succeeded or failed, p_error, p_traceback) and releases the run buffered behind it. False '
+    'when the run was not running.';
 
 -- A failed attempt that will be retried after p_retry_in: the run waits
 -- again, with a job of its own that workers fetch from the retry instant on,
@@ -1118,6 +1205,10 @@ BEGIN
     RETURN retry_at;
 END;
 $$;
+COMMENT ON FUNCTION sisy_retry_run_v1(bigint, text, text, interval, text, text) IS
+    'internal: called by the runner (retry_run). A failed attempt of run p_run_id, retried '
+    'after p_retry_in with a job of its own. Returns the retry instant, or NULL when the run '
+    'was not running.';
 
 -- A run whose callable cannot be resolved (missing module or attribute,
 -- deleted pk_override row, a path SISY_ALLOWED_CALLABLES refuses): the run
@@ -1153,6 +1244,10 @@ BEGIN
     RETURN FOUND;
 END;
 $$;
+COMMENT ON FUNCTION sisy_break_task_v1(bigint, text, text) IS
+    'internal: called by the runner (break_task). Run p_run_id''s callable cannot be resolved: '
+    'the run fails and its task is broken (sisy_task.error: p_reason). True when this call '
+    'broke it.';
 
 -- Records runs that a runner will not start because their task already holds
 -- its share of the worker's callable slots (SISY_TASK_SLOTS, threads of
@@ -1173,6 +1268,10 @@ AS $$
      WHERE r.id = ANY (p_run_ids) AND r.status = 'queued'
     RETURNING r.id;
 $$;
+COMMENT ON FUNCTION sisy_skip_runs_over_share_v1(bigint[], bigint, text, text) IS
+    'internal: called by the runner (skip_runs_over_share). Records runs p_run_ids not started '
+    'because their task holds its share of the worker''s slots: skipped, reason fair_share. '
+    'Returns their ids.';
 
 -- Records runs whose worker stopped (SIGTERM, SIGINT) before their callable
 -- returned: the worker waited SISY_SHUTDOWN_TIMEOUT for them, then exited.
@@ -1190,6 +1289,9 @@ AS $$
        AND NOT r.details ? 'task_result_id'  -- its enqueue committed: it follows its task
     RETURNING r.id;
 $$;
+COMMENT ON FUNCTION sisy_interrupt_runs_v1(bigint[], text) IS
+    'internal: called by a worker that stops (interrupt_runs). Records runs p_run_ids whose '
+    'callable had not returned: failed, reason interrupted. Returns their ids.';
 
 -- Runs past their task's timeout (details.deadline) become 'timed_out': they
 -- no longer count as running for the overlap policy, and the run buffered
@@ -1221,6 +1323,10 @@ BEGIN
     RETURN coalesce(cardinality(timed_out_tasks), 0);
 END;
 $$;
+COMMENT ON FUNCTION sisy_time_out_runs_v1(text, text) IS
+    'internal: called by the planner and the runners (time_out_runs). Runs past their task''s '
+    'timeout become timed_out, and the runs buffered behind them are released. Returns how '
+    'many.';
 
 -- Django tasks (django.tasks) as what a schedule runs ------------------------------
 -- A run of a schedule whose callable is a Django task enqueues it (sisy_pg/task_targets.py)
@@ -1253,6 +1359,10 @@ AS $$
     )
     SELECT EXISTS (SELECT FROM recorded);
 $$;
+COMMENT ON FUNCTION sisy_task_enqueued_v1(bigint, text, text, bigint) IS
+    'internal: called by the runner of a schedule of a Django task. Records that run p_run_id '
+    'enqueued its task as result p_task_result_id on backend p_backend. False when the run is '
+    'no longer running (the enqueue is then rolled back).';
 
 -- The run that enqueued result p_task_result_id on backend p_backend (an index lookup).
 CREATE INDEX sisy_taskrun_task_result_idx
@@ -1279,6 +1389,9 @@ AS $$
        AND NOT r.details ? 'task_started_at'
     RETURNING r.id;
 $$;
+COMMENT ON FUNCTION sisy_task_result_started_v1(text, text, timestamptz) IS
+    'internal: called on Django''s task_started signal. Notes in its run that the task of '
+    'result p_task_result_id started at p_started_at. Returns the run''s id, or NULL.';
 
 -- The task of result p_task_result_id finished: its run ends with p_status ('succeeded' or
 -- 'failed'), as sisy_finish_run_v1 ends a run whose callable returned (a run already timed
@@ -1306,6 +1419,9 @@ BEGIN
     RETURN run_id;
 END;
 $$;
+COMMENT ON FUNCTION sisy_task_result_finished_v1(text, text, text, text, text, text, text) IS
+    'internal: called on Django''s task_finished signal. Ends the run that enqueued result '
+    'p_task_result_id with p_status (succeeded or failed). Returns the run''s id, or NULL.';
 
 -- Housekeeping --------------------------------------------------------------------
 
@@ -1322,6 +1438,9 @@ AS $$
     )
     SELECT EXISTS (SELECT 1 FROM claimed);
 $$;
+COMMENT ON FUNCTION sisy_housekeeping_due_v1(interval) IS
+    'internal: called by the planner (housekeeping_due). True for the one planner of the '
+    'cluster that does the housekeeping of this period of p_every.';
 
 -- Closes the runs that can no longer happen: a run left 'running' by a
 -- worker that died (its job is no longer executed by a live worker), and a
@@ -1376,6 +1495,10 @@ BEGIN
     RETURN closed;
 END;
 $$;
+COMMENT ON FUNCTION sisy_fail_orphaned_runs_v1(interval, text, text) IS
+    'internal: called by the housekeeping (fail_orphaned_runs). Closes the runs that can no '
+    'longer happen: their worker died or their job ended, vanished or lost its worker. Returns '
+    'how many.';
 
 -- Retention: deletes up to p_limit runs that finished longer than p_retention
 -- ago, and the procrastinate jobs that ran them, oldest first.
@@ -1409,6 +1532,9 @@ BEGIN
     RETURN pruned;
 END;
 $$;
+COMMENT ON FUNCTION sisy_prune_runs_v1(interval, integer) IS
+    'internal: called by the housekeeping (prune_runs, SISY_RUN_RETENTION_DAYS). Deletes up to '
+    'p_limit runs finished more than p_retention ago, and their jobs. Returns how many.';
 
 -- Load ---------------------------------------------------------------------------------
 
@@ -1470,6 +1596,10 @@ BEGIN
       FROM finished, overdue, earliest;
 END;
 $$;
+COMMENT ON FUNCTION sisy_load_v1(interval) IS
+    'internal: called by the planner''s overload warning and by sisy_health_v1. What the '
+    'cluster got through in the last p_window (instants due, executed, not run) and how far '
+    'behind it is (overdue tasks, the largest lag).';
 
 -- One decision point: a task's state, and what may be done to it ---------------------
 -- Every edge -- the Python API, the admin, manage.py sisy, psql -- asks these
@@ -1499,6 +1629,12 @@ AS $$
         ELSE 'scheduled'
     END;
 $$;
+COMMENT ON FUNCTION sisy_task_state_v1(
+    text, timestamptz, boolean, timestamptz, boolean, text
+) IS
+    'internal: called by the view sisy_task_status, the Python API, the admin and manage.py '
+    'sisy. A task''s state from its row''s values: broken, finished, paused, running, failing, '
+    'unplanned or scheduled.';
 
 -- Why action p_action (run_now, pause, resume, clear_error) may not be done
 -- to a task whose row holds these values, or NULL when it may.
@@ -1534,6 +1670,9 @@ BEGIN
     END CASE;
 END;
 $$;
+COMMENT ON FUNCTION sisy_refusal_v1(text, boolean, timestamptz, text) IS
+    'internal: called by sisy_act_v1 and the Python API. Why action p_action (run_now, pause, '
+    'resume, clear_error) may not be done to a task whose row holds these values, or NULL.';
 
 -- Does action p_action to the tasks p_task_ids, each unless sisy_refusal_v1
 -- refuses it, deciding on each row as it is once locked. One row per task
@@ -1577,8 +1716,15 @@ BEGIN
      ORDER BY target.id;
 END;
 $$;
+COMMENT ON FUNCTION sisy_act_v1(text, bigint[]) IS
+    'internal: the decision point the Python API, the admin and manage.py sisy call (the '
+    'tables'' owner may call it at psql, for several tasks at once). Does action p_action '
+    '(run_now, pause, resume, clear_error) to tasks p_task_ids, each unless refused. One row '
+    'per task: task_id, label, done, refusal.';
 
 -- For operators at psql ------------------------------------------------------------
+-- Operators call them by their unversioned names (sisy_run_now..., in the
+-- section "The operators' names", at the end).
 
 -- The id of the task p_task names: its label or, when no task has that
 -- label, its id. Raises no_data_found when there is none, so that a typo is
@@ -1601,6 +1747,10 @@ BEGIN
     RETURN found_id;
 END;
 $$;
+COMMENT ON FUNCTION sisy_task_id_v1(text) IS
+    'internal: called by the operators'' functions and manage.py sisy. The id of the task '
+    'p_task names: its label or, when no task has that label, its id. Raises no_data_found when '
+    'there is none.';
 
 -- What manage.py sisy run/pause/resume/clear-error do, for a session without
 -- Django (docs/sql.md): the task named p_task (a label, or an id), done or
@@ -1613,6 +1763,10 @@ CREATE FUNCTION sisy_run_now_v1(p_task text)
 AS $$
     SELECT * FROM sisy_act_v1('run_now', ARRAY[sisy_task_id_v1(p_task)]);
 $$;
+COMMENT ON FUNCTION sisy_run_now_v1(text) IS
+    'Runs a task once, now, then as scheduled (version 1 of sisy_run_now). p_task: its label, '
+    'or its id. Returns one row: task_id, label, done, refusal. Operators call sisy_run_now, '
+    'which calls the current version.';
 
 CREATE FUNCTION sisy_pause_v1(p_task text)
     RETURNS TABLE (task_id bigint, label varchar, done boolean, refusal text)
@@ -1621,6 +1775,10 @@ CREATE FUNCTION sisy_pause_v1(p_task text)
 AS $$
     SELECT * FROM sisy_act_v1('pause', ARRAY[sisy_task_id_v1(p_task)]);
 $$;
+COMMENT ON FUNCTION sisy_pause_v1(text) IS
+    'Pauses a task, without a note or an end (version 1 of sisy_pause). p_task: its label, or '
+    'its id. Returns one row: task_id, label, done, refusal. Operators call sisy_pause, which '
+    'calls the current version.';
 
 CREATE FUNCTION sisy_resume_v1(p_task text)
     RETURNS TABLE (task_id bigint, label varchar, done boolean, refusal text)
@@ -1629,6 +1787,10 @@ CREATE FUNCTION sisy_resume_v1(p_task text)
 AS $$
     SELECT * FROM sisy_act_v1('resume', ARRAY[sisy_task_id_v1(p_task)]);
 $$;
+COMMENT ON FUNCTION sisy_resume_v1(text) IS
+    'Resumes a paused task (version 1 of sisy_resume). p_task: its label, or its id. Returns '
+    'one row: task_id, label, done, refusal. Operators call sisy_resume, which calls the '
+    'current version.';
 
 CREATE FUNCTION sisy_clear_error_v1(p_task text)
     RETURNS TABLE (task_id bigint, label varchar, done boolean, refusal text)
@@ -1637,6 +1799,10 @@ CREATE FUNCTION sisy_clear_error_v1(p_task text)
 AS $$
     SELECT * FROM sisy_act_v1('clear_error', ARRAY[sisy_task_id_v1(p_task)]);
 $$;
+COMMENT ON FUNCTION sisy_clear_error_v1(text) IS
+    'Clears the error of a broken task (version 1 of sisy_clear_error). p_task: its label, or '
+    'its id. Returns one row: task_id, label, done, refusal. Operators call sisy_clear_error, '
+    'which calls the current version.';
 
 -- Views for people with psql ----------------------------------------------------------
 
@@ -1674,6 +1840,11 @@ SELECT t.id, t.label, t.schedule, t.timezone, t.enabled,
        LIMIT 1
   ) AS last ON true
   LEFT JOIN sisy_task_pause AS pause ON pause.task_id = t.id AND NOT t.enabled;
+COMMENT ON VIEW sisy_task_status IS
+    'One row per task: its state (broken, finished, paused, running, failing, unplanned, '
+    'scheduled), why it is broken (error), its next and last runs, its latest outcome '
+    '(last_status, last_error...) and its pause (pause_note, paused_until, paused_at, '
+    'paused_by). No userdata nor callable: the operator and monitor roles read it. docs/sql.md';
 
 -- One row per run or recorded decision not to run, with why (reason: late,
 -- missed, coalesced, overlap, backlog, broken, timed_out, worker_lost,
@@ -1693,6 +1864,11 @@ SELECT r.id, r.task_id, t.label, r.scheduled_for, r.status,
        r.details ? 'backfill' AS backfill
   FROM sisy_taskrun AS r
   JOIN sisy_task AS t ON t.id = r.task_id;
+COMMENT ON VIEW sisy_run_history IS
+    'One row per run, or per decision not to run: its task''s label, its instant '
+    '(scheduled_for), status and reason (docs/reliability.md), lag, duration, attempt, worker, '
+    'error, jitter, and whether a backfill asked for it. The operator and monitor roles read '
+    'it. docs/sql.md';
 
 -- Django tasks on procrastinate: their results ---------------------------------------------
 -- sisy_pg.django_tasks.ProcrastinateBackend, a backend of Django's task framework
@@ -1741,6 +1917,9 @@ AS $$
     VALUES (p_job_id, p_task, p_queue_name, p_priority)
     RETURNING res.enqueued_at;
 $$;
+COMMENT ON FUNCTION sisy_task_result_enqueued_v1(bigint, jsonb, text, integer) IS
+    'internal: called by sisy_pg.django_tasks.ProcrastinateBackend. Records the result of job '
+    'p_job_id, just deferred (READY). Returns when it was enqueued.';
 
 -- An attempt of job p_job_id starts on worker p_worker_id: RUNNING, its
 -- worker listed. A job deferred without a result (not by the backend) gets
@@ -1772,6 +1951,9 @@ AS $$
      WHERE res.status <> 'SUCCESSFUL'
     RETURNING res.enqueued_at, res.started_at, res.last_attempted_at, res.worker_ids, res.errors;
 $$;
+COMMENT ON FUNCTION sisy_task_result_start_v1(bigint, text, jsonb, text, integer) IS
+    'internal: called by the worker running a job of the Django tasks backend. An attempt of '
+    'job p_job_id starts (RUNNING). Returns the result, or no row when it already succeeded.';
 
 -- An attempt of job p_job_id ended: p_status SUCCESSFUL (with p_return_value)
 -- or FAILED, or READY again for a failed attempt that procrastinate retries.
@@ -1793,6 +1975,10 @@ AS $$
      WHERE res.job_id = p_job_id
     RETURNING res.finished_at;
 $$;
+COMMENT ON FUNCTION sisy_task_result_finish_v1(bigint, text, jsonb, jsonb) IS
+    'internal: called by the worker running a job of the Django tasks backend. An attempt of '
+    'job p_job_id ended: p_status SUCCESSFUL, FAILED, or READY for a retry. Returns when it '
+    'finished.';
 
 -- The result of job p_job_id; no row when there is none. A result still
 -- READY or RUNNING whose job can no longer run (sisy_job_pending_v1: it
@@ -1818,6 +2004,9 @@ AS $$
       FROM sisy_task_result AS res
      WHERE res.job_id = p_job_id;
 $$;
+COMMENT ON FUNCTION sisy_task_result_v1(bigint, interval) IS
+    'internal: called by the Django tasks backend (get_result). The result of job p_job_id, '
+    'FAILED if its job can no longer run; no row when there is none.';
 
 -- The seam to procrastinate (continued): Django tasks' results -----------------------------
 -- A result lives as long as its job: deleted with it (procrastinate's
@@ -1850,6 +2039,9 @@ AS $$
             '{0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600, Infinity}'
     END::float8[];
 $$;
+COMMENT ON FUNCTION sisy_metric_buckets_v1(text) IS
+    'internal: called by the metrics'' trigger and sisy_metrics_v1. The upper bounds, in '
+    'seconds, of the buckets of histogram p_metric (lag, duration), +Infinity last.';
 
 -- One row per run that reached a final status, not folded yet, with the bucket (its upper
 -- bound) of its lag and of its duration. No model maps it; only the trigger below writes
@@ -1919,6 +2111,9 @@ BEGIN
     RETURN folded;
 END;
 $$;
+COMMENT ON FUNCTION sisy_metrics_fold_v1() IS
+    'internal: called by sisy_metrics_v1 and the trigger sisy_taskrun_metrics_v1. Folds the '
+    'rows of sisy_metric_delta into sisy_metric_total. Returns how many.';
 
 -- A run reached a final status: one row appended to sisy_metric_delta. Its lag counts from
 -- its first attempt (a retried run's start is its last attempt's) to its instant plus its
@@ -1964,6 +2159,10 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+COMMENT ON FUNCTION sisy_taskrun_metrics_v1() IS
+    'internal: the triggers sisy_taskrun_metrics_insert_v1 and sisy_taskrun_metrics_update_v1. '
+    'Counts each run that reaches a final status (its status, reason, lag and duration) in '
+    'sisy_metric_delta.';
 
 CREATE TRIGGER sisy_taskrun_metrics_insert_v1
     AFTER INSERT ON sisy_taskrun
@@ -2119,6 +2318,10 @@ BEGIN
       FROM active AS a;
 END;
 $$;
+COMMENT ON FUNCTION sisy_metrics_v1(interval) IS
+    'The metrics of /sisy/metrics as rows (version 1 of sisy_metrics): metric, labels, le, '
+    'value. p_stalled_after: a worker silent longer is not counted. Operators call '
+    'sisy_metrics, which calls the current version.';
 
 -- Pauses ---------------------------------------------------------------------------------
 -- A pause may say why (a note) and when it ends (until). Both live beside the
@@ -2150,6 +2353,10 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+COMMENT ON FUNCTION sisy_task_forget_pause_v1() IS
+    'internal: the triggers sisy_task_resumed_forgets_pause_v1, '
+    'sisy_task_deleted_forgets_pause_v1 and sisy_task_truncated_forgets_pauses_v1. A task '
+    'resumed, deleted or truncated forgets its pause''s note and end.';
 
 CREATE TRIGGER sisy_task_resumed_forgets_pause_v1
     AFTER UPDATE OF enabled ON sisy_task
@@ -2222,6 +2429,10 @@ BEGIN
      ORDER BY target.id;
 END;
 $$;
+COMMENT ON FUNCTION sisy_pause_tasks_v1(bigint[], text, timestamptz) IS
+    'internal: called by the Python API, the admin, manage.py sisy and sisy_pause_v2. Pauses '
+    'tasks p_task_ids with note p_note and end p_until (NULL: none). One row per task: task_id, '
+    'label, done, refusal.';
 
 -- sisy_pause_v1 with a note and an end, for a session without Django
 -- (docs/pausing.md): the task named p_task (a label, or an id), done or
@@ -2233,6 +2444,10 @@ CREATE FUNCTION sisy_pause_v2(p_task text, p_note text DEFAULT '', p_until times
 AS $$
     SELECT * FROM sisy_pause_tasks_v1(ARRAY[sisy_task_id_v1(p_task)], p_note, p_until);
 $$;
+COMMENT ON FUNCTION sisy_pause_v2(text, text, timestamptz) IS
+    'Pauses a task, with a note and an end (version 2 of sisy_pause). p_task: its label, or its '
+    'id; p_note: why; p_until: when the planners resume it. Returns one row: task_id, label, '
+    'done, refusal. Operators call sisy_pause, which calls the current version.';
 
 -- A task's pause as the edges show it (a JSON object: note, until,
 -- paused_at, paused_by), or NULL: not paused, or paused with neither a note
@@ -2248,6 +2463,10 @@ AS $$
       FROM sisy_task_pause AS p
      WHERE p.task_id = p_task_id AND NOT p_enabled;
 $$;
+COMMENT ON FUNCTION sisy_pause_of_v1(bigint, boolean) IS
+    'internal: called by the Python API and the admin. Task p_task_id''s pause as a JSON object '
+    '(note, until, paused_at, paused_by), or NULL: not paused (p_enabled), or paused with '
+    'neither a note nor an end.';
 
 -- Resumes up to p_limit tasks whose pause ended (until at or before the
 -- database's clock), as sisy_act_v1's resume does, skipping the rows another
@@ -2299,6 +2518,9 @@ BEGIN
      ORDER BY a.task_id;
 END;
 $$;
+COMMENT ON FUNCTION sisy_end_pauses_v1(integer) IS
+    'internal: called by the planner (end_pauses). Resumes up to p_limit tasks whose pause '
+    'ended. One row per pause ended: task_id, label, until, resumed, refusal.';
 
 -- Audit: every change to a task, by any writer ---------------------------------------------
 -- Triggers on sisy_task record each change of a task -- an ORM save, a
@@ -2359,6 +2581,10 @@ AS $$
        AND coalesce(nullif(p_old -> k.name, '""'), 'null')
            IS DISTINCT FROM coalesce(nullif(p_new -> k.name, '""'), 'null');
 $$;
+COMMENT ON FUNCTION sisy_task_diff_v1(jsonb, jsonb, boolean) IS
+    'internal: called by the audit''s triggers. The columns of a task''s definition that differ '
+    'between two versions of its row, as {column: {old, new}}, or NULL; next_run only with '
+    'p_with_next_run.';
 
 -- Records the changes of the statement or row that fired it, as the writer
 -- names itself (see the section's head). A worker's connections
@@ -2412,6 +2638,10 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+COMMENT ON FUNCTION sisy_task_audit_v1() IS
+    'internal: the triggers sisy_task_audit_insert_v1, sisy_task_audit_update_v1, '
+    'sisy_task_audit_delete_v1 and sisy_task_audit_truncate_v1. Records each change of a task '
+    'in sisy_task_change, with who made it and through what.';
 
 -- Inserts and deletes are recorded a statement at a time (its rows, from the
 -- transition table: one INSERT however many tasks). Updates a row at a time,
@@ -2489,6 +2719,9 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+COMMENT ON FUNCTION sisy_task_pause_audit_v1() IS
+    'internal: the trigger sisy_task_pause_audit_v1. Records a pause''s note and end, set or '
+    'changed, as a change of its task.';
 
 CREATE TRIGGER sisy_task_pause_audit_v1
     AFTER INSERT OR UPDATE ON sisy_task_pause
@@ -2511,6 +2744,9 @@ BEGIN
                      '(SISY_RUN_RETENTION_DAYS).';
 END;
 $$;
+COMMENT ON FUNCTION sisy_task_change_append_only_v1() IS
+    'internal: the trigger sisy_task_change_append_only_v1. Refuses an UPDATE, a DELETE or a '
+    'TRUNCATE of sisy_task_change, but for the retention''s deletes.';
 
 CREATE TRIGGER sisy_task_change_append_only_v1
     BEFORE UPDATE OR DELETE OR TRUNCATE ON sisy_task_change
@@ -2542,6 +2778,9 @@ BEGIN
     RETURN pruned;
 END;
 $$;
+COMMENT ON FUNCTION sisy_prune_task_changes_v1(interval, integer) IS
+    'internal: called by the housekeeping (prune_task_changes). Deletes up to p_limit changes '
+    'of tasks made more than p_retention ago. Returns how many.';
 
 -- Every change of every task, with who made it (actor), through what (via:
 -- admin, cli, api, sql, migration, worker) and what changed (changes: each
@@ -2551,6 +2790,11 @@ CREATE VIEW sisy_task_changes AS
 SELECT c.task_id, c.changed_at, c.actor, c.via, c.changes,
        c.operation, c.label, c.db_role, c.application_name, c.id
   FROM sisy_task_change AS c;
+COMMENT ON VIEW sisy_task_changes IS
+    'Every change of every task, by any writer: when (changed_at), who (actor), through what '
+    '(via: admin, cli, api, sql, migration, worker) and what changed (changes: each column''s '
+    'old and new value). It shows userdata and callables: the roles of sql/roles.sql are not '
+    'granted it. docs/audit.md';
 
 -- Backfill and jitter ----------------------------------------------------------------------
 -- A backfill runs the past instants of a task's schedule in a range, each one
@@ -2666,6 +2910,10 @@ BEGIN
     RETURN QUERY SELECT request_id, task.id, task.label, refused;
 END;
 $$;
+COMMENT ON FUNCTION sisy_request_backfill_v1(bigint, timestamptz, timestamptz, integer) IS
+    'internal: called by manage.py sisy backfill, the admin and sisy_backfill_v1. Asks for a '
+    'backfill of task p_task_id''s instants from p_from through p_to, p_limit at most. One row: '
+    'backfill_id, task_id, label, refusal; none for a task not found.';
 
 -- What manage.py sisy backfill does, for a session without Django: the task
 -- named p_task (a label, or an id: sisy_task_id_v1). A planner computes the
@@ -2680,6 +2928,11 @@ CREATE FUNCTION sisy_backfill_v1(
 AS $$
     SELECT * FROM sisy_request_backfill_v1(sisy_task_id_v1(p_task), p_from, p_to, p_limit);
 $$;
+COMMENT ON FUNCTION sisy_backfill_v1(text, timestamptz, timestamptz, integer) IS
+    'Runs the past instants of a task''s schedule from p_from through p_to (version 1 of '
+    'sisy_backfill). p_task: its label, or its id; p_limit: the most instants (NULL: '
+    'SISY_BACKFILL_LIMIT). Returns one row: backfill_id, task_id, label, refusal. Operators '
+    'call sisy_backfill, which calls the current version.';
 
 -- Records the instants p_instants computed for backfill p_backfill_id, or why
 -- none is run (p_error: more instants than its limit, a schedule that cannot
@@ -2765,6 +3018,10 @@ BEGIN
     RETURN QUERY SELECT request.instants, request.queued, request.already, request.error;
 END;
 $$;
+COMMENT ON FUNCTION sisy_store_backfill_v1(bigint, timestamptz[], text, text, text) IS
+    'internal: called by what computed a backfill''s instants (manage.py sisy backfill, the '
+    'admin, a planner). Queues a run for each instant p_instants of backfill p_backfill_id that '
+    'has none, or records why none is run (p_error). Returns instants, queued, already, error.';
 
 -- Defers the job of the earliest run of task p_task_id waiting for its turn in
 -- a backfill, unless one of its backfill runs is on its way (queued with a
@@ -2818,6 +3075,9 @@ BEGIN
     RETURN 1;
 END;
 $$;
+COMMENT ON FUNCTION sisy_release_backfill_v1(bigint) IS
+    'internal: called by sisy_store_backfill_v1 and when a backfill run ends. Defers the job of '
+    'the next backfill run of task p_task_id, one at a time. Returns 1 when one was deferred.';
 
 -- A backfill run ended (however: succeeded, failed, skipped, missed,
 -- cancelled, worker lost): the next one of its task gets its job.
@@ -2830,6 +3090,9 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+COMMENT ON FUNCTION sisy_taskrun_backfill_next_v1() IS
+    'internal: the trigger sisy_taskrun_backfill_next_v1. A backfill run ended: the next one of '
+    'its task gets its job.';
 
 CREATE TRIGGER sisy_taskrun_backfill_next_v1
     AFTER UPDATE OF status ON sisy_taskrun
@@ -2856,6 +3119,9 @@ BEGIN
     RETURN NULL;
 END;
 $$;
+COMMENT ON FUNCTION sisy_task_forget_backfills_v1() IS
+    'internal: the triggers sisy_task_deleted_forgets_backfills_v1 and '
+    'sisy_task_truncated_forgets_backfills_v1. A task deleted takes its backfills with it.';
 
 CREATE TRIGGER sisy_task_deleted_forgets_backfills_v1
     AFTER DELETE ON sisy_task
@@ -2885,6 +3151,9 @@ AS $$
     )
     SELECT count(*)::integer FROM pruned;
 $$;
+COMMENT ON FUNCTION sisy_prune_backfills_v1(interval) IS
+    'internal: called by sisy_prune_runs_v1. Deletes the backfills asked more than p_retention '
+    'ago none of whose runs waits or runs. Returns how many.';
 
 -- Defers the jobs of the runs held for their jitter (queued, details.jitter,
 -- no job) whose due_at is within p_lead, p_runs_per_job runs a job at most, on
@@ -2926,6 +3195,9 @@ BEGIN
     RETURN cardinality(run_ids);
 END;
 $$;
+COMMENT ON FUNCTION sisy_release_jittered_runs_v1(interval, text, text, integer) IS
+    'internal: called by the planner (release_jittered_runs). Defers the jobs of the runs held '
+    'for their jitter that are due within p_lead. Returns how many.';
 
 -- Workers and health ---------------------------------------------------------------------
 -- Each worker reports itself in sisy_worker every few seconds (its queues,
@@ -2997,6 +3269,11 @@ AS $$
            slots_stuck = EXCLUDED.slots_stuck, notifications = EXCLUDED.notifications,
            details = EXCLUDED.details, seen_at = clock_timestamp();
 $$;
+COMMENT ON FUNCTION sisy_worker_seen_v1(
+    bigint, text, text[], boolean, integer, integer, integer, text, jsonb
+) IS
+    'internal: called by each worker every few seconds (worker_seen). Writes its row of '
+    'sisy_worker: its queues, whether it plans, its slots, whether notifications reach it.';
 
 -- The worker stopped: its row goes (health no longer counts it).
 CREATE FUNCTION sisy_worker_gone_v1(p_worker_id bigint) RETURNS void
@@ -3005,6 +3282,8 @@ CREATE FUNCTION sisy_worker_gone_v1(p_worker_id bigint) RETURNS void
 AS $$
     DELETE FROM sisy_worker AS w WHERE w.id = p_worker_id;
 $$;
+COMMENT ON FUNCTION sisy_worker_gone_v1(bigint) IS
+    'internal: called by a worker that stops (worker_gone). Deletes its row of sisy_worker.';
 
 -- Whether the load sisy_load_v1 measured is overload: more than 10 % of the
 -- instants dealt with (at least 10) not run for want of capacity, or a task's
@@ -3020,6 +3299,9 @@ AS $$
     SELECT (p_due >= 10 AND p_not_run > 0.10 * p_due)
         OR (p_overdue_tasks > 0 AND p_max_lag_seconds > 5.0);
 $$;
+COMMENT ON FUNCTION sisy_overloaded_v1(integer, integer, integer, float8) IS
+    'internal: called by sisy_health_v1; the rule of the planner''s overload warning. Whether '
+    'the load sisy_load_v1 measured is overload.';
 
 -- What is wrong with sisy now: one row per check, always in this order; ok
 -- when it finds nothing wrong, subjects the tasks' labels or the workers'
@@ -3269,6 +3551,123 @@ BEGIN
     RETURN NEXT;
 END;
 $$;
+COMMENT ON FUNCTION sisy_health_v1(interval, interval, interval) IS
+    'What is wrong with sisy now (version 1 of sisy_health): one row per check, check_name, '
+    'with ok, subjects and facts. p_stalled_after: a worker silent longer is dead; '
+    'p_max_overdue: how late a next run may be; p_recent: the history judged. Operators call '
+    'sisy_health, which calls the current version.';
+
+-- The operators' names ---------------------------------------------------------------------
+-- What to type at psql, and to write in scripts and probes (docs/sql.md):
+-- sisy_run_now, sisy_pause, sisy_resume, sisy_clear_error, sisy_backfill,
+-- sisy_health and sisy_metrics. Each calls the current version of its
+-- function, with the same arguments, defaults and result (a test keeps them
+-- equal); a release that adds a version points the name at it (CREATE OR
+-- REPLACE FUNCTION, with its COMMENT, in a new migration) and changes nothing
+-- else. SECURITY DEFINER, as the functions they call: EXECUTE on a name is
+-- all a role needs (sql/roles.sql), and that grant outlives a change of
+-- version. Last in this file: a LANGUAGE sql function needs the functions it
+-- calls when it is created.
+
+CREATE FUNCTION sisy_run_now(p_task text)
+    RETURNS TABLE (task_id bigint, label varchar, done boolean, refusal text)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+    SELECT * FROM sisy_run_now_v1(p_task);
+$$;
+COMMENT ON FUNCTION sisy_run_now(text) IS
+    'Runs a task once, now, then as scheduled. p_task: its label, or its id. Returns one row: '
+    'task_id, label, done, refusal (why it was left alone: paused, finished, broken; NULL when '
+    'done). Raises no_data_found for an unknown task. Calls sisy_run_now_v1. docs/sql.md';
+
+CREATE FUNCTION sisy_pause(p_task text, p_note text DEFAULT '', p_until timestamptz DEFAULT NULL)
+    RETURNS TABLE (task_id bigint, label varchar, done boolean, refusal text)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+    SELECT * FROM sisy_pause_v2(p_task, p_note, p_until);
+$$;
+COMMENT ON FUNCTION sisy_pause(text, text, timestamptz) IS
+    'Pauses a task: it stops firing and its queued runs are cancelled. p_task: its label, or '
+    'its id; p_note: why (optional); p_until: when the planners resume it by themselves '
+    '(optional, in the future). A paused task gets the new note and end. Returns one row: '
+    'task_id, label, done, refusal (finished, already_paused; NULL when done). Calls '
+    'sisy_pause_v2. docs/pausing.md';
+
+CREATE FUNCTION sisy_resume(p_task text)
+    RETURNS TABLE (task_id bigint, label varchar, done boolean, refusal text)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+    SELECT * FROM sisy_resume_v1(p_task);
+$$;
+COMMENT ON FUNCTION sisy_resume(text) IS
+    'Resumes a paused task: the planners plan it again at once (a broken task has its error '
+    'cleared: it is tried again). p_task: its label, or its id. Returns one row: task_id, '
+    'label, done, refusal (finished, not_paused, broken; NULL when done). Calls sisy_resume_v1. '
+    'docs/sql.md';
+
+CREATE FUNCTION sisy_clear_error(p_task text)
+    RETURNS TABLE (task_id bigint, label varchar, done boolean, refusal text)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+    SELECT * FROM sisy_clear_error_v1(p_task);
+$$;
+COMMENT ON FUNCTION sisy_clear_error(text) IS
+    'Clears the error of a broken task, once its cause is fixed: the planners plan it again. '
+    'p_task: its label, or its id. Returns one row: task_id, label, done, refusal (not_broken; '
+    'NULL when done). Calls sisy_clear_error_v1. docs/sql.md';
+
+CREATE FUNCTION sisy_backfill(
+    p_task text, p_from timestamptz, p_to timestamptz, p_limit integer DEFAULT NULL
+)
+    RETURNS TABLE (backfill_id bigint, task_id bigint, label varchar, refusal text)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+    SELECT * FROM sisy_backfill_v1(p_task, p_from, p_to, p_limit);
+$$;
+COMMENT ON FUNCTION sisy_backfill(text, timestamptz, timestamptz, integer) IS
+    'Runs each past instant of a task''s schedule from p_from through p_to (no later than now) '
+    'once, however often it is asked, one at a time. p_task: its label, or its id; p_limit: the '
+    'most instants (NULL: SISY_BACKFILL_LIMIT). A planner computes the instants a moment later '
+    '(the table sisy_backfill). Returns one row: backfill_id, task_id, label, refusal (paused, '
+    'finished, broken: nothing asked; NULL when asked). Calls sisy_backfill_v1. '
+    'docs/backfill.md';
+
+CREATE FUNCTION sisy_health(
+    p_stalled_after interval DEFAULT '30 seconds',
+    p_max_overdue interval DEFAULT '60 seconds',
+    p_recent interval DEFAULT '5 minutes'
+)
+    RETURNS TABLE (check_name text, ok boolean, subjects text[], facts jsonb)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+    SELECT * FROM sisy_health_v1(p_stalled_after, p_max_overdue, p_recent);
+$$;
+COMMENT ON FUNCTION sisy_health(interval, interval, interval) IS
+    'What is wrong with sisy now, as manage.py sisy health says: one row per check, check_name '
+    '(workers, unplanned, overdue, broken, starving, overrun, stuck, slots_full, slots_stuck, '
+    'notifications, load), with ok, subjects (task labels or worker names) and facts. '
+    'p_stalled_after: a worker silent longer is dead; p_max_overdue: how late a next run may '
+    'be; p_recent: the history judged. Calls sisy_health_v1. docs/operations.md';
+
+CREATE FUNCTION sisy_metrics(p_stalled_after interval DEFAULT '30 seconds')
+    RETURNS TABLE (metric text, labels jsonb, le float8, value float8)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path FROM CURRENT
+AS $$
+    SELECT * FROM sisy_metrics_v1(p_stalled_after);
+$$;
+COMMENT ON FUNCTION sisy_metrics(interval) IS
+    'The Prometheus metrics of /sisy/metrics, as rows: metric, labels (jsonb), le (a histogram '
+    'bucket''s bound), value. Runs by status and reason, lag and duration histograms, tasks by '
+    'state, live workers, runs waiting and running, the oldest overdue instant. '
+    'p_stalled_after: a worker silent longer is not counted. Calls sisy_metrics_v1. '
+    'docs/metrics.md';
 
 -- Privileges ----------------------------------------------------------------------------
 -- No sisy function is everyone's to call: EXECUTE is revoked from PUBLIC on

@@ -6,8 +6,11 @@ before a later sisy migration. A later release therefore adds functions,
 constraints, indexes, views, unmapped columns and keys of the jsonb columns
 ``sisy_task.options`` / ``sisy_taskrun.details`` -- never a column the models map.
 
+- a database made by release 0.1.0, with seed migrations and a history, migrated to
+  the head: its rows kept, the operators' names working on them; 0002 unapplied and
+  applied again;
 - a simulated later release (tests/later_release) whose seed migrations run, by
-  Django's own plan, before its ``sisy.0002_later``: applied, unapplied, applied again;
+  Django's own plan, before its ``sisy.0003_later``: applied, unapplied, applied again;
 - the negative control: the same seeds fail if a mapped column is not created by 0001;
 - the guard a release breaking the rule trips: every mapped column is created by
   sql/migrations/0001_initial.sql, and no later migration changes the models' state.
@@ -30,24 +33,33 @@ from devtools.databases import query
 from devtools.workers import ROOT
 from sisy_pg import sql_files
 from sisy_pg.models import Task, TaskRun
+from tests.integration.helpers import assert_same_catalog, catalog, schema_database
 
 SETTINGS = "tests.later_release.settings"
+# sisy's migrations in each release (tests/later_release/__init__.py).
+RELEASED_0_1_0 = "tests.later_release.sisy_migrations_0_1_0"
+HEAD = "sisy_pg.migrations"
+SIMULATED_LATER = "tests.later_release.sisy_migrations"
 SEED = importlib.import_module("tests.later_release.aaa_seeds.migrations.0001_seed")
 INSTANCE_SEED = importlib.import_module(
     "tests.later_release.aaa_seeds.migrations.0002_instance_method"
 )
 SEEDS = ["aaa_seeds.0001_seed", "aaa_seeds.0002_instance_method"]
-LATER = "sisy.0002_later"
+OPERATOR_NAMES = "sisy.0002_operator_names"
+LATER = "sisy.0003_later"
 # Where new settings go instead of a new column.
 JSONB_COLUMN = {Task: "Task.options", TaskRun: "TaskRun.details"}
 
 
-def django(url: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """``python -m django ARGS`` in the simulated later release, against ``url``."""
+def django(
+    url: str, *args: str, check: bool = True, release: str = SIMULATED_LATER
+) -> subprocess.CompletedProcess[str]:
+    """``python -m django ARGS`` in the project on ``release``'s migrations, against ``url``."""
     env = {
         **os.environ,
         "DATABASE_URL": url,
         "DJANGO_SETTINGS_MODULE": SETTINGS,
+        "SISY_MIGRATIONS": release,
         "PYTHONPATH": str(ROOT),
     }
     result = subprocess.run(
@@ -91,7 +103,8 @@ def assert_seeded_then_upgraded(url: str) -> None:
     # What makes this test prove anything: the seeds ran while the schema was
     # that of 0001_initial, before the later release's migration.
     assert order.index("sisy.0001_initial") < order.index(SEEDS[0]), order
-    assert order.index(SEEDS[0]) < order.index(SEEDS[1]) < order.index(LATER), order
+    assert order.index(SEEDS[0]) < order.index(SEEDS[1]) < order.index(OPERATOR_NAMES), order
+    assert order.index(OPERATOR_NAMES) < order.index(LATER), order
 
     tasks = {
         label: (func_path, schedule, options)
@@ -138,6 +151,157 @@ def assert_seeded_then_upgraded(url: str) -> None:
         query(url, """UPDATE sisy_task SET options = '{"timeout": "soon"}'""")
 
 
+def rows_of_every_table(url: str) -> dict[str, list[str]]:
+    """Every row of sisy's tables and of procrastinate's jobs, as text, sorted."""
+    tables = query(
+        url,
+        r"""SELECT relname FROM pg_class
+             WHERE relnamespace = 'public'::regnamespace AND relkind = 'r'
+               AND (relname LIKE 'sisy\_%' OR relname = 'procrastinate_jobs')
+             ORDER BY 1""",
+    )
+    return {
+        table: sorted(row for (row,) in query(url, f"SELECT to_jsonb(t)::text FROM {table} AS t"))
+        for (table,) in tables
+    }
+
+
+def sisy_catalog(url: str) -> dict[str, list[tuple]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return catalog(conn)
+
+
+def make_history(url: str) -> None:
+    """What a 0.1.0 cluster leaves: runs fired and run, a task from psql, a pause, a backfill.
+
+    Written through the functions 0.1.0's planner and runner call
+    (sisy_store_decisions_v1, sisy_start_run_v1, sisy_finish_run_v1) and its psql ones.
+    """
+    ((seed_id,),) = query(url, "SELECT id FROM sisy_task WHERE label = %s", [SEED.TASK_NAME])
+
+    def decide(status: str, seconds_ago: int, details: str = "{}") -> int:
+        query(
+            url,
+            """SELECT sisy_store_decisions_v1(
+                   'sisy', 'sisy.run', ARRAY[%(task)s]::bigint[],
+                   ARRAY[date_trunc('second', now()) - make_interval(secs => %(ago)s)],
+                   ARRAY[%(status)s], ARRAY[''], ARRAY[%(details)s::jsonb],
+                   ARRAY[%(task)s]::bigint[], ARRAY[now() + interval '1 day'], ARRAY[false],
+                   ARRAY[''], 1)""",
+            {"task": seed_id, "ago": seconds_ago, "status": status, "details": details},
+        )
+        ((run_id,),) = query(url, "SELECT max(id) FROM sisy_taskrun")
+        return run_id
+
+    for outcome, seconds_ago in [("succeeded", 9), ("failed", 6)]:
+        run_id = decide("queued", seconds_ago)
+        ((job_id,),) = query(url, "SELECT job_id FROM sisy_taskrun WHERE id = %s", [run_id])
+        started = query(
+            url,
+            "SELECT status FROM sisy_start_run_v1(%s, %s, 'host:1:w', '30 seconds', '60 seconds')",
+            [run_id, job_id],
+        )
+        assert started == [("running",)], started
+        query(
+            url,
+            "SELECT sisy_finish_run_v1(%s, %s, %s, %s, 'sisy', 'sisy.run')",
+            [run_id, outcome, "" if outcome == "succeeded" else "ValueError: x", ""],
+        )
+    decide("missed", 12, '{"reason": "missed", "policy": "coalesce"}')
+    decide("queued", 3)  # its job waits
+    query(
+        url,
+        """INSERT INTO sisy_task (label, callable_info, schedule, timezone) VALUES
+             ('From psql', '{"func_path": "tests.testapp.jobs.record"}', '0 * * * *', 'UTC'),
+             ('Broken', '{"func_path": "gone.module.job"}', '0 * * * *', 'UTC')""",
+    )
+    query(url, "UPDATE sisy_task SET error = 'module gone' WHERE label = 'Broken'")
+    query(
+        url,
+        "SELECT sisy_pause_v2(%s, 'paused at 0.1.0', now() + interval '1 day')",
+        [INSTANCE_SEED.TASK_NAME],
+    )
+    query(url, "SELECT sisy_backfill_v1('From psql', now() - interval '3 hours', now())")
+    query(
+        url,
+        "SELECT sisy_worker_seen_v1(w.worker_id, 'host:1:w', NULL, true, 4, 0, 0, 'ok', '{}')"
+        " FROM procrastinate_register_worker_v1() AS w",
+    )
+
+
+def test_a_database_made_by_0_1_0_upgrades_to_the_head(fresh_url, database_server):
+    """Release 0.1.0's migrations and a Sisy project's seeds, a history, then the head's."""
+    django(fresh_url, "migrate", "--no-input", release=RELEASED_0_1_0)
+    at_0_1_0 = [m for m in applied(fresh_url) if m.startswith(("sisy.", "aaa_seeds."))]
+    assert at_0_1_0 == ["sisy.0001_initial", *SEEDS], at_0_1_0
+    make_history(fresh_url)
+    made = rows_of_every_table(fresh_url)
+    written = ("sisy_task", "sisy_taskrun", "sisy_task_pause", "sisy_backfill", "sisy_worker")
+    assert [len(made[table]) for table in written] == [4, 4, 1, 1, 1], made
+    assert made["sisy_task_change"] and made["sisy_metric_delta"] and made["procrastinate_jobs"]
+
+    # Upgraded: 0002 alone applied, every row kept, the schema that of schema.sql.
+    output = django(fresh_url, "migrate", "--no-input", release=HEAD).stdout
+    assert f"Applying {OPERATOR_NAMES}... OK" in output and output.count("Applying") == 1, output
+    assert rows_of_every_table(fresh_url) == made
+    with schema_database(database_server, sql_files.read("schema.sql")) as head:
+        assert_same_catalog(sisy_catalog(fresh_url), catalog(head))
+
+    # The operators' names act on what 0.1.0 made.
+    names = {
+        "sisy_resume": INSTANCE_SEED.TASK_NAME,  # paused with a note and an end at 0.1.0
+        "sisy_pause": SEED.TASK_NAME,  # cancels its queued run and that run's job
+        "sisy_clear_error": "Broken",
+        "sisy_run_now": "From psql",
+    }
+    for function, label in names.items():
+        assert query(fresh_url, f"SELECT label, done FROM {function}(%s)", [label]) == [
+            (label, True)
+        ], function
+    assert query(
+        fresh_url,
+        "SELECT refusal FROM sisy_backfill('From psql', now() - interval '1 hour', now())",
+    ) == [(None,)]
+    assert query(
+        fresh_url,
+        "SELECT pause_note FROM sisy_task_status WHERE label = %s",
+        [INSTANCE_SEED.TASK_NAME],
+    ) == [(None,)]
+    assert query(
+        fresh_url,
+        "SELECT r.status, j.status FROM sisy_taskrun AS r JOIN procrastinate_jobs AS j"
+        " ON j.id = r.job_id WHERE r.scheduled_for = (SELECT max(scheduled_for) FROM sisy_taskrun)",
+    ) == [("cancelled", "cancelled")]
+    # The metrics count the runs 0.1.0 finished, as the history has them.
+    assert query(
+        fresh_url,
+        "SELECT labels ->> 'status', sum(value)::integer FROM sisy_metrics()"
+        " WHERE metric = 'runs_total' GROUP BY 1 ORDER BY 1",
+    ) == query(
+        fresh_url,
+        "SELECT status, count(*)::integer FROM sisy_taskrun WHERE status <> 'queued'"
+        " GROUP BY 1 ORDER BY 1",
+    )
+    assert ("broken", True) in query(fresh_url, "SELECT check_name, ok FROM sisy_health()")
+    used = rows_of_every_table(fresh_url)
+
+    # Unapplied: the names and the descriptions go, the rows stay, the schema is 0.1.0's.
+    output = django(fresh_url, "migrate", "sisy", "0001_initial", "--no-input", release=HEAD).stdout
+    assert f"Unapplying {OPERATOR_NAMES}... OK" in output and output.count("Unapplying") == 1
+    assert rows_of_every_table(fresh_url) == used
+    with schema_database(database_server, sql_files.migration("0001_initial")) as released:
+        # 0001_initial describes nothing: compared whole, without the check that each kind has rows.
+        assert sisy_catalog(fresh_url) == catalog(released)
+
+    # Applied again.
+    output = django(fresh_url, "migrate", "--no-input", release=HEAD).stdout
+    assert f"Applying {OPERATOR_NAMES}... OK" in output and output.count("Applying") == 1
+    assert rows_of_every_table(fresh_url) == used
+    with schema_database(database_server, sql_files.read("schema.sql")) as head:
+        assert_same_catalog(sisy_catalog(fresh_url), catalog(head))
+    assert query(fresh_url, "SELECT done FROM sisy_resume(%s)", [SEED.TASK_NAME]) == [(True,)]
+
+
 def test_seed_migrations_run_before_a_later_release_migration(fresh_url):
     django(fresh_url, "migrate", "--no-input")
     assert_seeded_then_upgraded(fresh_url)
@@ -163,7 +327,7 @@ def test_seed_migrations_run_before_a_later_release_migration(fresh_url):
 
     # Backwards: unapplying sisy unapplies the seeds (their reverse functions).
     output = django(fresh_url, "migrate", "sisy", "zero", "--no-input").stdout
-    for name in [*SEEDS, LATER, "sisy.0001_initial"]:
+    for name in [*SEEDS, LATER, OPERATOR_NAMES, "sisy.0001_initial"]:
         assert f"Unapplying {name}... OK" in output, output
     assert sisy_objects(fresh_url) == []
     assert [m for m in applied(fresh_url) if m.startswith(("sisy.", "aaa_seeds."))] == []
@@ -179,8 +343,9 @@ def test_a_mapped_column_added_after_0001_would_break_seed_migrations(fresh_url)
     """The negative control: what a release breaking the rule does to Sisy users.
 
     Simulates a release whose Task maps ``created_at`` but creates it only in
-    its 0002: sisy.0001_initial applied, the column removed, then ``migrate``.
-    Django runs the seed before sisy.0002, and the seed's save() fails.
+    a later migration: sisy.0001_initial applied, the column removed, then
+    ``migrate``. Django runs the seed before sisy's later migrations, and the
+    seed's save() fails.
     """
     django(fresh_url, "migrate", "sisy", "0001_initial", "--no-input")
     query(fresh_url, "ALTER TABLE sisy_task DROP COLUMN created_at")
@@ -190,7 +355,7 @@ def test_a_mapped_column_added_after_0001_would_break_seed_migrations(fresh_url)
     assert 'column "created_at" of relation "sisy_task" does not exist' in result.stderr, (
         result.stderr
     )
-    assert LATER not in applied(fresh_url)
+    assert OPERATOR_NAMES not in applied(fresh_url) and LATER not in applied(fresh_url)
 
 
 def test_every_mapped_column_is_created_by_0001_initial(fresh_url):
@@ -215,9 +380,7 @@ def test_every_mapped_column_is_created_by_0001_initial(fresh_url):
             )
 
 
-@pytest.mark.parametrize(
-    "sisy_migrations", ["sisy_pg.migrations", "tests.later_release.sisy_migrations"]
-)
+@pytest.mark.parametrize("sisy_migrations", [HEAD, SIMULATED_LATER])
 def test_no_sisy_migration_after_0001_changes_the_models_state(sisy_migrations):
     """Django's view agrees: the models' state at sisy.0001_initial is the final one and the code's."""
     with override_settings(MIGRATION_MODULES={"sisy": sisy_migrations}):

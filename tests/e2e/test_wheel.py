@@ -26,6 +26,7 @@ import pytest
 from devtools import processes
 from devtools.databases import query
 from devtools.workers import ROOT
+from sisy_pg import sql_files
 from tests.helpers import wait_until
 
 DEMO = ROOT / "demo"
@@ -38,11 +39,14 @@ DEMO_TASKS = {
 WHEEL_FILES = [
     "sisy_pg/__init__.py",
     "sisy_pg/migrations/0001_initial.py",
+    "sisy_pg/migrations/0002_operator_names.py",
     "sisy_pg/sql/schema.sql",
     "sisy_pg/sql/queries.sql",
     "sisy_pg/sql/roles.sql",
     "sisy_pg/sql/migrations/0001_initial.sql",
     "sisy_pg/sql/migrations/0001_initial.reverse.sql",
+    "sisy_pg/sql/migrations/0002_operator_names.sql",
+    "sisy_pg/sql/migrations/0002_operator_names.reverse.sql",
     "sisy_pg/py.typed",
     "sisy/__init__.py",
     "sisy/models.py",
@@ -197,7 +201,7 @@ def test_the_wheel_installs_and_runs_the_demo_project_without_the_checkout(
     assert package.is_relative_to(venv), package_file
     assert Path(sisy_file).is_relative_to(package.parent), sisy_file
     assert Path(sql_dir) == package / "sql", sql_dir
-    assert "0001_initial" in migration_names
+    assert migration_names == sql_files.migration_names()
     assert "claim_due" in queries
 
     # The demo project on the installed wheel: the checkout's demo/ only on sys.path.

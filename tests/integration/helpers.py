@@ -23,6 +23,7 @@ from django.db import connection, transaction
 from django.test import override_settings
 from procrastinate.schema import SchemaManager
 from prometheus_client.parser import text_string_to_metric_families
+from psycopg import errors
 from psycopg.conninfo import make_conninfo
 
 from devtools.databases import database_from_sql
@@ -195,6 +196,68 @@ def schema_database(server_url: str, *scripts: str) -> Iterator[psycopg.Connecti
         psycopg.connect(url, autocommit=True) as conn,
     ):
         yield conn
+
+
+# --- The catalog of sisy's objects ----------------------------------------------------------
+
+# One query per kind of object; each returns sorted rows that name the object
+# and give its definition as PostgreSQL prints it.
+CATALOG = {
+    "columns": """
+        SELECT table_name, column_name, data_type, character_maximum_length,
+               is_nullable, column_default, is_identity
+          FROM information_schema.columns
+         WHERE table_schema = current_schema() AND table_name LIKE 'sisy\\_%%'
+         ORDER BY 1, 2""",
+    "constraints": """
+        SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
+          FROM pg_constraint
+         WHERE connamespace = current_schema()::regnamespace
+           AND conrelid::regclass::text LIKE 'sisy\\_%%'
+         ORDER BY 1, 2""",
+    "indexes": """
+        SELECT tablename, indexname, indexdef FROM pg_indexes
+         WHERE schemaname = current_schema() AND tablename LIKE 'sisy\\_%%'
+         ORDER BY 1, 2""",
+    "functions": """
+        SELECT proname, pg_get_function_identity_arguments(oid), pg_get_functiondef(oid)
+          FROM pg_proc
+         WHERE pronamespace = current_schema()::regnamespace AND proname LIKE 'sisy\\_%%'
+         ORDER BY 1, 2""",
+    "triggers": """
+        SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid)
+          FROM pg_trigger
+         WHERE NOT tgisinternal AND tgrelid::regclass::text LIKE 'sisy\\_%%'
+         ORDER BY 1, 2""",
+    "views": """
+        SELECT viewname, definition FROM pg_views
+         WHERE schemaname = current_schema() AND viewname LIKE 'sisy\\_%%'
+         ORDER BY 1""",
+    # What psql's \\df+ and \\dv+ show (COMMENT ON).
+    "descriptions": """
+        SELECT p.proname, pg_get_function_identity_arguments(p.oid), d.description
+          FROM pg_description AS d
+          JOIN pg_proc AS p ON d.classoid = 'pg_proc'::regclass AND d.objoid = p.oid
+         WHERE p.pronamespace = current_schema()::regnamespace AND p.proname LIKE 'sisy\\_%%'
+        UNION ALL
+        SELECT c.relname, d.objsubid::text, d.description
+          FROM pg_description AS d
+          JOIN pg_class AS c ON d.classoid = 'pg_class'::regclass AND d.objoid = c.oid
+         WHERE c.relnamespace = current_schema()::regnamespace AND c.relname LIKE 'sisy\\_%%'
+         ORDER BY 1, 2""",
+}
+
+
+def catalog(conn: psycopg.Connection) -> dict[str, list[tuple]]:
+    return {kind: conn.execute(query).fetchall() for kind, query in CATALOG.items()}
+
+
+def assert_same_catalog(built: dict[str, list[tuple]], expected: dict[str, list[tuple]]) -> None:
+    for kind in CATALOG:
+        assert built[kind], f"no sisy {kind} found: the catalog query is wrong"
+        missing = sorted(set(expected[kind]) - set(built[kind]))
+        extra = sorted(set(built[kind]) - set(expected[kind]))
+        assert not missing and not extra, f"{kind} differ:\nmissing {missing}\nextra {extra}"
 
 
 # --- manage.py sisy -----------------------------------------------------------------------
@@ -437,6 +500,20 @@ def psql_binary() -> str:
     found = str(candidate) if candidate and candidate.is_file() else shutil.which("psql")
     assert found, "the role recipe is a psql script: no psql found next to the server or on PATH"
     return found
+
+
+def as_role(url: str, query: str, params: object = None) -> list[tuple] | None:
+    """Run ``query`` as whoever ``url`` logs in as (a role of sql/roles.sql)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cursor = conn.execute(query, params)
+        return cursor.fetchall() if cursor.description else None
+
+
+def refused(url: str, query: str) -> str:
+    """The error of ``query`` refused to the role of ``url`` for lack of privilege."""
+    with pytest.raises(errors.InsufficientPrivilege) as failure:
+        as_role(url, query)
+    return str(failure.value)
 
 
 def run_recipe(url: str, **variables: str) -> subprocess.CompletedProcess[str]:

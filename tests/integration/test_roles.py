@@ -22,25 +22,13 @@ from psycopg.conninfo import make_conninfo
 from sisy_pg import sql_files
 from sisy_pg.models import Task, TaskRun, task_with_callable
 from tests.helpers import current_database_url
-from tests.integration.helpers import recipe_roles
+from tests.integration.helpers import as_role, recipe_roles, refused
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 OPERATOR_FUNCTIONS = ("sisy_run_now_v1", "sisy_pause_v1", "sisy_resume_v1", "sisy_clear_error_v1")
 SECRET = "hunter2-in-userdata"
-
-
-def as_role(url: str, query: str, params: object = None) -> list[tuple] | None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        cursor = conn.execute(query, params)
-        return cursor.fetchall() if cursor.description else None
-
-
-def refused(url: str, query: str) -> str:
-    with pytest.raises(errors.InsufficientPrivilege) as failure:
-        as_role(url, query)
-    return str(failure.value)
 
 
 def sisy_functions() -> list[str]:
@@ -202,7 +190,7 @@ def test_the_monitor_reads_the_two_views_and_nothing_else(roles):
         ((text,),) = as_role(url, f"SELECT string_agg(v::text, ' ') FROM {view} AS v")
         assert SECRET not in text and "tests.testapp.jobs" not in text, view
     # Every relation of the schema but the two views is out of reach; no sisy
-    # function but the one the status view calls.
+    # function but health, the metrics and the one the status view calls.
     login = psycopg.conninfo.conninfo_to_dict(url)["user"]
     with connection.cursor() as cursor:
         cursor.execute(
@@ -223,7 +211,9 @@ def test_the_monitor_reads_the_two_views_and_nothing_else(roles):
             {"role": login},
         )
         assert sorted(cursor.fetchall()) == [
+            ("sisy_health",),
             ("sisy_health_v1",),
+            ("sisy_metrics",),
             ("sisy_metrics_v1",),
             ("sisy_task_state_v1",),
         ]

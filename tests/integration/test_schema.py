@@ -2,62 +2,14 @@
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 from django.db import connection
 
 from sisy_pg import sql_files
 from sisy_pg.models import Task, TaskRun
-from tests.integration.helpers import schema_database
+from tests.integration.helpers import CATALOG, assert_same_catalog, catalog, schema_database
 
 SISY_TABLES = ("sisy_task", "sisy_taskrun")
-
-# One query per kind of object; each returns sorted rows that name the object
-# and give its definition as PostgreSQL prints it.
-CATALOG = {
-    "columns": """
-        SELECT table_name, column_name, data_type, character_maximum_length,
-               is_nullable, column_default, is_identity
-          FROM information_schema.columns
-         WHERE table_schema = current_schema() AND table_name LIKE 'sisy\\_%%'
-         ORDER BY 1, 2""",
-    "constraints": """
-        SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid)
-          FROM pg_constraint
-         WHERE connamespace = current_schema()::regnamespace
-           AND conrelid::regclass::text LIKE 'sisy\\_%%'
-         ORDER BY 1, 2""",
-    "indexes": """
-        SELECT tablename, indexname, indexdef FROM pg_indexes
-         WHERE schemaname = current_schema() AND tablename LIKE 'sisy\\_%%'
-         ORDER BY 1, 2""",
-    "functions": """
-        SELECT proname, pg_get_function_identity_arguments(oid), pg_get_functiondef(oid)
-          FROM pg_proc
-         WHERE pronamespace = current_schema()::regnamespace AND proname LIKE 'sisy\\_%%'
-         ORDER BY 1, 2""",
-    "triggers": """
-        SELECT tgrelid::regclass::text, tgname, pg_get_triggerdef(oid)
-          FROM pg_trigger
-         WHERE NOT tgisinternal AND tgrelid::regclass::text LIKE 'sisy\\_%%'
-         ORDER BY 1, 2""",
-    "views": """
-        SELECT viewname, definition FROM pg_views
-         WHERE schemaname = current_schema() AND viewname LIKE 'sisy\\_%%'
-         ORDER BY 1""",
-}
-
-
-def catalog(conn: psycopg.Connection) -> dict[str, list[tuple]]:
-    return {kind: conn.execute(query).fetchall() for kind, query in CATALOG.items()}
-
-
-def assert_same_catalog(built: dict[str, list[tuple]], expected: dict[str, list[tuple]]) -> None:
-    for kind in CATALOG:
-        assert built[kind], f"no sisy {kind} found: the catalog query is wrong"
-        missing = sorted(set(expected[kind]) - set(built[kind]))
-        extra = sorted(set(built[kind]) - set(expected[kind]))
-        assert not missing and not extra, f"{kind} differ:\nmissing {missing}\nextra {extra}"
 
 
 def test_migration_files_add_up_to_schema_sql(database_server):

@@ -80,10 +80,13 @@ def tasks():
 def test_the_cookbook_has_its_recipes():
     text = "\n".join(BLOCKS)
     for needed in (
-        "sisy_pause_v1",
-        "sisy_resume_v1",
-        "sisy_run_now_v1",
-        "sisy_clear_error_v1",
+        "sisy_pause(",
+        "sisy_resume(",
+        "sisy_run_now(",
+        "sisy_clear_error(",
+        "sisy_backfill(",
+        "sisy_health(",
+        "sisy_metrics(",
         "percentile_cont",
         "LIKE",
         "'missed'",

@@ -1,6 +1,8 @@
-"""A project on a simulated later release of sisy-pg (see this package's docstring).
+"""A project on sisy-pg with Sisy-style data migrations (see this package's docstring).
 
-The database is ``DATABASE_URL``, as given (tests create a fresh one per test).
+The database is ``DATABASE_URL``, as given (tests create a fresh one per test);
+sisy's migrations are the module ``SISY_MIGRATIONS`` names: by default the
+simulated later release's.
 """
 
 import os
@@ -18,5 +20,7 @@ INSTALLED_APPS = [
     "tests.testapp",
     "tests.later_release.aaa_seeds",
 ]
-MIGRATION_MODULES = {"sisy": "tests.later_release.sisy_migrations"}
+MIGRATION_MODULES = {
+    "sisy": os.environ.get("SISY_MIGRATIONS", "tests.later_release.sisy_migrations")
+}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -1,1 +1,1 @@
-"""sisy's migrations in a simulated later release: the real 0001_initial, then 0002_later."""
+"""sisy's migrations in a simulated later release: the real ones, then 0003_later."""

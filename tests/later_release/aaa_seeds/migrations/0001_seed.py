@@ -6,7 +6,7 @@ from django.db import migrations
 from sisy.models import task_with_callable
 from tests.testapp.jobs import record
 
-TASK_NAME = "Seeded before sisy.0002_later"
+TASK_NAME = "Seeded by a data migration"
 
 
 def add_repeating(apps, schema_editor):

@@ -6,7 +6,7 @@ from django.db import migrations
 
 from sisy.models import task_with_callable, taskinfo_with_label
 
-TASK_NAME = "Instance method seeded before sisy.0002_later"
+TASK_NAME = "Instance method seeded by a data migration"
 METHOD_NAME = "tests.testapp.models.Widget.touch"
 
 

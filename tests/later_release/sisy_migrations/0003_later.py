@@ -1,4 +1,4 @@
-"""A later sisy migration that follows the upgrade rule.
+"""A later sisy migration that follows the upgrade rule, after the real head.
 
 It adds what a later release may add -- a versioned function beside the old
 ones, a constraint on a key of ``sisy_task.options``, a column of
@@ -48,6 +48,6 @@ FORWARD = [
 
 
 class Migration(migrations.Migration):
-    dependencies = [("sisy", "0001_initial")]
+    dependencies = [("sisy", "0002_operator_names")]
 
     operations = [migrations.RunSQL(sql, reverse_sql=reverse) for sql, reverse in FORWARD]

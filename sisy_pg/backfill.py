@@ -1,7 +1,7 @@
 """Backfill: run the past instants of a task's schedule in a range, each one once.
 
 The request is the database's (``sisy_request_backfill_v1``; in psql,
-``sisy_backfill_v1``): it is refused, as a run now is, for a task paused,
+``sisy_backfill``): it is refused, as a run now is, for a task paused,
 finished or broken. The instants are computed here, by the planner's own
 arithmetic (croniter in the task's time zone, with its daylight-saving rules
 and its ``start_running`` / ``end_running`` window): by :func:`backfill` for

@@ -28,7 +28,7 @@ from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db
 
-COOKBOOK = Path(__file__).resolve().parent.parent / "docs" / "sql.md"
+COOKBOOK = Path(__file__).resolve().parents[2] / "docs" / "sql.md"
 # The name, and the version it calls in this release.
 NAMES = {
     "sisy_run_now": "sisy_run_now_v1",

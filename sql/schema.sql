@@ -265,7 +265,7 @@ CREATE INDEX sisy_taskrun_queued_job_idx
 -- The seam to procrastinate ----------------------------------------------------------
 -- The only SQL of sisy-pg that knows procrastinate's schema (its job type,
 -- jobs and workers tables, and versioned functions). The Python half of the
--- seam is sisy_pg/procrastinate_seam.py; tests/test_procrastinate_seam.py
+-- seam is sisy_pg/procrastinate_seam.py; tests/unit/test_procrastinate_seam.py
 -- fails loudly if an upgrade of procrastinate changes what this relies on.
 
 -- Defers the jobs that execute runs p_run_ids: one job for up to

@@ -183,6 +183,42 @@ REVOKE EXECUTE ON FUNCTION
     sisy_metrics(interval)
     FROM PUBLIC;
 
+-- A database upgraded from 0.1.0 may have roles that sql/roles.sql gave a
+-- version: each gets the name that calls it, so that what an operator or a
+-- probe could do before the upgrade it can do by name after, without a second
+-- run of roles.sql. Nothing to do in a new database (no role has a version yet).
+DO $$
+DECLARE
+    pair record;
+    holder regrole;
+BEGIN
+    FOR pair IN
+        SELECT * FROM (VALUES
+            ('sisy_run_now(text)', 'sisy_run_now_v1(text)'),
+            ('sisy_pause(text, text, timestamptz)', 'sisy_pause_v2(text, text, timestamptz)'),
+            ('sisy_resume(text)', 'sisy_resume_v1(text)'),
+            ('sisy_clear_error(text)', 'sisy_clear_error_v1(text)'),
+            ('sisy_backfill(text, timestamptz, timestamptz, integer)',
+             'sisy_backfill_v1(text, timestamptz, timestamptz, integer)'),
+            ('sisy_health(interval, interval, interval)',
+             'sisy_health_v1(interval, interval, interval)'),
+            ('sisy_metrics(interval)', 'sisy_metrics_v1(interval)')
+        ) AS pairs(name, version)
+    LOOP
+        FOR holder IN
+            SELECT DISTINCT acl.grantee::regrole
+              FROM pg_proc AS p, aclexplode(p.proacl) AS acl
+             WHERE p.oid = pair.version::regprocedure
+               AND acl.privilege_type = 'EXECUTE'
+               AND acl.grantee <> 0  -- PUBLIC, which 0001_initial revoked
+               AND acl.grantee <> p.proowner
+        LOOP
+            EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s', pair.name, holder);
+        END LOOP;
+    END LOOP;
+END;
+$$;
+
 -- Descriptions -------------------------------------------------------------------------
 -- Of the functions and views of 0001_initial, in the order of sql/schema.sql.
 

@@ -22,6 +22,7 @@ import importlib
 import os
 import subprocess
 import sys
+import uuid
 
 import psycopg
 import pytest
@@ -235,6 +236,23 @@ def test_a_database_made_by_0_1_0_upgrades_to_the_head(fresh_url, database_serve
     at_0_1_0 = [m for m in applied(fresh_url) if m.startswith(("sisy.", "aaa_seeds."))]
     assert at_0_1_0 == ["sisy.0001_initial", *SEEDS], at_0_1_0
     make_history(fresh_url)
+    # An operator role as 0.1.0's sql/roles.sql made it: the versions, granted.
+    operator = f"sisy_upgrade_operator_{uuid.uuid4().hex[:8]}"
+    query(fresh_url, f'CREATE ROLE "{operator}"')
+    try:
+        query(
+            fresh_url,
+            "GRANT EXECUTE ON FUNCTION sisy_pause_v2(text, text, timestamptz),"
+            f' sisy_health_v1(interval, interval, interval) TO "{operator}"',
+        )
+        upgrades_keeping_every_row(fresh_url, database_server, operator)
+    finally:
+        query(fresh_url, f'DROP OWNED BY "{operator}"')
+        query(fresh_url, f'DROP ROLE "{operator}"')
+
+
+def upgrades_keeping_every_row(fresh_url: str, database_server: str, operator: str) -> None:
+    """The rest of the test above: the upgrade, the names at work, 0002 unapplied and again."""
     made = rows_of_every_table(fresh_url)
     written = ("sisy_task", "sisy_taskrun", "sisy_task_pause", "sisy_backfill", "sisy_worker")
     assert [len(made[table]) for table in written] == [4, 4, 1, 1, 1], made
@@ -246,6 +264,19 @@ def test_a_database_made_by_0_1_0_upgrades_to_the_head(fresh_url, database_serve
     assert rows_of_every_table(fresh_url) == made
     with schema_database(database_server, sql_files.read("schema.sql")) as head:
         assert_same_catalog(sisy_catalog(fresh_url), catalog(head))
+    # A role given a version got the name that calls it, and no other.
+    may_call = {
+        name: query(
+            fresh_url, "SELECT has_function_privilege(%s, %s, 'EXECUTE')", [operator, name]
+        )[0][0]
+        for name in (
+            "sisy_pause(text, text, timestamptz)",
+            "sisy_health(interval, interval, interval)",
+            "sisy_run_now(text)",
+            "sisy_metrics(interval)",
+        )
+    }
+    assert list(may_call.values()) == [True, True, False, False], may_call
 
     # The operators' names act on what 0.1.0 made.
     names = {

@@ -18,7 +18,7 @@ from psycopg import errors
 from sisy_pg import audit
 from sisy_pg.models import Task, task_with_callable
 from tests.helpers import current_database_url
-from tests.integration.helpers import changes_of, run_planner
+from tests.integration.helpers import changes_of, form_data, run_planner
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -98,26 +98,7 @@ def test_every_writer_is_recorded_with_who_and_through_what(django_user_model):
 
 
 def test_the_admin_records_its_forms_buttons_and_actions_as_its_user(admin_client):
-    response = admin_client.post(
-        reverse("admin:sisy_task_add"),
-        {
-            "label": "from the admin",
-            "callable_path": "tests.testapp.jobs.record",
-            "pk_override": "",
-            "userdata": "{}",
-            "options": "{}",
-            "schedule": "* * * * *",
-            "timezone": "UTC",
-            "enabled": "on",
-            "iterations": "0",
-            "wait_for_schedule": "on",
-            "allow_overlap": "on",
-            "start_running_0": "",
-            "start_running_1": "",
-            "end_running_0": "",
-            "end_running_1": "",
-        },
-    )
+    response = admin_client.post(reverse("admin:sisy_task_add"), form_data(label="from the admin"))
     assert response.status_code == 302, response.content
     task = Task.objects.get(label="from the admin")
     admin_client.post(reverse("admin:sisy_task_do", args=[task.pk, "pause"]))

@@ -6,8 +6,8 @@ before a later sisy migration. A later release therefore adds functions,
 constraints, indexes, views, unmapped columns and keys of the jsonb columns
 ``sisy_task.options`` / ``sisy_taskrun.details`` -- never a column the models map.
 
-- a database made by release 0.1.0, with seed migrations and a history, migrated to
-  the head: its rows kept, the operators' names working on them; 0002 unapplied and
+- a database made by release 0.1.0 (its package, taken from the tag v0.1.0 where git
+  has it), with seed migrations and a history, migrated to the head: its rows kept, the operators' names working on them; 0002 unapplied and
   applied again;
 - a simulated later release (tests/later_release) whose seed migrations run, by
   Django's own plan, before its ``sisy.0003_later``: applied, unapplied, applied again;
@@ -19,10 +19,14 @@ constraints, indexes, views, unmapped columns and keys of the jsonb columns
 from __future__ import annotations
 
 import importlib
+import io
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -53,19 +57,24 @@ JSONB_COLUMN = {Task: "Task.options", TaskRun: "TaskRun.details"}
 
 
 def django(
-    url: str, *args: str, check: bool = True, release: str = SIMULATED_LATER
+    url: str,
+    *args: str,
+    check: bool = True,
+    release: str = SIMULATED_LATER,
+    package: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m django ARGS`` in the project on ``release``'s migrations, against ``url``."""
+    """``python -m django ARGS`` in the project on ``release``'s migrations, against ``url``;
+    sisy-pg's packages from the folder ``package`` if given, else from the checkout."""
     env = {
         **os.environ,
         "DATABASE_URL": url,
         "DJANGO_SETTINGS_MODULE": SETTINGS,
         "SISY_MIGRATIONS": release,
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": os.pathsep.join(str(folder) for folder in (package, ROOT) if folder),
     }
     result = subprocess.run(
         [sys.executable, "-m", "django", *args],
-        cwd=ROOT,
+        cwd=package or ROOT,
         env=env,
         capture_output=True,
         text=True,
@@ -74,6 +83,36 @@ def django(
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
+
+
+@pytest.fixture(scope="module")
+def release_0_1_0(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path | None]:
+    """How to run a project on release 0.1.0: (its sisy migrations, the folder of its packages).
+
+    Where git has the tag v0.1.0 (a clone), its sisy_pg, sisy and sql folders, as released;
+    elsewhere (an sdist) its migration files, frozen by sql/migrations/RELEASED.sha256, beside
+    the checkout's code.
+    """
+    git = shutil.which("git")
+    if (
+        not git
+        or subprocess.run(
+            [git, "rev-parse", "--verify", "--quiet", "v0.1.0^{commit}"],
+            cwd=ROOT,
+            capture_output=True,
+        ).returncode
+    ):
+        return RELEASED_0_1_0, None
+    archive = subprocess.run(
+        [git, "archive", "--format=tar", "v0.1.0", "sisy_pg", "sisy", "sql"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
+    folder = tmp_path_factory.mktemp("sisy-pg-0.1.0")
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return HEAD, folder
 
 
 def applied(url: str) -> list[str]:
@@ -230,9 +269,20 @@ def make_history(url: str) -> None:
     )
 
 
-def test_a_database_made_by_0_1_0_upgrades_to_the_head(fresh_url, database_server):
+def test_a_database_made_by_0_1_0_upgrades_to_the_head(fresh_url, database_server, release_0_1_0):
     """Release 0.1.0's migrations and a Sisy project's seeds, a history, then the head's."""
-    django(fresh_url, "migrate", "--no-input", release=RELEASED_0_1_0)
+    migrations, package = release_0_1_0
+    if package:  # the project really runs the released package
+        version = django(
+            fresh_url,
+            "shell",
+            "-c",
+            "import sisy_pg; print(sisy_pg.__version__)",
+            release=migrations,
+            package=package,
+        ).stdout.split()[-1]
+        assert version == "0.1.0", version
+    django(fresh_url, "migrate", "--no-input", release=migrations, package=package)
     at_0_1_0 = [m for m in applied(fresh_url) if m.startswith(("sisy.", "aaa_seeds."))]
     assert at_0_1_0 == ["sisy.0001_initial", *SEEDS], at_0_1_0
     make_history(fresh_url)

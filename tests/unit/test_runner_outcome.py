@@ -6,6 +6,7 @@ leave the run 'running'). The callables are this module's functions, allowed
 by ``SISY_ALLOWED_CALLABLES`` for these tests.
 """
 
+import concurrent.futures
 import datetime as dt
 import types
 
@@ -69,8 +70,14 @@ def call(func, message=None):
     return call_info(callables.describe(func), message)
 
 
-def call_info(info, message=None):
-    return _call(info, message or {"task": Task(pk=1)}, "default")
+def call_info(info, message=None, **kwargs):
+    """``_call`` in a thread of its own, as the runner's callable threads: Django's
+    connections are per thread, so its connection hygiene sees none (a test of another tier
+    may have left this thread's open, and the unit tier has no database to ask)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        return thread.submit(
+            _call, info, message or {"task": Task(pk=1)}, "default", **kwargs
+        ).result()
 
 
 def test_a_callable_that_returns_succeeded_with_its_message():
@@ -110,7 +117,7 @@ def test_a_django_task_s_enqueue_is_followed_not_finished():
 def test_a_callable_that_cannot_be_resolved_breaks_its_task_before_any_call():
     info = {**callables.describe(returns), "func_path": f"{__name__}.gone"}
     announced = []
-    outcome = _call(info, {"task": Task(pk=1)}, "default", announce=lambda: announced.append(1))
+    outcome = call_info(info, announce=lambda: announced.append(1))
     assert outcome.status == "broken" and isinstance(outcome.exception, callables.CallableError)
     assert "gone" in str(outcome.exception) and outcome.traceback
     assert called == [] and announced == [1]  # run_started is sent whatever happens next

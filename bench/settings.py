@@ -9,8 +9,6 @@ import os
 from tests.settings import *  # noqa: F403
 
 PROCRASTINATE_IMPORT_PATHS = ["bench.yardstick_tasks"]
-# The enqueue scenario's Django task runs as a procrastinate job on the bench's workers.
-TASKS = {"default": {"BACKEND": "sisy_pg.django_tasks.ProcrastinateBackend", "QUEUES": []}}
 PROCRASTINATE_WORKER_DEFAULTS = {}  # procrastinate's own defaults (5 s polling)
 LOGGING = {"version": 1, "disable_existing_loggers": False}
 CONN_MAX_AGE = 0

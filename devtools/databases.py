@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -47,22 +47,6 @@ def empty_database(server_url: str, prefix: str) -> Iterator[str]:
         yield url
     finally:
         drop_database(url)
-
-
-@contextlib.contextmanager
-def database_from_sql(
-    server_url: str, sql: str | Sequence[str], prefix: str = "sisy_sql"
-) -> Iterator[str]:
-    """A new database built by running ``sql`` (one script, or several in order); its URL.
-
-    For comparing what SQL files build, e.g. the migrations against schema.sql.
-    """
-    scripts = [sql] if isinstance(sql, str) else list(sql)
-    with empty_database(server_url, prefix) as url:
-        with psycopg.connect(url, autocommit=True) as conn:
-            for script in scripts:
-                conn.execute(script)
-        yield url
 
 
 def query(url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]] | None:

@@ -3,8 +3,7 @@
 #     .venv/bin/sphinx-build -W --keep-going -q -d build/doctrees docs build/site
 #
 # builds it into build/site; any warning fails the build: a link to a page, an anchor or an
-# image that does not exist, a page that docs/index.md does not list, or a link to a file of
-# the repository (below) that the checkout does not have.
+# image that does not exist, or a page that docs/index.md does not list.
 #
 # Why these (looked at in 2026-12): MkDocs 1.x has had no release since 1.6.1 (2024-08) and
 # its announced 2.0 drops the plugins and themes Material for MkDocs is made of; Material is
@@ -20,28 +19,18 @@
 # Files outside docs/ (README.md, sql/, bench/results/) are linked absolutely, as
 # https://github.com/sisy-pg/sisy-pg/blob/main/PATH, not copied into the site: one link that
 # works on GitHub, on this site and in any copy of a page, and shows Markdown results and SQL
-# the way GitHub renders them. check_repository_links below makes such a link as strict as a
-# relative one.
+# the way GitHub renders them. tests/unit/test_docs.py makes such a link as strict as a
+# relative one (the file and its heading must exist), and refuses a relative link out of docs/.
 
 from __future__ import annotations
 
-import functools
-import os
 import re
 from pathlib import Path
 
-from docutils import nodes
-from markdown_it import MarkdownIt
-from mdit_py_plugins.anchors import anchors_plugin
-from sphinx import addnodes
 from sphinx.application import Sphinx
-from sphinx.util import logging
 
 ROOT = Path(__file__).resolve().parent.parent
 REPOSITORY = "https://github.com/sisy-pg/sisy-pg"
-REPOSITORY_FILE = re.compile(rf"^{re.escape(REPOSITORY)}/(?:blob|tree)/main/([^#?]+)(?:#(.*))?$")
-
-logger = logging.getLogger(__name__)
 
 project = "sisy-pg"
 author = "sisy-pg developers"
@@ -90,56 +79,5 @@ def add_navigation(app: Sphinx, docname: str, source: list[str]) -> None:
     source[0] += "\n" + "\n".join(toctrees)
 
 
-@functools.cache
-def heading_anchors(path: Path) -> set[str]:
-    """The GitHub anchors of a Markdown file's headings, as MyST computes them for pages."""
-    parser = MarkdownIt("commonmark").use(anchors_plugin, max_level=6)
-    return {
-        str(token.attrGet("id"))
-        for token in parser.parse(path.read_text())
-        if token.type == "heading_open"
-    }
-
-
-def check_repository_links(app: Sphinx, doctree: nodes.document) -> None:
-    """A link to a file of the repository must name one the checkout has, and its heading.
-
-    A relative link to a file outside docs/ is refused: MyST would copy the file into the
-    site as a download, where the absolute link shows it on GitHub.
-    """
-    docs = Path(app.srcdir)
-    for download in doctree.findall(addnodes.download_reference):
-        _, target = app.env.relfn2path(download["reftarget"], app.env.docname)
-        if not Path(target).resolve().is_relative_to(docs):
-            logger.warning(
-                "%s: a file outside docs/: link %s/blob/main/%s",
-                download["reftarget"],
-                REPOSITORY,
-                os.path.relpath(target, ROOT),
-                location=download,
-            )
-    for reference in doctree.findall(nodes.reference):
-        match = REPOSITORY_FILE.match(reference.get("refuri", ""))
-        if not match:
-            continue
-        path, anchor = ROOT / match[1], match[2]
-        if not path.exists():
-            logger.warning(
-                "%s: the repository has no file %s",
-                reference["refuri"],
-                match[1],
-                location=reference,
-            )
-        elif anchor and path.suffix == ".md" and anchor not in heading_anchors(path):
-            logger.warning(
-                "%s: %s has no heading with the anchor #%s",
-                reference["refuri"],
-                match[1],
-                anchor,
-                location=reference,
-            )
-
-
 def setup(app: Sphinx) -> None:
     app.connect("source-read", add_navigation)
-    app.connect("doctree-read", check_repository_links)

@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from psycopg import errors
 from psycopg.conninfo import make_conninfo
 
-from devtools.databases import database_from_sql
+from devtools.databases import empty_database, query
 from devtools.embedded_pg import find_bindir
 from sisy_pg import (
     callables,
@@ -57,27 +57,23 @@ def sql(query, params=None):
 _numbers = itertools.count(1)
 
 
-def make_task(schedule="* * * * *", **fields):
-    # Labels are unique: each task of a test gets its own.
-    task = task_with_callable(jobs.record, label=f"task {next(_numbers)}", schedule=schedule)
-    for name, value in fields.items():
-        setattr(task, name, value)
-    task.save()
-    return task
-
-
 FAR_AWAY = "0 0 1 1 *"  # once a year
 
 
-def saved_task(the_callable=jobs.record, **fields):
-    # Labels are unique: each task of a test gets its own.
+def saved_task(the_callable=jobs.record, *, label=None, schedule=FAR_AWAY, **fields):
+    """A saved task of ``the_callable``: labelled ``label``, else "task N" (labels are unique)."""
     task = task_with_callable(
-        the_callable, label=f"task {next(_numbers)}", schedule=fields.pop("schedule", FAR_AWAY)
+        the_callable, label=label or f"task {next(_numbers)}", schedule=schedule
     )
     for name, value in fields.items():
         setattr(task, name, value)
     task.save()
     return task
+
+
+def make_task(schedule="* * * * *", **fields):
+    """A saved task of jobs.record, every minute unless told."""
+    return saved_task(schedule=schedule, **fields)
 
 
 def one_off(func, label, options=None, userdata=None, pk_override=None):
@@ -190,11 +186,11 @@ def claim(lead=dt.timedelta(0), runs_per_job=1):
 def schema_database(server_url: str, *scripts: str) -> Iterator[psycopg.Connection]:
     """A new database on the test server with procrastinate's schema, then ``scripts``."""
     with (
-        database_from_sql(
-            server_url, [SchemaManager.get_schema(), *scripts], prefix="sisy_schema"
-        ) as url,
+        empty_database(server_url, "sisy_schema") as url,
         psycopg.connect(url, autocommit=True) as conn,
     ):
+        for script in [SchemaManager.get_schema(), *scripts]:
+            conn.execute(script)
         yield conn
 
 
@@ -271,9 +267,7 @@ def sisy(*args):
 
 def sisy_health(*args):
     """``manage.py sisy health *args``: its stdout."""
-    out = io.StringIO()
-    call_command("sisy", "health", *args, stdout=out)
-    return out.getvalue()
+    return sisy("health", *args)
 
 
 def unhealthy(*args):
@@ -502,11 +496,8 @@ def psql_binary() -> str:
     return found
 
 
-def as_role(url: str, query: str, params: object = None) -> list[tuple] | None:
-    """Run ``query`` as whoever ``url`` logs in as (a role of sql/roles.sql)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        cursor = conn.execute(query, params)
-        return cursor.fetchall() if cursor.description else None
+# Run a query as whoever the URL logs in as (a role of sql/roles.sql).
+as_role = query
 
 
 def refused(url: str, query: str) -> str:

@@ -7,22 +7,17 @@ Real PostgreSQL, no worker: the functions are called as the worker calls them
 import datetime as dt
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from sisy_pg import task_results
 from sisy_pg.models import Task, TaskRun, task_with_callable
+from tests.integration.helpers import sql
 from tests.testapp import scheduled_tasks
 
 pytestmark = pytest.mark.django_db
 
 STALLED_AFTER = dt.timedelta(minutes=10)
-
-
-def sql(query, params=()):
-    with connection.cursor() as cursor:
-        cursor.execute(query, params)
-        return cursor.fetchall() if cursor.description else None
 
 
 @pytest.fixture

@@ -16,15 +16,14 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.utils import DatabaseError
 from psycopg import errors
 from psycopg.conninfo import make_conninfo
 
-from sisy_pg.models import Task, TaskRun, task_with_callable
+from sisy_pg.models import Task, TaskRun
 from tests.helpers import current_database_url
-from tests.integration.helpers import as_role, refused, run_recipe
-from tests.testapp import jobs
+from tests.integration.helpers import as_role, recipe_roles, refused, saved_task, sql
 
 pytestmark = pytest.mark.django_db
 
@@ -39,12 +38,6 @@ NAMES = {
     "sisy_health": "sisy_health_v1",
     "sisy_metrics": "sisy_metrics_v1",
 }
-
-
-def sql(query, params=None):
-    with connection.cursor() as cursor:
-        cursor.execute(query, params)
-        return cursor.fetchall() if cursor.description else None
 
 
 def functions() -> dict[str, dict]:
@@ -136,12 +129,6 @@ def test_the_cookbook_shows_every_name():
         assert f"{name}(" in text, name
 
 
-def make_task(label, schedule="0 0 1 1 *"):
-    task = task_with_callable(jobs.record, label=label, schedule=schedule)
-    task.save()
-    return task
-
-
 def status(task):
     """What sisy_task_status says of ``task``, but for what names it and when."""
     (row,) = sql(
@@ -155,8 +142,8 @@ def status(task):
 def twins(setup: str) -> tuple[Task, Task]:
     """Two tasks in the same state, after ``setup`` (SQL on ``sisy_task AS t`` of both)."""
     pair = (
-        make_task(f"by name {uuid.uuid4().hex[:6]}"),
-        make_task(f"by version {uuid.uuid4().hex[:6]}"),
+        saved_task(label=f"by name {uuid.uuid4().hex[:6]}"),
+        saved_task(label=f"by version {uuid.uuid4().hex[:6]}"),
     )
     if setup:
         sql(f"UPDATE sisy_task AS t SET {setup} WHERE t.id IN (%s, %s)", [pair[0].pk, pair[1].pk])
@@ -225,12 +212,12 @@ def test_a_backfill_by_its_name_is_asked_as_by_its_version():
 
 
 def test_health_and_metrics_by_their_names_are_their_versions():
-    make_task("Never planned")
+    saved_task(label="Never planned")
     sql(
         "UPDATE sisy_task SET next_run = NULL, created_at = now() - interval '1 hour',"
         " modified_at = now() - interval '1 hour'"
     )
-    task = make_task("Ran")
+    task = saved_task(label="Ran")
     TaskRun.objects.create(
         task=task,
         scheduled_for=task.created_at,
@@ -270,42 +257,25 @@ def test_an_unknown_task_is_an_error_by_name_too():
 
 @pytest.fixture(scope="module")
 def logins(django_db_setup, django_db_blocker) -> Iterator[dict[str, str]]:
-    """Members of the recipe's operator and monitor roles, and of a role granted sisy_pause only."""
+    """Members of the recipe's roles (recipe_roles), and of a role granted sisy_pause only."""
     with django_db_blocker.unblock():
         url = current_database_url()
-    suffix = uuid.uuid4().hex[:8]
-    groups = {kind: f"names_{kind}_{suffix}" for kind in ("worker", "operator", "monitor")}
-    members = {
-        "operator": f"names_operator_{suffix}_login",
-        "monitor": f"names_monitor_{suffix}_login",
-        "pauser": f"names_pauser_{suffix}",
-    }
-    with psycopg.connect(url, autocommit=True) as admin:
+    pauser = f"names_pauser_{uuid.uuid4().hex[:8]}"
+    with recipe_roles(url) as urls, psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'CREATE ROLE "{pauser}" LOGIN')
         try:
-            ran = run_recipe(url, **groups)
-            assert ran.returncode == 0, ran.stderr
             admin.execute(
-                f'CREATE ROLE "{members["operator"]}" LOGIN IN ROLE "{groups["operator"]}"'
+                f'GRANT EXECUTE ON FUNCTION sisy_pause(text, text, timestamptz) TO "{pauser}"'
             )
-            admin.execute(f'CREATE ROLE "{members["monitor"]}" LOGIN IN ROLE "{groups["monitor"]}"')
-            admin.execute(f'CREATE ROLE "{members["pauser"]}" LOGIN')
-            admin.execute(
-                f'GRANT EXECUTE ON FUNCTION sisy_pause(text, text, timestamptz) TO "{members["pauser"]}"'
-            )
-            yield {kind: make_conninfo(url, user=member) for kind, member in members.items()}
+            yield {**urls, "pauser": make_conninfo(url, user=pauser)}
         finally:
-            for name in [*members.values(), *groups.values()]:
-                admin.execute(
-                    f"""DO $$ BEGIN
-                        IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}') THEN
-                            DROP OWNED BY "{name}"; DROP ROLE "{name}";
-                        END IF; END $$"""
-                )
+            admin.execute(f'DROP OWNED BY "{pauser}"')
+            admin.execute(f'DROP ROLE "{pauser}"')
 
 
 @pytest.mark.django_db(transaction=True)
 def test_the_operator_acts_by_the_names(logins):
-    task = make_task("Nightly")
+    task = saved_task(label="Nightly")
     url = logins["operator"]
     for function, arguments, enabled in [
         ("sisy_pause", ", 'disk full'", False),
@@ -327,7 +297,7 @@ def test_the_operator_acts_by_the_names(logins):
 
 @pytest.mark.django_db(transaction=True)
 def test_the_monitor_reads_health_and_metrics_by_name_and_acts_on_nothing(logins):
-    make_task("Watched")
+    saved_task(label="Watched")
     url = logins["monitor"]
     assert as_role(url, "SELECT value FROM sisy_metrics() WHERE metric = 'tasks'") == [(1.0,)]
     checks = as_role(url, "SELECT check_name FROM sisy_health()")
@@ -339,7 +309,7 @@ def test_the_monitor_reads_health_and_metrics_by_name_and_acts_on_nothing(logins
 @pytest.mark.django_db(transaction=True)
 def test_a_grant_of_the_name_alone_is_enough(logins):
     """SECURITY DEFINER: a later release pointing sisy_pause at a new version keeps this grant."""
-    task = make_task("Granted by name")
+    task = saved_task(label="Granted by name")
     url = logins["pauser"]
     assert as_role(url, "SELECT done FROM sisy_pause('Granted by name')") == [(True,)]
     task.refresh_from_db()

@@ -8,30 +8,20 @@ database's clock (docs/pausing.md).
 import datetime as dt
 
 import pytest
-from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from sisy_pg.models import ActionRefused, Task, task_with_callable
-from tests.integration.helpers import pause_of, sisy
-from tests.testapp import jobs
-
-
-def sql(query, params=None):
-    with connection.cursor() as cursor:
-        cursor.execute(query, params)
-        return cursor.fetchall() if cursor.description else None
-
-
-def make_task(label, schedule="0 3 * * *"):
-    task = task_with_callable(jobs.record, label=label, schedule=schedule)
-    task.save()
-    return task
+from sisy_pg.models import ActionRefused, Task
+from tests.integration.helpers import pause_of, saved_task, sisy, sql
 
 
 @pytest.mark.django_db
 def test_a_pause_keeps_its_note_and_end_until_it_ends_or_the_task_resumes():
-    task, other, finished = make_task("Nightly"), make_task("Other"), make_task("Done")
+    task, other, finished = (
+        saved_task(label="Nightly"),
+        saved_task(label="Other"),
+        saved_task(label="Done"),
+    )
     Task.objects.filter(pk=finished.pk).update(enabled=False, finished_at=timezone.now())
     # psql: sisy_pause_v2; the view shows the note, the end and who paused.
     ((done, refusal),) = sql(
@@ -82,7 +72,7 @@ def test_a_pause_keeps_its_note_and_end_until_it_ends_or_the_task_resumes():
 
 @pytest.mark.django_db
 def test_the_admin_pauses_with_a_note_and_an_end(admin_client):
-    task, other = make_task("Nightly"), make_task("Other")
+    task, other = saved_task(label="Nightly"), saved_task(label="Other")
     changelist = reverse("admin:sisy_task_changelist")
     selected = {"action": "pause_with_note", "_selected_action": [task.pk, other.pk]}
     page = admin_client.post(changelist, selected)

@@ -217,8 +217,12 @@ def _say(connection: BaseDatabaseWrapper, via: str) -> None:
 
 
 def _connection_created(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
-    """A Django connection's changes are the application's (``via = 'api'``), not psql's."""
-    _say(connection, "api")
+    """A Django connection's changes are the application's (``via = 'api'``), not psql's.
+
+    Only on the database sisy's tables are written to: the project's other databases pay
+    no statement per connection for an audit they do not hold."""
+    if connection.alias == _database(None):
+        _say(connection, "api")
 
 
 def _pre_migrate(sender: Any, using: str, **kwargs: Any) -> None:

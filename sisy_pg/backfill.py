@@ -23,10 +23,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 
 from . import conf, schedule, sql_files
-from .vocabulary import Refusal
+from .vocabulary import Refusal, invalid_parameter
 
 logger = logging.getLogger(__name__)
 
@@ -177,36 +177,31 @@ def backfill(
 
     using = using or DEFAULT_DB_ALIAS
     with transaction.atomic(using=using), connections[using].cursor() as cursor:
-        cursor.execute(
-            "SELECT backfill_id, label, refusal FROM sisy_request_backfill_v1(%s, %s, %s, %s)",
-            [task_id, start, end, limit],
-        )
+        try:
+            with transaction.atomic(using=using):
+                cursor.execute(
+                    "SELECT backfill_id, label, refusal "
+                    "FROM sisy_request_backfill_v1(%s, %s, %s, %s)",
+                    [task_id, start, end, limit],
+                )
+        except DatabaseError as exc:
+            # A range reversed or to come, a limit below 1: the database's rule, said plainly.
+            message = invalid_parameter(exc)
+            if message is None:
+                raise
+            raise BackfillError(message) from None
         row = cursor.fetchone()
         if row is None:
             raise LookupError(f"no task with id {task_id}")
         backfill_id, label, refusal = row
         if refusal is not None:
             raise BackfillRefused(label, Refusal(refusal))
-        cursor.execute(
-            "SELECT b.range_from, b.range_to, b.max_instants, t.schedule, t.timezone, "
-            "t.start_running, t.end_running "
-            "FROM sisy_backfill AS b JOIN sisy_task AS t ON t.id = b.task_id WHERE b.id = %s",
-            [backfill_id],
-        )
+        cursor.execute(sql_files.queries()["backfill_request"], {"backfill_id": backfill_id})
         columns = [column.name for column in cursor.description]
         request = dict(zip(columns, cursor.fetchone(), strict=True))
-        try:
-            instants = instants_between(
-                request["schedule"],
-                request["timezone"],
-                request["range_from"],
-                request["range_to"],
-                limit=limit_of(request["max_instants"]),
-                start_running=request["start_running"],
-                end_running=request["end_running"],
-            )
-        except schedule.ScheduleError as exc:
-            raise BackfillError(str(exc)) from exc
+        instants, error = _compute(request)
+        if error:
+            raise BackfillError(error)
         cursor.execute(
             sql_files.queries()["store_backfill"],
             {

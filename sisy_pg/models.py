@@ -30,7 +30,14 @@ from django.utils.dateparse import parse_datetime
 
 from . import callables, conf, limits, policies, schedule
 from .schedule import PlanInput
-from .vocabulary import FINAL_STATUSES, Action, Refusal, RunStatus, TaskState
+from .vocabulary import (
+    FINAL_STATUSES,
+    Action,
+    Refusal,
+    RunStatus,
+    TaskState,
+    invalid_parameter,
+)
 
 
 class TaskDefinitionError(ValidationError, ValueError):
@@ -236,10 +243,9 @@ class TaskQuerySet(models.QuerySet["Task"]):
                             [ids, note, end["until"], end["delay"]],
                         )
                 except DatabaseError as exc:
-                    if getattr(exc.__cause__, "sqlstate", None) != "22023":
+                    message = invalid_parameter(exc)  # an end that is not in the future
+                    if message is None:
                         raise
-                    # invalid_parameter_value: an end that is not in the future.
-                    message = str(exc.__cause__).splitlines()[0].removeprefix("sisy: ")
                     raise ValueError(message) from None
             else:
                 cursor.execute(

@@ -109,3 +109,17 @@ DEFAULT_MISSED = "coalesce"
 DEFAULT_OVERLAP = "allow"
 DEFAULT_RETRIES = 0
 DEFAULT_RETRY_DELAY = 10.0
+
+
+# What sisy's functions raise for an argument they refuse (RAISE ... USING ERRCODE =
+# 'invalid_parameter_value'), with a message that begins "sisy: ".
+INVALID_PARAMETER = "22023"
+
+
+def invalid_parameter(error: BaseException) -> str | None:
+    """The message of a sisy function's refusal of an argument, if ``error`` (a Django
+    DatabaseError) is one: the error for a person, without the SQL around it."""
+    cause = error.__cause__
+    if getattr(cause, "sqlstate", None) != INVALID_PARAMETER:
+        return None
+    return str(cause).splitlines()[0].removeprefix("sisy: ")

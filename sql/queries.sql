@@ -81,6 +81,14 @@ SELECT b.id, b.task_id, b.range_from, b.range_to, b.max_instants,
  LIMIT %(limit)s
    FOR UPDATE OF b SKIP LOCKED;
 
+-- backfill_request --
+-- A backfill just asked, with its task's schedule (the columns of pending_backfills)
+SELECT b.id, b.task_id, b.range_from, b.range_to, b.max_instants,
+       t.schedule, t.timezone, t.start_running, t.end_running
+  FROM sisy_backfill AS b
+  JOIN sisy_task AS t ON t.id = b.task_id
+ WHERE b.id = %(backfill_id)s;
+
 -- store_backfill --
 -- Queue the runs of a backfill's instants (see sisy_store_backfill_v1)
 SELECT instants, queued, already, error

@@ -7,14 +7,12 @@ from django.core.management import CommandError
 from django.urls import reverse
 from django.utils import timezone
 
+from sisy_pg.backfill import BackfillError, backfill
 from sisy_pg.models import Task, TaskRun, task_with_callable
 from tests.integration.helpers import MINUTE, backfill_runs, past_minutes, run_planner, sisy, sql
 from tests.testapp import jobs
 
 UTC = dt.timezone.utc
-
-
-# --- the instants: the planner's arithmetic, no database ----------------------------
 
 
 # --- the database decides: asked twice, queued once; one at a time --------------------
@@ -81,6 +79,22 @@ def test_the_command_refuses_a_paused_task_and_a_range_beyond_the_limit(settings
     with pytest.raises(CommandError, match="cannot be backfilled: it is paused"):
         sisy("backfill", "minutely", "--from", "2m")
     assert not TaskRun.objects.filter(task=task).exists()
+    assert sql("SELECT count(*) FROM sisy_backfill") == [(0,)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_python_api_says_what_is_wrong_with_a_range_and_records_nothing():
+    task = task_with_callable(jobs.record, label="minutely", schedule="* * * * *")
+    task.save()
+    now = timezone.now()
+    refused = {
+        "not after its end": (now - 2 * MINUTE, now - 3 * MINUTE, None),
+        "still to come": (now + 60 * MINUTE, now + 120 * MINUTE, None),
+        "at least 1": (now - 5 * MINUTE, now, 0),
+    }
+    for message, (start, end, limit) in refused.items():
+        with pytest.raises(BackfillError, match=message):
+            backfill(task.pk, start, end, limit=limit)
     assert sql("SELECT count(*) FROM sisy_backfill") == [(0,)]
 
 

@@ -25,16 +25,12 @@ from typing import Any
 
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections, transaction
 
-from . import conf, schedule, sql_files
+from . import conf, schedule, sql_files, when
 from .vocabulary import Refusal, invalid_parameter
 
 logger = logging.getLogger(__name__)
 
 _ONE_MICROSECOND = dt.timedelta(microseconds=1)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-# A time ago (a backfill's instants are past): 5m, 2h ago, -1d12h.
-_AGO = re.compile(r"-?\s*((?:\d+(?:\.\d+)?\s*[smhdw]\s*)+)(?:ago)?", re.ASCII | re.IGNORECASE)
-_AGO_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", re.ASCII | re.IGNORECASE)
 
 
 class BackfillError(ValueError):
@@ -249,18 +245,13 @@ def parse_when(text: str, zone: dt.tzinfo, now: dt.datetime) -> dt.datetime:
     value = text.strip()
     if value.lower() == "now":
         return now
-    ago = _AGO.fullmatch(value)
-    if ago:
-        seconds = sum(
-            float(number) * _UNIT_SECONDS[unit.lower()]
-            for number, unit in _AGO_PART.findall(ago.group(1))
-        )
-        return now - dt.timedelta(seconds=seconds)
-    try:
-        instant = dt.datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T", 1))
-    except ValueError:
+    ago = when.duration(re.sub(r"\s*ago$", "", value.removeprefix("-"), flags=re.IGNORECASE))
+    if ago is not None:
+        return now - ago
+    past = when.instant(value, zone)
+    if past is None:
         raise ValueError(
             f"{text!r} is not an instant: write ISO 8601 (2026-12-02T03:00:00, in the task's "
             "time zone unless it has an offset), 'now', or a time ago such as 5m or 2h"
-        ) from None
-    return instant if instant.tzinfo is not None else instant.replace(tzinfo=zone)
+        )
+    return past

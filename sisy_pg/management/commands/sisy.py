@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import re
 from collections.abc import Callable, Collection, Sequence
 from typing import Any
 
@@ -24,7 +23,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, connections, transaction
 
-from sisy_pg import audit, backfill, conf, liveness, procrastinate_seam, schedule
+from sisy_pg import audit, backfill, conf, liveness, procrastinate_seam, schedule, when
 from sisy_pg.limits import printable
 from sisy_pg.models import ActionRefused, Pause, Task, TaskRun, database_now
 from sisy_pg.schedule_text import describe, instants_of, seconds_first_warning
@@ -83,35 +82,19 @@ def _cell(value: object) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-_DURATION = re.compile(r"\+?\s*((?:\d+(?:\.\d+)?\s*[smhdw]\s*)+)", flags=re.IGNORECASE)
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])", flags=re.IGNORECASE)
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
 def parse_when(text: str, zone: dt.tzinfo) -> dt.datetime | dt.timedelta:
-    """An instant typed on the command line: ISO 8601, or a delay from now.
-
-    ``2026-12-24 18:00`` (in ``zone`` without an offset), ``2026-12-24T17:00Z``,
-    ``2026-12-24T18:00+01:00``; or ``90s``, ``30m``, ``+2h``, ``1d12h``, ``1w``
-    (a timedelta: from the database's now, not this machine's).
-    """
-    text = text.strip()
-    duration = _DURATION.fullmatch(text)
-    if duration:
-        return dt.timedelta(
-            seconds=sum(
-                float(number) * _UNIT_SECONDS[unit.lower()]
-                for number, unit in _DURATION_PART.findall(duration.group(1))
-            )
-        )
-    try:
-        instant = dt.datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", text))
-    except ValueError:
+    """An end typed on the command line: an instant, or a delay from now (``+2h`` or ``2h``:
+    a timedelta, counted from the database's now, not this machine's); see sisy_pg.when."""
+    delay = when.duration(text.strip().removeprefix("+"))
+    if delay is not None:
+        return delay
+    end = when.instant(text, zone)
+    if end is None:
         raise ValueError(
             "not an instant: give an ISO 8601 date and time (2026-12-24 18:00, in the task's "
             "time zone without an offset) or a delay (90s, 30m, 2h, 1d12h)"
-        ) from None
-    return instant.replace(tzinfo=zone) if instant.tzinfo is None else instant
+        )
+    return end
 
 
 def pause_summary(pause: Pause | None) -> dict[str, Any] | None:

@@ -94,19 +94,17 @@ class Sample:
     value: float
 
 
-def read(using: str | None = None, stalled_after: float | None = None) -> list[Sample]:
+def read(using: str | None = None) -> list[Sample]:
     """Every sample, from one statement (which folds what finished since the last scrape).
 
-    ``stalled_after``: a worker is live when its heartbeat or its sisy report is
-    younger (procrastinate's ``stalled_worker_timeout`` by default).
+    A worker is live when its heartbeat or its sisy report is younger than
+    procrastinate's ``stalled_worker_timeout``.
     """
     alias = using or procrastinate_seam.database_alias()
-    if stalled_after is None:
-        stalled_after = procrastinate_seam.stalled_worker_timeout()
     with connections[alias].cursor() as cursor:
         cursor.execute(
             "SELECT metric, labels, le, value FROM sisy_metrics_v1(make_interval(secs => %s))",
-            [stalled_after],
+            [procrastinate_seam.stalled_worker_timeout()],
         )
         return [
             Sample(

@@ -252,8 +252,3 @@ class _Deliveries:
 
 
 _deliveries = _Deliveries()
-
-
-def flush(timeout: float | None = None) -> bool:
-    """Wait until the signals posted by this process are sent (False after ``timeout``)."""
-    return _deliveries.flush(timeout)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -87,15 +88,18 @@ def _short(value: Any) -> str:
     return text if len(text) <= _SHOWN else text[: _SHOWN - 3] + "..."
 
 
-# What a task created without saying otherwise holds: not worth a word in a description.
-_DEFAULTS: dict[str, Any] = {
-    "enabled": True,
-    "iterations": 0,
-    "wait_for_schedule": True,
-    "allow_overlap": True,
-    "userdata": {},
-    "options": {},
-}
+@functools.cache
+def _defaults() -> dict[str, Any]:
+    """What a task created without saying otherwise holds (the model's defaults of the
+    settings a description lists): not worth a word in it."""
+    from .models import Task
+
+    listed = ("enabled", "iterations", "wait_for_schedule", "allow_overlap", "userdata", "options")
+    return {
+        field.name: field.get_default()
+        for field in Task._meta.concrete_fields
+        if field.name in listed
+    }
 
 
 def _values(changes: dict[str, dict[str, Any]], side: str) -> str:
@@ -110,7 +114,7 @@ def _values(changes: dict[str, dict[str, Any]], side: str) -> str:
         f"{column} {_short(value)}"
         for column, value in sorted(values.items())
         if column not in ("label", "schedule", "timezone", "callable_info")
-        and value != _DEFAULTS.get(column)
+        and value != _defaults().get(column)
     ]
     return ", ".join(parts)
 

@@ -371,6 +371,12 @@ _LOGGED = {
 }
 
 
+# An instant to the second, in the browser's date and time picker (the current time zone's).
+INSTANT_INPUT = forms.DateTimeInput(
+    attrs={"type": "datetime-local", "step": 1}, format="%Y-%m-%dT%H:%M:%S"
+)
+
+
 class PauseForm(forms.Form):
     """A pause's note and end: the action "Pause with a note or an end", a task's pause page."""
 
@@ -380,12 +386,7 @@ class PauseForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text="Why it is paused: shown wherever its state is.",
     )
-    until = forms.DateTimeField(
-        required=False,
-        widget=forms.DateTimeInput(
-            attrs={"type": "datetime-local", "step": 1}, format="%Y-%m-%dT%H:%M:%S"
-        ),
-    )
+    until = forms.DateTimeField(required=False, widget=INSTANT_INPUT)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -409,16 +410,10 @@ class PauseForm(forms.Form):
 class BackfillForm(forms.Form):
     """The range of the action "Backfill past instants": each instant in it runs once."""
 
-    start = forms.DateTimeField(
-        widget=forms.DateTimeInput(
-            attrs={"type": "datetime-local", "step": 1}, format="%Y-%m-%dT%H:%M:%S"
-        ),
-    )
+    start = forms.DateTimeField(widget=INSTANT_INPUT)
     end = forms.DateTimeField(
         required=False,
-        widget=forms.DateTimeInput(
-            attrs={"type": "datetime-local", "step": 1}, format="%Y-%m-%dT%H:%M:%S"
-        ),
+        widget=INSTANT_INPUT,
         help_text="Included. Empty, or later than now: now (the instants to come are the "
         "schedule's).",
     )
@@ -824,17 +819,24 @@ class TaskAdmin(_TaskAdminBase):
         self, request: HttpRequest, form: PauseForm, tasks: list[Task], action: str = ""
     ) -> TemplateResponse:
         """The pause form, for one task's page or for the tasks an action selected."""
+        return self._tasks_form_page(request, form, tasks, "Pause", action)
+
+    def _tasks_form_page(
+        self, request: HttpRequest, form: forms.Form, tasks: list[Task], verb: str, action: str
+    ) -> TemplateResponse:
+        """A form about ``tasks`` (admin/sisy/task/tasks_form.html): to pause, to backfill."""
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
-            "title": f"Pause {tasks[0]}" if len(tasks) == 1 else f"Pause {len(tasks)} tasks",
+            "title": f"{verb} {tasks[0]}" if len(tasks) == 1 else f"{verb} {len(tasks)} tasks",
+            "verb": verb,
             "tasks": tasks,
             "form": form,
             "action": action,
             "action_checkbox_name": ACTION_CHECKBOX_NAME,
             "media": self.media + form.media,
         }
-        return TemplateResponse(request, "admin/sisy/task/pause.html", context)
+        return TemplateResponse(request, f"admin/sisy/task/{verb.lower()}.html", context)
 
     def save_model(self, request: HttpRequest, obj: Task, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)
@@ -934,18 +936,7 @@ class TaskAdmin(_TaskAdminBase):
         form = BackfillForm(request.POST if "apply" in request.POST else None)
         tasks = list(queryset)
         if not form.is_valid():
-            title = f"Backfill {tasks[0]}" if len(tasks) == 1 else f"Backfill {len(tasks)} tasks"
-            context = {
-                **self.admin_site.each_context(request),
-                "opts": self.model._meta,
-                "title": title,
-                "tasks": tasks,
-                "form": form,
-                "action": "backfill",
-                "action_checkbox_name": ACTION_CHECKBOX_NAME,
-                "media": self.media + form.media,
-            }
-            return TemplateResponse(request, "admin/sisy/task/backfill.html", context)
+            return self._tasks_form_page(request, form, tasks, "Backfill", "backfill")
         done: list[Backfill] = []
         for task in tasks:
             try:

@@ -100,12 +100,7 @@ class Workers:
         workers = [self.start(name, concurrency, **env) for name, concurrency, env in specs]
         deadline = time.monotonic() + 90
         while True:
-            for worker in workers:
-                if not worker.alive():
-                    raise RuntimeError(
-                        f"worker {worker.name} exited ({worker.process.returncode}) at start:\n"
-                        f"{worker.tail()}"
-                    )
+            self.check_alive(*workers)
             ready = self.db.one(
                 "SELECT count(*) FROM procrastinate_workers WHERE id > %s", [before]
             )
@@ -127,10 +122,7 @@ class Workers:
     @staticmethod
     def check_alive(*workers: WorkerProcess) -> None:
         for worker in workers:
-            if not worker.alive():
-                raise RuntimeError(
-                    f"worker {worker.name} died ({worker.process.returncode}):\n{worker.tail()}"
-                )
+            worker.check_alive()
 
 
 class Bench:

@@ -75,6 +75,14 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.process.poll() is None
 
+    def check_alive(self, lines: int = 30) -> None:
+        """Raise, with its exit status and last ``lines`` lines, if it has exited: a
+        measurement or a wait must not go on without it."""
+        if not self.alive():
+            raise RuntimeError(
+                f"worker {self.name} exited ({self.process.returncode}):\n{self.tail(lines)}"
+            )
+
     def rss_mb(self) -> float | None:
         """Its resident memory in MiB, or None once it has exited."""
         import psutil

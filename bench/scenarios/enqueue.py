@@ -8,13 +8,11 @@ lag scenario's figures (run both).
 
 from __future__ import annotations
 
-import datetime as dt
-import time
 from collections import Counter
 from typing import Any
 
 from bench.core import DJANGO_NOOP, Bench
-from bench.scenarios.lag import instants, lag_summary, window_cpu
+from bench.scenarios.lag import every_second_window, instants, lag_summary
 
 
 def run(bench: Bench) -> None:
@@ -30,23 +28,8 @@ def run(bench: Bench) -> None:
 
 
 def enqueue_lag(bench: Bench) -> dict[str, Any]:
-    from sisy_pg.models import Task, task_with_callable
-
     m = bench.mode
-    bench.db.reset()
-    (worker,) = bench.workers.start_ready([("enqueue", bench.concurrency, {})])
-    time.sleep(1)
-    created = bench.db.now()
-    for number in range(m.lag_tasks):
-        task = task_with_callable(DJANGO_NOOP, label=f"enqueue-{number}", schedule="* * * * * *")
-        task.timezone = "UTC"
-        task.save()
-    start = created + dt.timedelta(seconds=m.warmup)
-    end = start + dt.timedelta(seconds=m.lag_seconds)
-    cpu = window_cpu(bench, worker, start, end)
-    bench.sleep_until(end + dt.timedelta(seconds=m.warmup), [worker])  # tasks in flight
-    Task.objects.filter(label__startswith="enqueue-").update(enabled=False)
-    bench.workers.stop(worker)
+    start, end, cpu = every_second_window(bench, "enqueue", DJANGO_NOOP, "enqueue-")
     rows = bench.db.q(
         """SELECT extract(epoch FROM r.started_at - r.scheduled_for)::float8,
                   extract(epoch FROM (r.details ->> 'enqueued_at')::timestamptz

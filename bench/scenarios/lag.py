@@ -29,24 +29,35 @@ def run(bench: Bench) -> None:
         bench.figures["lag_p99_ms"] = s["p99"]
 
 
-def sisy_lag(bench: Bench) -> dict[str, Any]:
+def every_second_window(
+    bench: Bench, worker_name: str, target: Any, prefix: str
+) -> tuple[dt.datetime, dt.datetime, float | None]:
+    """``lag_tasks`` every-second tasks of ``target`` (labelled ``prefix``N) on one worker,
+    measured over a window after a warm-up: (its start, its end, the worker's CPU in it).
+    The tasks are disabled and the worker stopped when the runs in flight are done."""
     from sisy_pg.models import Task, task_with_callable
 
     m = bench.mode
     bench.db.reset()
-    (worker,) = bench.workers.start_ready([("lag-sisy", bench.concurrency, {})])
+    (worker,) = bench.workers.start_ready([(worker_name, bench.concurrency, {})])
     time.sleep(1)
     created = bench.db.now()
     for number in range(m.lag_tasks):
-        task = task_with_callable(NOOP, label=f"lag-{number}", schedule="* * * * * *")
+        task = task_with_callable(target, label=f"{prefix}{number}", schedule="* * * * * *")
         task.timezone = "UTC"
         task.save()
     start = created + dt.timedelta(seconds=m.warmup)
     end = start + dt.timedelta(seconds=m.lag_seconds)
     cpu = window_cpu(bench, worker, start, end)
     bench.sleep_until(end + dt.timedelta(seconds=m.warmup), [worker])  # runs in flight
-    Task.objects.filter(label__startswith="lag-").update(enabled=False)
+    Task.objects.filter(label__startswith=prefix).update(enabled=False)
     bench.workers.stop(worker)
+    return start, end, cpu
+
+
+def sisy_lag(bench: Bench) -> dict[str, Any]:
+    m = bench.mode
+    start, end, cpu = every_second_window(bench, "lag-sisy", NOOP, "lag-")
     rows = bench.db.q(
         """SELECT extract(epoch FROM started_at - scheduled_for)::float8, status
              FROM sisy_taskrun

@@ -123,11 +123,8 @@ def _env(stalled_timeout: float) -> dict[str, str]:
 
 def _check_alive(workers: list[Worker]) -> None:
     for worker in workers:
-        if worker.fate == "running" and not worker.process.alive():
-            raise RuntimeError(
-                f"worker {worker.name} exited ({worker.process.process.returncode}):\n"
-                f"{worker.process.tail(40)}"
-            )
+        if worker.fate == "running":
+            worker.process.check_alive(40)
 
 
 def _sleep_until(deadline: float, workers: list[Worker]) -> None:

@@ -43,6 +43,18 @@ def fresh_url(database_server: str) -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="module")
+def roles(django_db_setup, django_db_blocker) -> Iterator[dict[str, str]]:
+    """sql/roles.sql's roles (names of this run), and a login member of each: {kind: its URL}."""
+    from tests.helpers import current_database_url
+    from tests.integration.helpers import recipe_roles
+
+    with django_db_blocker.unblock():
+        url = current_database_url()
+    with recipe_roles(url) as urls:
+        yield urls
+
+
 @pytest.fixture
 def admin_client(django_user_model):
     """A logged-in superuser named "admin" (pytest-django's own hashes a password: slow)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -13,8 +12,7 @@ from django.db import connection
 
 from devtools.workers import ROOT
 from sisy_pg.models import TaskRun, task_with_callable
-from tests.helpers import current_database_url, wait_until
-from tests.integration.helpers import recipe_roles
+from tests.helpers import wait_until
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -24,15 +22,6 @@ def query_rows(query: str) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(query)
         return cursor.fetchall()
-
-
-@pytest.fixture(scope="module")
-def roles(django_db_setup, django_db_blocker) -> Iterator[dict[str, str]]:
-    """The recipe's roles (names of this run), and a login member of each: {kind: its URL}."""
-    with django_db_blocker.unblock():
-        url = current_database_url()
-    with recipe_roles(url) as urls:
-        yield urls
 
 
 def test_the_worker_role_plans_and_runs_a_task_end_to_end(roles, start_worker):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -22,7 +21,7 @@ from psycopg.conninfo import make_conninfo
 from sisy_pg import sql_files
 from sisy_pg.models import Task, TaskRun, task_with_callable
 from tests.helpers import current_database_url
-from tests.integration.helpers import as_role, recipe_roles, refused
+from tests.integration.helpers import as_role, refused
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -51,15 +50,6 @@ def make_task(label: str) -> Task:
 
 
 # --- PUBLIC ----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def roles(django_db_setup, django_db_blocker) -> Iterator[dict[str, str]]:
-    """The recipe's roles (names of this run), and a login member of each: {kind: its URL}."""
-    with django_db_blocker.unblock():
-        url = current_database_url()
-    with recipe_roles(url) as urls:
-        yield urls
 
 
 def test_public_can_execute_no_sisy_function():

@@ -31,7 +31,7 @@ from devtools.embedded_pg import find_bindir
 from sisy_pg import (
     callables,
     metrics,
-    policies,
+    planner,
     procrastinate_seam,
     sql_files,
     store,
@@ -157,17 +157,16 @@ def claim(lead=dt.timedelta(0), runs_per_job=1):
         rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
         # Django's connection leaves jsonb as text; the planner's psycopg one loads it.
         claimed = [store.due_from_row({**r, "options": json.loads(r["options"])}) for r in rows]
-        decisions = [policies.decide(due, lead=lead, all_limit=100) for due in claimed]
-        records = [
-            (d.task_id, r) for d, dec in zip(claimed, decisions, strict=True) for r in dec.records
-        ]
-        plans = {d.task_id: dec.plan for d, dec in zip(claimed, decisions, strict=True)}
+        # The planner's own steps between its two statements (Planner.fire_due).
+        decisions = planner._decide_all(claimed, lead=lead, all_limit=100)
+        records, plans = planner._records_and_plans(claimed, decisions)
         cursor.execute(
             QUERIES["store_decisions"],
             store.decision_params("sisy", "sisy.run", records, plans, runs_per_job),
         )
     fired = []
     for due, decision in zip(claimed, decisions, strict=True):
+        assert not isinstance(decision, Exception), decision
         run = decision.fired
         run_id = None
         if run is not None:

@@ -13,22 +13,16 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.contrib.messages import get_messages
 from django.core.management import CommandError, call_command
-from django.db import connection
 from django.urls import reverse
 
 from sisy_pg.models import ActionRefused, Task, TaskRun, task_with_callable
 from sisy_pg.vocabulary import Action, Refusal, TaskState
+from tests.integration.helpers import sql
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db
 
 FAR_AWAY = "0 0 1 1 *"
-
-
-def sql(query, params=None):
-    with connection.cursor() as cursor:
-        cursor.execute(query, params)
-        return cursor.fetchall() if cursor.description else None
 
 
 def make(state, label):

@@ -10,11 +10,10 @@ import datetime as dt
 
 import psycopg
 import pytest
-from django.db import connection
 
 from sisy_pg import sql_files
 from sisy_pg.models import task_with_callable
-from tests.integration.helpers import claim, make_due, schema_database
+from tests.integration.helpers import claim, make_due, schema_database, sql
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db
@@ -27,12 +26,6 @@ SHADOWED = (
     "procrastinate_jobs",
     "procrastinate_workers",
 )
-
-
-def sql(query, params=None):
-    with connection.cursor() as cursor:
-        cursor.execute(query, params)
-        return cursor.fetchall() if cursor.description else None
 
 
 def one(query, params=None):

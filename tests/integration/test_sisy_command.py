@@ -11,6 +11,7 @@ from django.db import connection
 
 from sisy_pg.management.commands.sisy import describe, seconds_first_suggestion
 from sisy_pg.models import Task, TaskRun, task_with_callable
+from tests.integration.helpers import sql
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db
@@ -27,12 +28,6 @@ def sisy(*args):
 
 def sisy_json(*args):
     return json.loads(sisy(*args, "--json")[0])
-
-
-def sql(query, params=None):
-    with connection.cursor() as cursor:
-        cursor.execute(query, params)
-        return cursor.fetchall() if cursor.description else None
 
 
 def make_task(label, schedule="*/5 * * * *", **fields):

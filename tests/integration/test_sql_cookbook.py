@@ -5,9 +5,9 @@ import re
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from sisy_pg.models import TaskRun, task_with_callable
+from tests.integration.helpers import sql
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db
@@ -19,12 +19,6 @@ BLOCKS = re.findall(r"```sql\n(.*?)```", COOKBOOK.read_text(), flags=re.DOTALL)
 def statements(block):
     """The statements of a block: each ends with a semicolon at the end of a line."""
     return [s.strip() for s in re.split(r";\s*$", block, flags=re.MULTILINE) if s.strip()]
-
-
-def sql(query, params=None):
-    with connection.cursor() as cursor:
-        cursor.execute(query, params)
-        return cursor.fetchall() if cursor.description else None
 
 
 @pytest.fixture

@@ -4,19 +4,14 @@ sisy_clear_error_v1 (sisy_act_v1 decides), and sisy_task_id_v1."""
 import datetime as dt
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.utils import DatabaseError
 
 from sisy_pg.models import TaskRun, task_with_callable
+from tests.integration.helpers import sql
 from tests.testapp import jobs
 
 pytestmark = pytest.mark.django_db
-
-
-def sql(query, params=None):
-    with connection.cursor() as cursor:
-        cursor.execute(query, params)
-        return cursor.fetchall() if cursor.description else None
 
 
 def one(query, params=None):
